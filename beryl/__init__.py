@@ -1,0 +1,4 @@
+"""
+Beryl: a Phoenix Channels compatible real-time server and library on
+Twisted.
+"""

@@ -1,0 +1,813 @@
+"""
+The coordinator: one node's channel system.
+
+It owns the table of sockets, the channels they joined with their assigns,
+and the topic index that broadcasts fan out through.  Transports hand it
+decoded messages and connection events; it answers with encoded frames
+written to each socket's L{IConnection}.
+
+Control-plane work (join, leave, client pushes) runs the application's
+callbacks in order per socket.  The data plane does not touch channels: a
+broadcast is encoded once per serializer, prepared once per kind of
+connection, and the same bytes are written to every subscriber
+(L{Coordinator.deliver}, the one place local delivery happens, below
+PubSub).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from typing import Any, Callable, Coroutine, Mapping
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from beryl.app import App, ConnectError, ConnectInfo, ConnectOk, ConnectResult
+from beryl.channel import (
+    Channel,
+    JoinError,
+    JoinOk,
+    NoReply,
+    Push,
+    Reply,
+    SocketContext,
+    Stop,
+)
+from beryl.interfaces import (
+    IConnection,
+    ICoordinator,
+    IPresence,
+    IPubSub,
+    ISubscriber,
+    PresenceList,
+    PresenceMeta,
+)
+from beryl.presence.local import LocalPresence
+from beryl.wire import Message, Payload, Serializer
+
+__all__ = ["Coordinator", "SocketHandle"]
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_INVALID_DATA = 1007
+
+_EMPTY: dict[str, Any] = {}
+
+
+def _settle(result: object) -> object:
+    """
+    Turn a coroutine into a Deferred; leave plain values
+    and Deferreds alone.
+    """
+    if isinstance(result, Deferred):
+        return result
+    if isinstance(result, Coroutine):
+        return ensureDeferred(result)
+    return result
+
+
+@attrs.define(eq=False)
+class SocketHandle:
+    """
+    One connected socket: what a transport holds to talk to the
+    coordinator.
+    """
+
+    socket_id: str
+    connection: IConnection
+    serializer: Serializer
+    params: Mapping[str, Any]
+    connect_info: ConnectInfo
+    assigns: Any
+    channels: dict[str, _ChannelState] = attrs.field(factory=dict)
+    queue: deque[Message] = attrs.field(factory=deque)
+    busy: bool = False
+    closed: bool = False
+    last_seen: float = 0.0
+    idle_call: IDelayedCall | None = None
+
+
+@attrs.define(eq=False)
+class _ChannelState:
+    """
+    A joined channel: its definition, assigns and timers.  Provides the
+    operations a L{SocketContext} offers to callbacks.
+    """
+
+    coordinator: Coordinator
+    socket: SocketHandle
+    topic: str
+    join_ref: Any
+    channel: Channel[Any]
+    assigns: Any = None
+    joined: bool = False
+    ended: bool = False
+    # pushes and infos made during the join wait for its reply
+    pending_frames: list[tuple[str, Payload]] = attrs.field(factory=list)
+    pending_infos: list[object] = attrs.field(factory=list)
+    timers: set[IDelayedCall] = attrs.field(factory=set)
+    tracked: bool = False
+
+    @property
+    def owner(self) -> str:
+        """
+        The presence owner that stands for this channel.
+        """
+        return f"{self.socket.socket_id}/{self.topic}"
+
+    def context(self, ref: Any = None) -> SocketContext[Any]:
+        """
+        A context for one callback.
+        """
+        return SocketContext(
+            socket_id=self.socket.socket_id,
+            topic=self.topic,
+            join_ref=self.join_ref,
+            assigns=self.assigns,
+            params=self.socket.params,
+            socket_assigns=self.socket.assigns,
+            runtime=self,
+            ref=ref,
+        )
+
+    # ChannelRuntime
+
+    def push(self, event: str, payload: Payload) -> None:
+        if self.ended:
+            return
+        if not self.joined:
+            self.pending_frames.append((event, payload))
+            return
+        self.coordinator._send(
+            self.socket,
+            lambda s: s.encode_push(self.join_ref, self.topic, event, payload),
+        )
+
+    def broadcast(self, event: str, payload: Payload) -> None:
+        self.coordinator.broadcast(self.topic, event, payload)
+
+    def broadcast_from(self, event: str, payload: Payload) -> None:
+        self.coordinator.broadcast_from(
+            self.socket.socket_id, self.topic, event, payload
+        )
+
+    def send_info(self, message: object) -> None:
+        if self.ended:
+            return
+        if not self.joined:
+            self.pending_infos.append(message)
+            return
+        self.send_info_later(0, message)
+
+    def send_info_later(self, delay: float, message: object) -> IDelayedCall:
+        def fire() -> None:
+            self.timers.discard(call)
+            self.coordinator._handle_info(self, message)
+
+        call = self.coordinator.clock.callLater(delay, fire)
+        if self.ended:
+            call.cancel()
+        else:
+            self.timers.add(call)
+        return call
+
+    def reply(self, ref: Any, status: str, payload: Payload) -> None:
+        if self.ended:
+            return
+        self.coordinator._send(
+            self.socket,
+            lambda s: s.encode_reply(self.join_ref, ref, self.topic, status, payload),
+        )
+
+    def track(self, key: str, meta: PresenceMeta) -> str:
+        self.tracked = True
+        return self.coordinator.presence.track(self.topic, key, self.owner, meta)
+
+    def update_presence(self, key: str, meta: PresenceMeta) -> str:
+        self.tracked = True
+        return self.coordinator.presence.update(self.topic, key, self.owner, meta)
+
+    def presence_list(self) -> PresenceList:
+        return self.coordinator.presence.list(self.topic)
+
+
+@implementer(ICoordinator, ISubscriber)
+class Coordinator(Service):
+    """
+    The channel system of one node.
+
+    @param app: the channel routes and connect hook.
+    @param clock: the time source for info timers and idle timeouts.
+    @param pubsub: cluster publish/subscribe; broadcasts go through it when
+        given and straight to L{deliver} when not (a single node).
+    @param presence: where channels track presences; a single-node
+        L{LocalPresence} when not given.
+    @param max_channels: the most channels one socket may join.
+    @param idle_timeout: seconds without inbound data after which a socket
+        is closed (Phoenix's 60 s); C{0} disables it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        app: App,
+        clock: IReactorTime,
+        pubsub: IPubSub | None = None,
+        presence: IPresence | None = None,
+        max_channels: int = 100,
+        idle_timeout: float = 60.0,
+        new_socket_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+    ) -> None:
+        self.app = app
+        self.clock = clock
+        self.pubsub = pubsub
+        self.presence: IPresence = presence if presence is not None else LocalPresence()
+        self.max_channels = max_channels
+        self.idle_timeout = idle_timeout
+        self._new_socket_id = new_socket_id
+        self.subscriber_id = f"coordinator:{secrets.token_urlsafe(9)}"
+        self._sockets: dict[str, SocketHandle] = {}
+        # topic -> socket id -> channel: the fan-out index
+        self._subscriptions: dict[str, dict[str, _ChannelState]] = {}
+        self._stop_presence_diffs: Callable[[], None] | None = None
+
+    # Service
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._stop_presence_diffs = self.presence.subscribe_diffs(
+            self._presence_diff
+        )
+
+    def stopService(self) -> None:
+        """
+        Close every socket with 1001 (the client reconnects, to this node
+        once it is back or to another) and end their channels.
+        """
+        Service.stopService(self)
+        if self._stop_presence_diffs is not None:
+            self._stop_presence_diffs()
+            self._stop_presence_diffs = None
+        for socket in list(self._sockets.values()):
+            socket.connection.close(CLOSE_GOING_AWAY, "server shutting down")
+            self.socket_closed(socket)
+
+    # Connection lifecycle, called by transports
+
+    def connect(
+        self, params: Mapping[str, Any], info: ConnectInfo
+    ) -> Deferred[ConnectResult]:
+        """
+        Run the application's connect hook; the result says whether to
+        accept the socket.
+        """
+        d: Deferred[Any] = maybeDeferred(
+            lambda: _settle(self.app.connect(params, info))
+        )
+
+        def check(result: object) -> ConnectResult:
+            if isinstance(result, (ConnectOk, ConnectError)):
+                return result
+            self.log.error(
+                "The connect hook returned {result!r}, not ConnectOk or "
+                "ConnectError; refusing the socket.",
+                result=result,
+            )
+            return ConnectError(403)
+
+        def crashed(failure: Failure) -> ConnectResult:
+            self.log.failure("The connect hook raised; refusing the socket.", failure)
+            return ConnectError(403)
+
+        d.addCallbacks(check, crashed)
+        return d
+
+    def open_socket(
+        self,
+        connection: IConnection,
+        serializer: Serializer,
+        params: Mapping[str, Any],
+        connect_info: ConnectInfo,
+        assigns: Any = None,
+    ) -> SocketHandle:
+        """
+        Register an accepted connection and return its handle.
+        """
+        socket = SocketHandle(
+            socket_id=self._new_socket_id(),
+            connection=connection,
+            serializer=serializer,
+            params=params,
+            connect_info=connect_info,
+            assigns=assigns,
+            last_seen=self.clock.seconds(),
+        )
+        self._sockets[socket.socket_id] = socket
+        if self.idle_timeout > 0:
+            socket.idle_call = self.clock.callLater(
+                self.idle_timeout, self._check_idle, socket
+            )
+        return socket
+
+    def socket_closed(self, socket: SocketHandle) -> None:
+        """
+        The connection is gone: end every channel (no frames are sent) and
+        forget the socket.  Safe to call more than once.
+        """
+        if socket.closed:
+            return
+        socket.closed = True
+        socket.queue.clear()
+        if socket.idle_call is not None and socket.idle_call.active():
+            socket.idle_call.cancel()
+        socket.idle_call = None
+        for state in list(socket.channels.values()):
+            self._end(state, "closed")
+        self._sockets.pop(socket.socket_id, None)
+
+    def receive(self, socket: SocketHandle, message: Message) -> None:
+        """
+        Handle one decoded inbound message.  Messages are handled in order:
+        while a join (or another asynchronous callback) is pending, later
+        messages wait.
+        """
+        socket.last_seen = self.clock.seconds()
+        if socket.closed:
+            return
+        if socket.busy:
+            socket.queue.append(message)
+            return
+        self._dispatch(socket, message)
+
+    def touch(self, socket: SocketHandle) -> None:
+        """
+        Note inbound traffic that is not a message (a WebSocket ping).
+        """
+        socket.last_seen = self.clock.seconds()
+
+    def reject_frame(self, socket: SocketHandle, reason: str) -> None:
+        """
+        An inbound frame could not be decoded: log it and close this socket
+        with 1007 and the reason.  Other sockets are not affected.
+        """
+        self.log.warn(
+            "Socket {socket_id} sent a frame that cannot be decoded ({reason}); "
+            "closing it.",
+            socket_id=socket.socket_id,
+            reason=reason,
+        )
+        socket.connection.close(CLOSE_INVALID_DATA, reason[:120])
+        self.socket_closed(socket)
+
+    # ICoordinator and the data plane
+
+    def broadcast(self, topic: str, event: str, payload: Payload) -> None:
+        if self.pubsub is not None:
+            self.pubsub.broadcast(topic, event, payload)
+        else:
+            self.deliver(topic, event, payload, None)
+
+    def broadcast_from(
+        self, socket_id: str, topic: str, event: str, payload: Payload
+    ) -> None:
+        if self.pubsub is not None:
+            self.pubsub.broadcast_from(socket_id, topic, event, payload)
+        else:
+            self.deliver(topic, event, payload, socket_id)
+
+    def local_broadcast(self, topic: str, event: str, payload: Payload) -> None:
+        """
+        Send C{event} to the subscribers of C{topic} on this node only.
+        """
+        if self.pubsub is not None:
+            self.pubsub.local_broadcast(topic, event, payload)
+        else:
+            self.deliver(topic, event, payload, None)
+
+    def deliver(
+        self, topic: str, event: str, payload: Payload, from_id: str | None
+    ) -> None:
+        """
+        Fan a broadcast out to this node's sockets joined to C{topic},
+        except socket C{from_id}: encoded once per serializer, prepared
+        once per kind of connection, the same bytes written to each.
+        """
+        subscribers = self._subscriptions.get(topic)
+        if not subscribers:
+            return
+        prepared: dict[object, object] = {}
+        for socket_id, state in list(subscribers.items()):
+            if socket_id == from_id:
+                continue
+            connection = state.socket.connection
+            key = (state.socket.serializer, connection.prepare_key)
+            data = prepared.get(key)
+            if data is None:
+                try:
+                    frame = state.socket.serializer.encode_broadcast(
+                        topic, event, payload
+                    )
+                except (ValueError, TypeError) as error:
+                    self.log.warn(
+                        "Broadcast {event} on {topic} cannot be encoded for "
+                        "{vsn} clients: {error}",
+                        event=event,
+                        topic=topic,
+                        vsn=state.socket.serializer.vsn,
+                        error=error,
+                    )
+                    data = prepared[key] = False
+                else:
+                    data = prepared[key] = connection.prepare(frame)
+            if data is not False:
+                connection.send_prepared(data)
+
+    def push_to_socket(
+        self, socket_id: str, topic: str, event: str, payload: Payload
+    ) -> bool:
+        socket = self._sockets.get(socket_id)
+        state = socket.channels.get(topic) if socket is not None else None
+        if state is None:
+            return False
+        state.push(event, payload)
+        return True
+
+    def socket_count(self) -> int:
+        return len(self._sockets)
+
+    def local_subscriber_count(self, topic: str) -> int:
+        """
+        How many of this node's sockets joined C{topic}.
+        """
+        return len(self._subscriptions.get(topic, _EMPTY))
+
+    # Dispatch
+
+    def _dispatch(self, socket: SocketHandle, message: Message) -> None:
+        topic, event = message.topic, message.event
+        if topic == "phoenix" and event == "heartbeat":
+            self._reply(socket, None, message.ref, topic, "ok", {})
+            return
+        if event == "phx_join":
+            self._join(socket, message)
+            return
+        state = socket.channels.get(topic)
+        if state is None:
+            if event == "phx_leave":
+                self._reply(socket, message.join_ref, message.ref, topic, "ok", {})
+            else:
+                self._reply(
+                    socket,
+                    None,
+                    message.ref,
+                    topic,
+                    "error",
+                    {"reason": "unmatched topic"},
+                )
+            return
+        if message.join_ref is not None and message.join_ref != state.join_ref:
+            self.log.debug(
+                "Socket {socket_id} sent {event} on {topic} with a stale join_ref; "
+                "dropped.",
+                socket_id=socket.socket_id,
+                event=event,
+                topic=topic,
+            )
+            return
+        if event == "phx_leave":
+            self._reply(socket, state.join_ref, message.ref, topic, "ok", {})
+            self._close_frame(socket, state)
+            self._end(state, "leave")
+            return
+        self._call(
+            state,
+            lambda: state.channel.handle_in(
+                event, message.payload, state.context(message.ref)
+            ),
+            message.ref,
+            blocking=True,
+        )
+
+    def _join(self, socket: SocketHandle, message: Message) -> None:
+        topic = message.topic
+        old = socket.channels.get(topic)
+        if old is not None:
+            # The new join's reply goes first, then the old channel's close.
+            self._end(old, "duplicate join")
+        elif len(socket.channels) >= self.max_channels:
+            self._reply(
+                socket,
+                message.join_ref,
+                message.ref,
+                topic,
+                "error",
+                {"reason": "too many channels joined"},
+            )
+            return
+        route = self.app.router.match(topic)
+        if route is None:
+            self._reply(
+                socket, None, message.ref, topic, "error", {"reason": "unmatched topic"}
+            )
+            return
+        state = _ChannelState(self, socket, topic, message.join_ref, route[1])
+        try:
+            result = _settle(
+                state.channel.join(topic, message.payload, state.context(message.ref))
+            )
+        except Exception:
+            self._join_crashed(state, message, old, Failure())
+            return
+        if isinstance(result, Deferred):
+            socket.busy = True
+            result.addCallbacks(
+                lambda value: self._joined(state, message, old, value),
+                lambda failure: self._join_crashed(state, message, old, failure),
+            )
+            result.addBoth(lambda _: self._resume(socket))
+        else:
+            self._joined(state, message, old, result)
+
+    def _joined(
+        self,
+        state: _ChannelState,
+        message: Message,
+        old: _ChannelState | None,
+        result: object,
+    ) -> None:
+        socket = state.socket
+        if socket.closed:
+            return
+        if isinstance(result, JoinOk):
+            state.assigns = result.assigns
+            socket.channels[state.topic] = state
+            self._subscriptions.setdefault(state.topic, {})[socket.socket_id] = state
+            if len(self._subscriptions[state.topic]) == 1 and self.pubsub is not None:
+                self.pubsub.subscribe(state.topic, self)
+            response = {} if result.reply is None else result.reply
+            self._reply(
+                socket, state.join_ref, message.ref, state.topic, "ok", response
+            )
+            if old is not None:
+                self._close_frame(socket, old)
+            state.joined = True
+            for event, payload in state.pending_frames:
+                state.push(event, payload)
+            for info in state.pending_infos:
+                state.send_info(info)
+            state.pending_frames.clear()
+            state.pending_infos.clear()
+        elif isinstance(result, JoinError):
+            self._reply(
+                socket, state.join_ref, message.ref, state.topic, "error", result.payload
+            )
+            if old is not None:
+                self._close_frame(socket, old)
+        else:
+            self._join_crashed(
+                state,
+                message,
+                old,
+                Failure(
+                    TypeError(f"join returned {result!r}, not JoinOk or JoinError")
+                ),
+            )
+
+    def _join_crashed(
+        self,
+        state: _ChannelState,
+        message: Message,
+        old: _ChannelState | None,
+        failure: Failure,
+    ) -> None:
+        self.log.failure(
+            "The join of socket {socket_id} to {topic} crashed.",
+            failure,
+            socket_id=state.socket.socket_id,
+            topic=state.topic,
+        )
+        if state.socket.closed:
+            return
+        self._reply(
+            state.socket,
+            state.join_ref,
+            message.ref,
+            state.topic,
+            "error",
+            {"reason": "join crashed"},
+        )
+        if old is not None:
+            self._close_frame(state.socket, old)
+
+    def _resume(self, socket: SocketHandle) -> None:
+        socket.busy = False
+        while socket.queue and not socket.busy and not socket.closed:
+            self._dispatch(socket, socket.queue.popleft())
+
+    # Channel callbacks and their results
+
+    def _call(
+        self,
+        state: _ChannelState,
+        callback: Callable[[], object],
+        ref: Any,
+        blocking: bool,
+    ) -> None:
+        """
+        Run a C{handle_in} or C{handle_info} callback and apply its result.
+        An asynchronous C{handle_in} holds the socket's later messages back
+        until it is done, so replies keep their order.
+        """
+        try:
+            result = _settle(callback())
+        except Exception:
+            self._crash(state, Failure())
+            return
+        if isinstance(result, Deferred):
+            socket = state.socket
+            if blocking:
+                socket.busy = True
+            result.addCallbacks(
+                lambda value: self._apply(state, value, ref),
+                lambda failure: self._crash(state, failure),
+            )
+            if blocking:
+                result.addBoth(lambda _: self._resume(socket))
+        else:
+            self._apply(state, result, ref)
+
+    def _apply(self, state: _ChannelState, result: object, ref: Any) -> None:
+        if state.ended:
+            return
+        if isinstance(result, NoReply):
+            state.assigns = result.assigns
+        elif isinstance(result, Reply):
+            state.assigns = result.assigns
+            if ref is None:
+                self.log.warn(
+                    "A Reply from handle_info on {topic} has no push to answer; "
+                    "use ctx.push or ctx.reply(ref, ...).",
+                    topic=state.topic,
+                )
+            else:
+                state.reply(ref, result.status, result.payload)
+        elif isinstance(result, Push):
+            state.assigns = result.assigns
+            state.push(result.event, result.payload)
+        elif isinstance(result, Stop):
+            if result.reply is not None and ref is not None:
+                state.reply(ref, *result.reply)
+            if result.graceful:
+                self._close_frame(state.socket, state)
+            else:
+                self._error_frame(state.socket, state)
+            self._end(state, result.reason)
+        else:
+            self._crash(
+                state,
+                Failure(
+                    TypeError(
+                        f"a handler returned {result!r}, not NoReply, Reply, "
+                        "Push or Stop"
+                    )
+                ),
+            )
+
+    def _handle_info(self, state: _ChannelState, message: object) -> None:
+        if state.ended:
+            return
+        self._call(
+            state,
+            lambda: state.channel.handle_info(message, state.context()),
+            None,
+            blocking=False,
+        )
+
+    def _crash(self, state: _ChannelState, failure: Failure) -> None:
+        """
+        A callback raised: this channel alone ends with C{phx_error}; the
+        socket and its other channels go on.
+        """
+        if state.ended:
+            return
+        self.log.failure(
+            "Channel {topic} of socket {socket_id} crashed.",
+            failure,
+            socket_id=state.socket.socket_id,
+            topic=state.topic,
+        )
+        self._error_frame(state.socket, state)
+        self._end(state, "crash")
+
+    def _end(self, state: _ChannelState, reason: str) -> None:
+        """
+        Forget a channel: unsubscribe it, cancel its timers, untrack its
+        presence and run its C{terminate}.
+        """
+        if state.ended:
+            return
+        state.ended = True
+        socket = state.socket
+        if socket.channels.get(state.topic) is state:
+            del socket.channels[state.topic]
+        subscribers = self._subscriptions.get(state.topic)
+        if subscribers is not None and subscribers.get(socket.socket_id) is state:
+            del subscribers[socket.socket_id]
+            if not subscribers:
+                del self._subscriptions[state.topic]
+                if self.pubsub is not None:
+                    self.pubsub.unsubscribe(state.topic, self)
+        for call in state.timers:
+            if call.active():
+                call.cancel()
+        state.timers.clear()
+        if state.tracked:
+            self.presence.untrack_all(state.owner)
+        try:
+            state.channel.terminate(reason, state.context())
+        except Exception:
+            self.log.failure(
+                "terminate of channel {topic} of socket {socket_id} raised.",
+                socket_id=socket.socket_id,
+                topic=state.topic,
+            )
+
+    # Writing
+
+    def _send(
+        self, socket: SocketHandle, encode: Callable[[Serializer], Any]
+    ) -> None:
+        if socket.closed:
+            return
+        try:
+            frame = encode(socket.serializer)
+        except (ValueError, TypeError) as error:
+            self.log.warn(
+                "A message for socket {socket_id} cannot be encoded ({error}); "
+                "not sent.",
+                socket_id=socket.socket_id,
+                error=error,
+            )
+            return
+        socket.connection.send(frame)
+
+    def _reply(
+        self,
+        socket: SocketHandle,
+        join_ref: Any,
+        ref: Any,
+        topic: str,
+        status: str,
+        response: Payload,
+    ) -> None:
+        self._send(
+            socket, lambda s: s.encode_reply(join_ref, ref, topic, status, response)
+        )
+
+    def _close_frame(self, socket: SocketHandle, state: _ChannelState) -> None:
+        ref = state.join_ref
+        self._send(
+            socket, lambda s: s.encode(ref, ref, state.topic, "phx_close", {})
+        )
+
+    def _error_frame(self, socket: SocketHandle, state: _ChannelState) -> None:
+        ref = state.join_ref
+        self._send(
+            socket,
+            lambda s: s.encode(
+                ref, ref, state.topic, "phx_error", {"reason": "channel_crash"}
+            ),
+        )
+
+    # Timers and presence
+
+    def _check_idle(self, socket: SocketHandle) -> None:
+        socket.idle_call = None
+        if socket.closed:
+            return
+        idle = self.clock.seconds() - socket.last_seen
+        if idle >= self.idle_timeout:
+            self.log.info(
+                "Socket {socket_id} sent nothing for {idle:.0f} s; closing it.",
+                socket_id=socket.socket_id,
+                idle=idle,
+            )
+            socket.connection.close(CLOSE_GOING_AWAY, "idle timeout")
+            self.socket_closed(socket)
+        else:
+            socket.idle_call = self.clock.callLater(
+                self.idle_timeout - idle, self._check_idle, socket
+            )
+
+    def _presence_diff(self, topic: str, diff: dict[str, PresenceList]) -> None:
+        # Every node computes diffs from its own view, so they go to local
+        # subscribers only.
+        self.local_broadcast(topic, "presence_diff", diff)
+
+

@@ -1,0 +1,307 @@
+"""
+The seams of Beryl that users see and may replace.
+
+Each service is declared here by a zope Interface with typed, documented
+methods; the implementations in this package are verified against them with
+C{verifyObject} in the test suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Mapping, Sequence
+
+from zope.interface import Attribute, Interface
+
+from beryl.wire import Frame, Payload
+
+
+class ISubscriber(Interface):
+    """
+    Something that receives the broadcasts published on the topics it is
+    subscribed to: a node's coordinator (which fans out to its sockets), a
+    bot, a bridge, a test.
+    """
+
+    subscriber_id: str = Attribute(
+        "A string that names this subscriber; C{broadcast_from} skips the "
+        "subscriber whose id is the sender's id."
+    )
+
+    def deliver(
+        topic: str,
+        event: str,
+        payload: Payload,
+        from_id: str | None,
+    ) -> None:
+        """
+        Receive one broadcast.
+
+        @param from_id: the id of the sender given to C{broadcast_from}, or
+            L{None}.  A subscriber that stands for many receivers (the
+            coordinator stands for all of its node's sockets) skips the
+            receiver with this id itself.
+        """
+
+
+class IPubSub(Interface):
+    """
+    Topic-based publish/subscribe, across every node of the cluster.
+
+    A broadcast reaches each remote node as one message and is fanned out to
+    subscribers there.  Messages published by one sender arrive at every
+    node in the order they were sent; there is no ordering between senders
+    and delivery is at most once.
+    """
+
+    node_name: str = Attribute("The name of this node, unique in the cluster.")
+
+    def subscribe(topic: str, subscriber: ISubscriber) -> None:
+        """
+        Subscribe C{subscriber} to C{topic}.  Subscribing twice delivers
+        twice.
+        """
+
+    def unsubscribe(topic: str, subscriber: ISubscriber) -> None:
+        """
+        Remove every subscription of C{subscriber} to C{topic}; a no-op when
+        there is none.
+        """
+
+    def broadcast(topic: str, event: str, payload: Payload) -> None:
+        """
+        Deliver to every subscriber of C{topic} on every node.
+        """
+
+    def broadcast_from(
+        from_id: str, topic: str, event: str, payload: Payload
+    ) -> None:
+        """
+        Deliver to every subscriber of C{topic} on every node, except the
+        subscriber (or, inside an aggregate subscriber, the receiver) whose
+        id is C{from_id}.
+        """
+
+    def local_broadcast(
+        topic: str, event: str, payload: Payload, from_id: str | None = None
+    ) -> None:
+        """
+        Deliver to the subscribers of C{topic} on this node only.
+        """
+
+    def direct_broadcast(
+        node_name: str, topic: str, event: str, payload: Payload
+    ) -> None:
+        """
+        Deliver to the subscribers of C{topic} on the named node only.  An
+        unknown node drops the message silently, as Phoenix does.
+        """
+
+    def subscribers(topic: str) -> Sequence[ISubscriber]:
+        """
+        The subscribers of C{topic} on this node.
+        """
+
+    def subscriber_count(topic: str) -> int:
+        """
+        The number of subscribers of C{topic} across the cluster.  Remote
+        counts are eventually consistent: they are what the peers last
+        reported.
+        """
+
+    def local_subscriber_count(topic: str) -> int:
+        """
+        The number of subscribers of C{topic} on this node.
+        """
+
+
+PresenceMeta = Mapping[str, Any]
+"""The metadata of one tracked presence (a JSON object)."""
+
+PresenceList = dict[str, dict[str, list[dict[str, Any]]]]
+"""
+Phoenix Presence format: C{{key: {"metas": [meta, ...]}}}, each meta
+carrying its C{phx_ref}.
+"""
+
+
+class IPresence(Interface):
+    """
+    Who is online on which topic.
+
+    Entries are keyed by topic and key (a user id, say) and owned by an
+    owner (a socket id): one key may have many metas, one per owner (two
+    browser tabs of the same user).
+    """
+
+    def track(topic: str, key: str, owner: str, meta: PresenceMeta) -> str:
+        """
+        Add a presence and return its C{phx_ref}.
+        """
+
+    def untrack(topic: str, key: str, owner: str) -> None:
+        """
+        Remove the presence of C{owner} under C{key} on C{topic}.
+        """
+
+    def untrack_all(owner: str) -> None:
+        """
+        Remove every presence of C{owner}, on every topic.
+        """
+
+    def update(topic: str, key: str, owner: str, meta: PresenceMeta) -> str:
+        """
+        Replace the meta of a tracked presence; it gets a new C{phx_ref} and
+        carries the old one as C{phx_ref_prev}.  Return the new ref.
+        """
+
+    def list(topic: str) -> PresenceList:
+        """
+        Every presence on C{topic}, in Phoenix Presence format.
+        """
+
+    def get_by_key(topic: str, key: str) -> List[dict[str, Any]]:
+        """
+        The metas under C{key} on C{topic}, or an empty list.
+        """
+
+    def get_diff(topic: str) -> dict[str, PresenceList]:
+        """
+        The joins and leaves on C{topic} since the last call, as
+        C{{"joins": ..., "leaves": ...}}.
+        """
+
+    def subscribe_diffs(
+        callback: Callable[[str, dict[str, PresenceList]], None]
+    ) -> Callable[[], None]:
+        """
+        Call C{callback(topic, diff)} for every change, in order, and return
+        a function that stops the calls.
+        """
+
+
+class ICoordinator(Interface):
+    """
+    The channel system of one node: the registry of channel routes, the
+    table of connected sockets, the channels they joined and their assigns.
+    """
+
+    def broadcast(topic: str, event: str, payload: Payload) -> None:
+        """
+        Send C{event} to every subscriber of C{topic}, on every node.
+        """
+
+    def broadcast_from(
+        socket_id: str, topic: str, event: str, payload: Payload
+    ) -> None:
+        """
+        Send C{event} to every subscriber of C{topic} except the channel of
+        socket C{socket_id}.
+        """
+
+    def push_to_socket(
+        socket_id: str, topic: str, event: str, payload: Payload
+    ) -> bool:
+        """
+        Push C{event} to one local socket's channel on C{topic}; return
+        whether such a channel exists here.
+        """
+
+    def socket_count() -> int:
+        """
+        The number of sockets connected to this node.
+        """
+
+
+class IMembershipObserver(Interface):
+    """
+    Told when cluster peers come and go.
+    """
+
+    def node_up(node_name: str, incarnation: str) -> None:
+        """
+        A peer is reachable (a restarted peer comes back with a new
+        incarnation).
+        """
+
+    def node_down(node_name: str, incarnation: str) -> None:
+        """
+        A peer disconnected or stopped answering heartbeats.
+        """
+
+
+class INodeMessaging(Interface):
+    """
+    Messages between the nodes of a cluster, the transport under PubSub and
+    Presence replication.
+
+    Messages are addressed to a named I{channel} (C{"pubsub"},
+    C{"presence"}, ...) so several services share the links.  Payloads of
+    any size are accepted (links chunk them).  Messages from this node to
+    one peer arrive in the order they were sent; delivery is at most once.
+    """
+
+    node_name: str = Attribute("This node's name, unique in the cluster.")
+    incarnation: str = Attribute("A new random id on every start of the node.")
+
+    def send(node_name: str, channel: str, data: bytes) -> None:
+        """
+        Send C{data} to the handler of C{channel} on one peer.  Unknown or
+        unreachable peers drop it silently.
+        """
+
+    def send_all(channel: str, data: bytes) -> None:
+        """
+        Send C{data} to the handler of C{channel} on every reachable peer,
+        one message per peer.
+        """
+
+    def add_handler(channel: str, handler: Callable[[str, bytes], None]) -> None:
+        """
+        Call C{handler(from_node_name, data)} for each message that arrives
+        on C{channel}.
+        """
+
+    def add_membership_observer(observer: IMembershipObserver) -> None:
+        """
+        Report peers going up and down to C{observer}.
+        """
+
+    def peers() -> Mapping[str, str]:
+        """
+        The reachable peers: node name to incarnation.
+        """
+
+
+class IConnection(Interface):
+    """
+    One client connection as the coordinator sees it: a place to write
+    encoded frames.  Implemented by each transport (WebSocket, long-poll,
+    a host application's own connections).
+    """
+
+    prepare_key: object = Attribute(
+        "Connections with equal keys accept the same prepared frames, so a "
+        "broadcast is prepared once per key."
+    )
+
+    def send(frame: Frame) -> None:
+        """
+        Write one encoded frame.
+        """
+
+    def prepare(frame: Frame) -> object:
+        """
+        Turn a frame into what L{send_prepared} writes (for a WebSocket:
+        the framed bytes), once per broadcast and key.
+        """
+
+    def send_prepared(prepared: object) -> None:
+        """
+        Write a frame prepared by L{prepare} on a connection with the same
+        C{prepare_key}.
+        """
+
+    def close(code: int, reason: str) -> None:
+        """
+        Close the connection with a WebSocket close code and reason.
+        """

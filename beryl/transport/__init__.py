@@ -1,0 +1,4 @@
+"""
+Transports: how clients reach the coordinator (WebSocket now, long-poll
+next).
+"""

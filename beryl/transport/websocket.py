@@ -1,0 +1,195 @@
+"""
+The WebSocket transport on Autobahn: C{<prefix>/websocket}.
+
+The protocol class is thin: during the handshake it negotiates the
+serializer, the Phoenix 1.8 auth-token subprotocol and the origin, and asks
+the coordinator's connect hook; afterwards it decodes frames and hands
+messages to the coordinator.  Outbound frames are framed once (broadcasts
+once per broadcast, not once per socket) and written straight to the TCP
+transport.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable, Mapping
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from beryl.app import ConnectError, ConnectInfo
+from beryl.coordinator import Coordinator, SocketHandle
+from beryl.interfaces import IConnection
+from beryl.transport.handshake import (
+    HandshakeRefused,
+    check_origin,
+    parse_params,
+    split_auth_token,
+)
+from beryl.wire import DecodeError, Frame, serializer_for_vsn
+
+__all__ = ["PhoenixWebSocketFactory", "PhoenixWebSocketProtocol", "websocket_frame"]
+
+_OPEN = WebSocketProtocol.STATE_OPEN
+
+
+def websocket_frame(frame: Frame) -> bytes:
+    """
+    A whole, unmasked server-to-client WebSocket message (FIN set, no
+    extensions) carrying C{frame}.
+    """
+    data = frame.data
+    opcode = 0x82 if frame.is_binary else 0x81
+    length = len(data)
+    if length < 126:
+        return bytes((opcode, length)) + data
+    if length < 65536:
+        return struct.pack("!BBH", opcode, 126, length) + data
+    return struct.pack("!BBQ", opcode, 127, length) + data
+
+
+@implementer(IConnection)
+class PhoenixWebSocketProtocol(WebSocketServerProtocol):
+    """
+    One Phoenix WebSocket connection.
+    """
+
+    _log = Logger()
+    factory: PhoenixWebSocketFactory
+    prepare_key = "websocket"
+    _socket: SocketHandle | None = None
+    _accepted: tuple[Any, Mapping[str, Any], ConnectInfo, Any] | None = None
+
+    def onConnect(self, request: Any) -> Deferred[str | None]:  # type: ignore[override]
+        return ensureDeferred(self._handshake(request))
+
+    async def _handshake(self, request: Any) -> str | None:
+        factory = self.factory
+        headers: Mapping[str, str] = request.headers
+        origin = headers.get("origin")
+        try:
+            if not check_origin(factory.check_origin, origin, headers.get("host", "")):
+                raise HandshakeRefused(f"origin {origin!r} is not allowed")
+            offered, token = split_auth_token(list(request.protocols))
+            if offered and "phoenix" not in offered:
+                raise HandshakeRefused("no supported subprotocol offered")
+            params = parse_params(self.http_request_uri)
+            vsn = params.get("vsn")
+            serializer = serializer_for_vsn(vsn) if isinstance(vsn, (str, type(None))) else None
+            if serializer is None:
+                raise HandshakeRefused(f"unsupported protocol version {vsn!r}")
+        except HandshakeRefused as refusal:
+            self._log.info(
+                "Refused a WebSocket from {peer}: {reason}.",
+                peer=request.peer,
+                reason=refusal.reason,
+            )
+            raise ConnectionDeny(403, "Forbidden")
+        info = ConnectInfo(
+            auth_token=token,
+            origin=origin,
+            peer=request.peer,
+            headers=dict(headers),
+        )
+        result = await factory.coordinator.connect(params, info)
+        if isinstance(result, ConnectError):
+            raise ConnectionDeny(result.status, "Forbidden")
+        self._accepted = (serializer, params, info, result.assigns)
+        return "phoenix" if offered else None
+
+    def onOpen(self) -> None:
+        if self._accepted is None:
+            return
+        serializer, params, info, assigns = self._accepted
+        self._accepted = None
+        self._socket = self.factory.coordinator.open_socket(
+            self, serializer, params, info, assigns
+        )
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        socket = self._socket
+        if socket is None:
+            return
+        serializer = socket.serializer
+        if isBinary:
+            message = serializer.decode_binary(payload)
+        else:
+            message = serializer.decode_text(payload)
+        if isinstance(message, DecodeError):
+            self.factory.coordinator.reject_frame(socket, message.reason)
+        else:
+            self.factory.coordinator.receive(socket, message)
+
+    def onPing(self, payload: bytes) -> None:
+        if self._socket is not None:
+            self.factory.coordinator.touch(self._socket)
+        super().onPing(payload)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        socket = self._socket
+        if socket is not None:
+            self._socket = None
+            self.factory.coordinator.socket_closed(socket)
+
+    # IConnection
+
+    def send(self, frame: Frame) -> None:
+        self.send_prepared(websocket_frame(frame))
+
+    def prepare(self, frame: Frame) -> object:
+        return websocket_frame(frame)
+
+    def send_prepared(self, prepared: object) -> None:
+        if self.state == _OPEN:
+            assert isinstance(prepared, bytes) and self.transport is not None
+            self.transport.write(prepared)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.state == _OPEN:
+            self.sendCloseFrame(code, reason.encode("utf-8")[:123], isReply=False)
+
+
+class PhoenixWebSocketFactory(WebSocketServerFactory):
+    """
+    Builds L{PhoenixWebSocketProtocol}s for one coordinator.
+
+    @param check_origin: L{None} to accept any origin, C{"host"} to require
+        the origin's host to equal the request's C{Host}, or a list of
+        allowed origins (C{"https://example.com"}, C{"//*.example.com"}).
+    @param max_frame_size: the largest inbound message in bytes; a larger
+        one closes the socket with 1009.
+    """
+
+    protocol = PhoenixWebSocketProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        check_origin: str | list[str] | Callable[[str], bool] | None = "host",
+        max_frame_size: int = 8 * 1024 * 1024,
+    ) -> None:
+        WebSocketServerFactory.__init__(self, server="Beryl")
+        self.coordinator = coordinator
+        self.check_origin = check_origin
+        WebSocketServerFactory.setProtocolOptions(
+            self,
+            maxFramePayloadSize=max_frame_size,
+            maxMessagePayloadSize=max_frame_size,
+            failByDrop=False,
+            utf8validateIncoming=True,
+            autoPingInterval=0,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=2,
+        )
+
+
+def websocket_resource(factory: PhoenixWebSocketFactory) -> WebSocketResource:
+    """
+    The C{twisted.web} resource that upgrades requests to WebSockets.
+    """
+    return WebSocketResource(factory)

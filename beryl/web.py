@@ -1,0 +1,46 @@
+"""
+The HTTP resource tree: the demo page (or nothing) at C{/}, the socket
+endpoint under C{/socket}.  Embedders mount L{socket_resource} under their
+own C{twisted.web} site instead.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from twisted.web.resource import Resource
+from twisted.web.static import Data
+
+from beryl.transport.websocket import PhoenixWebSocketFactory, websocket_resource
+
+__all__ = ["demo_page", "root_resource", "socket_resource"]
+
+
+def socket_resource(factory: PhoenixWebSocketFactory) -> Resource:
+    """
+    The C{/socket} prefix: its C{websocket} child upgrades to the Phoenix
+    WebSocket transport.
+    """
+    socket = Resource()
+    socket.putChild(b"websocket", websocket_resource(factory))
+    return socket
+
+
+def demo_page() -> Resource:
+    """
+    The demo chat page.
+    """
+    html = files("beryl.demo").joinpath("static/index.html").read_bytes()
+    return Data(html, "text/html; charset=utf-8")
+
+
+def root_resource(factory: PhoenixWebSocketFactory, demo: bool) -> Resource:
+    """
+    The site root: C{/socket/websocket}, and the demo page at C{/} when
+    C{demo} is true.
+    """
+    root = demo_page() if demo else Resource()
+    root.putChild(b"socket", socket_resource(factory))
+    if demo:
+        root.putChild(b"", root)
+    return root

@@ -1,0 +1,367 @@
+"""
+The Phoenix Channels wire formats: V1 JSON objects, V2 JSON arrays and V2
+binary frames, in both directions.
+
+Pure functions and values only.  Decoding is strict and returns a
+L{DecodeError} value describing what was wrong, never raises; encoding
+returns a L{Frame}: bytes plus whether they go out as a binary WebSocket
+frame.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import attrs
+import orjson
+
+__all__ = [
+    "Binary",
+    "DecodeError",
+    "Frame",
+    "Message",
+    "Payload",
+    "Serializer",
+    "V1_JSON",
+    "V2_JSON",
+    "serializer_for_vsn",
+]
+
+
+@attrs.frozen
+class Binary:
+    """
+    A binary payload: raw bytes that travel as a V2 binary frame rather
+    than as JSON.
+    """
+
+    data: bytes
+
+
+Payload = Union[Binary, Any]
+"""A message payload: any JSON value, or L{Binary}."""
+
+Ref = Union[str, int, float, bool, None]
+"""
+A client-chosen reference (C{ref} or C{join_ref}): opaque, echoed back with
+the same JSON type.
+"""
+
+
+@attrs.frozen
+class Message:
+    """
+    One decoded inbound message.
+    """
+
+    join_ref: Any
+    ref: Any
+    topic: str
+    event: str
+    payload: Payload
+
+
+@attrs.frozen
+class DecodeError:
+    """
+    Why an inbound frame could not be decoded.
+    """
+
+    reason: str
+
+
+@attrs.frozen
+class Frame:
+    """
+    One encoded outbound WebSocket message.
+    """
+
+    data: bytes
+    is_binary: bool = False
+
+
+_KIND_PUSH = 0
+_KIND_REPLY = 1
+_KIND_BROADCAST = 2
+
+_dumps = orjson.dumps
+_loads = orjson.loads
+
+
+class _JSONError(Exception):
+    pass
+
+
+def _encode_json(value: Any) -> bytes:
+    """
+    Compact UTF-8 JSON, non-ASCII kept as is, as Phoenix's Jason writes it.
+    """
+    return _dumps(value)
+
+
+def _is_ref(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _ref_text(value: Any) -> bytes:
+    """
+    A ref as it goes into a binary header: empty for null.
+    """
+    if value is None:
+        return b""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    return _dumps(value)
+
+
+def _header(*fields: bytes) -> bytes | None:
+    if any(len(field) > 255 for field in fields):
+        return None
+    return bytes(len(field) for field in fields) + b"".join(fields)
+
+
+def _binary_push(join_ref: Any, topic: str, event: str, data: bytes) -> Frame:
+    header = _header(
+        _ref_text(join_ref), topic.encode("utf-8"), event.encode("utf-8")
+    )
+    if header is None:
+        raise ValueError("binary header field longer than 255 bytes")
+    return Frame(bytes((_KIND_PUSH,)) + header + data, True)
+
+
+def _binary_reply(
+    join_ref: Any, ref: Any, topic: str, status: str, data: bytes
+) -> Frame:
+    header = _header(
+        _ref_text(join_ref),
+        _ref_text(ref),
+        topic.encode("utf-8"),
+        status.encode("utf-8"),
+    )
+    if header is None:
+        raise ValueError("binary header field longer than 255 bytes")
+    return Frame(bytes((_KIND_REPLY,)) + header + data, True)
+
+
+def _binary_broadcast(topic: str, event: str, data: bytes) -> Frame:
+    header = _header(topic.encode("utf-8"), event.encode("utf-8"))
+    if header is None:
+        raise ValueError("binary header field longer than 255 bytes")
+    return Frame(bytes((_KIND_BROADCAST,)) + header + data, True)
+
+
+def _decode_binary_push(data: bytes) -> Message | DecodeError:
+    """
+    Decode a V2 binary client push (kind 0): the only binary kind clients
+    send.
+    """
+    if not data:
+        return DecodeError("empty binary frame")
+    kind = data[0]
+    if kind != _KIND_PUSH:
+        return DecodeError(f"unsupported binary frame kind {kind}")
+    if len(data) < 5:
+        return DecodeError("truncated binary frame header")
+    lengths = data[1:5]
+    offset = 5
+    fields = []
+    for length in lengths:
+        end = offset + length
+        if end > len(data):
+            return DecodeError("truncated binary frame header")
+        try:
+            fields.append(data[offset:end].decode("utf-8"))
+        except UnicodeDecodeError:
+            return DecodeError("binary frame header is not UTF-8")
+        offset = end
+    join_ref, ref, topic, event = fields
+    return Message(
+        join_ref or None,
+        ref or None,
+        topic,
+        event,
+        Binary(data[offset:]),
+    )
+
+
+class Serializer:
+    """
+    One protocol version's codec.  Subclasses fill in the text format.
+    """
+
+    vsn: str = ""
+    supports_binary: bool = False
+
+    def decode_text(self, data: bytes) -> Message | DecodeError:
+        """
+        Decode a text frame (bytes, expected to be UTF-8 JSON).
+        """
+        raise NotImplementedError()
+
+    def decode_binary(self, data: bytes) -> Message | DecodeError:
+        """
+        Decode a binary frame.
+        """
+        return DecodeError("binary frames are not supported in V1")
+
+    def encode(
+        self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
+    ) -> Frame:
+        """
+        Encode a JSON message with every field given.
+        """
+        raise NotImplementedError()
+
+    def encode_reply(
+        self, join_ref: Any, ref: Any, topic: str, status: str, response: Payload
+    ) -> Frame:
+        """
+        Encode a C{phx_reply}; a L{Binary} response becomes a binary reply.
+        """
+        if isinstance(response, Binary):
+            if not self.supports_binary:
+                raise ValueError("binary replies need the V2 protocol")
+            return _binary_reply(join_ref, ref, topic, status, response.data)
+        return self.encode(
+            join_ref,
+            ref,
+            topic,
+            "phx_reply",
+            {"status": status, "response": response},
+        )
+
+    def encode_push(
+        self, join_ref: Any, topic: str, event: str, payload: Payload
+    ) -> Frame:
+        """
+        Encode a server push to one channel (C{ref} is null).
+        """
+        if isinstance(payload, Binary):
+            if not self.supports_binary:
+                raise ValueError("binary pushes need the V2 protocol")
+            return _binary_push(join_ref, topic, event, payload.data)
+        return self.encode(join_ref, None, topic, event, payload)
+
+    def encode_broadcast(self, topic: str, event: str, payload: Payload) -> Frame:
+        """
+        Encode a broadcast (both refs null).
+        """
+        if isinstance(payload, Binary):
+            if not self.supports_binary:
+                raise ValueError("binary broadcasts need the V2 protocol")
+            return _binary_broadcast(topic, event, payload.data)
+        return self.encode(None, None, topic, event, payload)
+
+
+def _load_text(data: bytes) -> Any:
+    try:
+        return _loads(data)
+    except orjson.JSONDecodeError as error:
+        message = str(error)
+        if "utf-8" in message.lower() or "surrogate" in message.lower():
+            raise _JSONError("frame is not valid UTF-8") from None
+        raise _JSONError(f"malformed JSON: {message}") from None
+
+
+class V2JSONSerializer(Serializer):
+    """
+    V2: JSON arrays C{[join_ref, ref, topic, event, payload]} and binary
+    frames.
+    """
+
+    vsn = "2.0.0"
+    supports_binary = True
+
+    def decode_text(self, data: bytes) -> Message | DecodeError:
+        try:
+            value = _load_text(data)
+        except _JSONError as error:
+            return DecodeError(str(error))
+        if not isinstance(value, list):
+            return DecodeError("expected a JSON array [join_ref, ref, topic, event, payload]")
+        if len(value) < 5:
+            return DecodeError(
+                f"expected 5 elements [join_ref, ref, topic, event, payload], got {len(value)}"
+            )
+        join_ref, ref, topic, event, payload = value[:5]
+        return _checked(join_ref, ref, topic, event, payload)
+
+    def decode_binary(self, data: bytes) -> Message | DecodeError:
+        return _decode_binary_push(data)
+
+    def encode(
+        self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
+    ) -> Frame:
+        return Frame(_encode_json([join_ref, ref, topic, event, payload]))
+
+
+class V1JSONSerializer(Serializer):
+    """
+    V1: JSON objects C{{topic, event, payload, ref[, join_ref]}}; output
+    never carries C{join_ref}.
+    """
+
+    vsn = "1.0.0"
+
+    def decode_text(self, data: bytes) -> Message | DecodeError:
+        try:
+            value = _load_text(data)
+        except _JSONError as error:
+            return DecodeError(str(error))
+        if not isinstance(value, dict):
+            return DecodeError("expected a JSON object {topic, event, payload, ref}")
+        missing = [key for key in ("topic", "event", "payload", "ref") if key not in value]
+        if missing:
+            return DecodeError(f"missing key(s): {', '.join(missing)}")
+        return _checked(
+            value.get("join_ref"),
+            value["ref"],
+            value["topic"],
+            value["event"],
+            value["payload"],
+        )
+
+    def encode(
+        self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
+    ) -> Frame:
+        return Frame(
+            _encode_json(
+                {"topic": topic, "event": event, "payload": payload, "ref": ref}
+            )
+        )
+
+
+def _checked(
+    join_ref: Any, ref: Any, topic: Any, event: Any, payload: Any
+) -> Message | DecodeError:
+    if not _is_ref(join_ref):
+        return DecodeError("join_ref must be a string, number or null")
+    if not _is_ref(ref):
+        return DecodeError("ref must be a string, number or null")
+    if not isinstance(topic, str):
+        return DecodeError("topic must be a string")
+    if not isinstance(event, str):
+        return DecodeError("event must be a string")
+    return Message(join_ref, ref, topic, event, payload)
+
+
+V1_JSON = V1JSONSerializer()
+V2_JSON = V2JSONSerializer()
+
+
+def serializer_for_vsn(vsn: str | None) -> Serializer | None:
+    """
+    The serializer that a client's C{vsn} query parameter selects: none
+    given means V1; C{1.0.x} V1; C{2.0.x} V2; anything else L{None}
+    (the connection is refused).
+    """
+    if vsn is None:
+        return V1_JSON
+    parts = vsn.split(".")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    if parts[0] == "1" and parts[1] == "0":
+        return V1_JSON
+    if parts[0] == "2" and parts[1] == "0":
+        return V2_JSON
+    return None
