@@ -18,8 +18,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from beryl.app import App
-from beryl.coordinator import Coordinator
-from beryl.transport.websocket import PhoenixWebSocketFactory
+from beryl.server import make_server
 from beryl.web import root_resource
 
 __all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
@@ -140,24 +139,19 @@ class Options(usage.Options):
 
 def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     """
-    Build the service tree: the coordinator, then the web listener last.
+    Build the service tree: Beryl's services, then the web listener last.
     """
     app = options.get("loaded_app") or _demo()
-    top = MultiService()
-    coordinator = Coordinator(
+    server = make_server(
         app,
-        clock=reactor,
+        reactor,
         max_channels=options["max-channels"],
         idle_timeout=options["heartbeat-timeout"],
-    )
-    coordinator.name = "coordinator"
-    top.addService(coordinator)
-    factory = PhoenixWebSocketFactory(
-        coordinator,
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
     )
-    site = Site(root_resource(factory, demo=options["app"] is None))
+    top = server.service
+    site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))
     web = strports.service(options["port"], site, reactor=reactor)
     web.name = "web"
     top.addService(web)

@@ -101,8 +101,12 @@ def split_auth_token(protocols: list[str]) -> tuple[list[str], bytes | None]:
 
 
 def _host(netloc: str) -> str:
+    """
+    The host of a C{Host} header value, without port or IPv6 brackets (as
+    L{urlsplit} gives C{hostname}).
+    """
     if netloc.startswith("["):
-        return netloc.split("]")[0] + "]"
+        return netloc[1:].split("]")[0]
     return netloc.rsplit(":", 1)[0] if ":" in netloc else netloc
 
 
@@ -140,8 +144,13 @@ def check_origin(
         return True
     if callable(rule):
         return rule(origin)
-    if rule == "host":
-        return (urlsplit(origin).hostname or "").lower() == _host(request_host).lower()
-    if isinstance(rule, str):
-        rule = [rule]
-    return any(_origin_allowed(allowed, origin) for allowed in rule)
+    try:
+        if rule == "host":
+            host = (urlsplit(origin).hostname or "").lower()
+            return bool(host) and host == _host(request_host).lower()
+        if isinstance(rule, str):
+            rule = [rule]
+        return any(_origin_allowed(allowed, origin) for allowed in rule)
+    except ValueError:
+        # an unparseable Origin (bad IPv6 literal, bad port) is refused
+        return False

@@ -1,0 +1,87 @@
+"""
+Embedding: Beryl's services and resource mounted inside a host Twisted
+application (docs/examples/embed.py), exercised over real sockets.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    connectWS,
+)
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, readBody
+
+EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "embed.py"
+
+
+def _load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("beryl_embed_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class TickerClient(WebSocketClientProtocol):
+    """
+    Joins the ticker and fires C{factory.done} with the join reply and
+    the first tick.
+    """
+
+    def onOpen(self) -> None:
+        self.seen: list[Any] = []
+        self.sendMessage(orjson.dumps(["1", "1", "ticker", "phx_join", {}]))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.seen.append(orjson.loads(payload))
+        if len(self.seen) == 2:
+            self.factory.done.callback(self.seen)
+            self.sendClose(1000)
+
+
+class EmbeddingTests(TestCase):
+    def test_embedded_in_host_application(self) -> None:
+        """The host's own page and Beryl's channels are served from one site and one MultiService."""
+        port = free_port()
+        application = _load_example().build(reactor, f"tcp:{port}:interface=127.0.0.1")
+        application.startService()
+        self.addCleanup(application.stopService)
+
+        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0")
+        factory.protocol = TickerClient
+        factory.done = Deferred()
+        connectWS(factory)
+
+        def check(seen: list[Any]) -> Deferred[bytes]:
+            reply, tick = seen
+            self.assertEqual(
+                reply, ["1", "1", "ticker", "phx_reply", {"status": "ok", "response": {}}]
+            )
+            self.assertEqual(tick[:4], [None, None, "ticker", "tick"])
+            self.assertIsInstance(tick[4]["n"], int)
+            agent = Agent(reactor)
+            d = agent.request(b"GET", f"http://127.0.0.1:{port}/status".encode())
+            d.addCallback(readBody)
+            return d
+
+        factory.done.addCallback(check)
+        factory.done.addCallback(self.assertEqual, b"ok")
+        return factory.done

@@ -1,0 +1,35 @@
+"""
+The channel API's types catch handlers written for the wrong assigns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mypy import api
+
+HERE = Path(__file__).parent / "typing"
+
+
+def _mypy(path: Path) -> tuple[str, int]:
+    stdout, stderr, status = api.run(
+        ["--strict", "--no-incremental", "--cache-dir=/dev/null", str(path)]
+    )
+    return stdout + stderr, status
+
+
+class ChannelTypingTests(SynchronousTestCase):
+    def test_mismatched_handler_rejected(self) -> None:
+        """mypy reports a handle_in whose assigns type differs from the join's."""
+        output, status = _mypy(HERE / "mismatched_handler.py")
+        self.assertEqual(status, 1, output)
+        self.assertIn("mismatched_handler.py:39: error", output)
+        self.assertIn('"with_handle_in" of "Channel"', output)
+        self.assertIn("Game", output)
+
+    def test_matched_handler_accepted(self) -> None:
+        """mypy accepts the same channel when the handler's assigns match."""
+        output, status = _mypy(HERE / "matched_handler.py")
+        self.assertEqual(status, 0, output)
