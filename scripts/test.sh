@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run Beryl's whole test suite from a fresh checkout: creates .venv, installs
+# the package with its test extra and the interop tests' npm packages, then
+# runs mypy --strict and every trial test (unit, end to end, interop).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+# compat mode puts the checkout on sys.path, so twistd finds
+# twisted/plugins/beryl_plugin.py from the source tree.
+.venv/bin/pip install --quiet --disable-pip-version-check \
+  -e '.[test]' --config-settings editable_mode=compat
+
+if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+elif [ "${CI:-}" = "true" ]; then
+  echo "scripts/test.sh: node and npm are required in CI for the interop tests" >&2
+  exit 1
+else
+  echo "scripts/test.sh: node/npm not found; the interop tests will be skipped" >&2
+fi
+
+echo "== mypy --strict beryl"
+.venv/bin/mypy --strict beryl
+
+echo "== trial tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+.venv/bin/python -m twisted.trial --temp-directory="${TMPDIR:-/tmp}/beryl_trial_temp" tests 2>&1 | tee "$log" || status=$?
+status=${PIPESTATUS[0]}
+# A plain closing line: N passed, N failed, N skipped.
+.venv/bin/python - "$log" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+line = re.findall(r"^(PASSED|FAILED) \((.*)\)$", text, re.M)
+counts = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", line[-1][1])) if line else {}
+failed = counts.get("failures", 0) + counts.get("errors", 0) + counts.get("unexpectedSuccesses", 0)
+print(f"tests: {counts.get('successes', 0)} passed, {failed} failed, {counts.get('skips', 0)} skipped")
+PY
+exit "$status"
