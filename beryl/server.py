@@ -16,11 +16,40 @@ from twisted.application.service import MultiService
 from twisted.web.resource import Resource
 
 from beryl.app import App
+from beryl.cluster import ClusterService, LocalMessaging
 from beryl.coordinator import Coordinator
+from beryl.interfaces import INodeMessaging, IPresence
+from beryl.presence.local import LocalPresence
+from beryl.pubsub import PubSub
 from beryl.transport.websocket import PhoenixWebSocketFactory
 from beryl.web import socket_resource
 
-__all__ = ["Server", "make_server"]
+__all__ = ["ClusterConfig", "Server", "make_server"]
+
+
+@attrs.frozen
+class ClusterConfig:
+    """
+    How this node joins a cluster.
+
+    @ivar node_name: this node's name, unique in the cluster.
+    @ivar listen: server endpoint description for the cluster port
+        (C{"tcp:4001"}).
+    @ivar peers: client endpoint descriptions of other nodes' cluster ports
+        (C{"tcp:host=10.0.0.2:port=4001"}); one reachable peer is enough,
+        the rest of the mesh is learned from it.
+    @ivar advertise: the client endpoint description other nodes use to
+        reach this node's cluster port.
+    @ivar secret: a shared secret every node must know, or L{None}.
+    """
+
+    node_name: str
+    listen: str
+    peers: tuple[str, ...] = ()
+    advertise: str | None = None
+    secret: bytes | None = None
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0
 
 
 @attrs.frozen
@@ -40,6 +69,9 @@ class Server:
     service: MultiService
     coordinator: Coordinator
     websocket_factory: PhoenixWebSocketFactory
+    pubsub: PubSub
+    presence: IPresence
+    messaging: INodeMessaging
 
     def socket_resource(self) -> Resource:
         """
@@ -58,20 +90,52 @@ def make_server(
     idle_timeout: float = 60.0,
     check_origin: str | list[str] | Callable[[str], bool] | None = "host",
     max_frame_size: int = 8 * 1024 * 1024,
+    cluster: ClusterConfig | None = None,
+    node_name: str = "beryl",
 ) -> Server:
     """
-    Build the services that serve C{app}.
+    Build the services that serve C{app}, in dependency order: cluster
+    links, PubSub, presence, coordinator.
 
-    @param reactor: the reactor (or, in tests, a fake) used for time.
+    @param reactor: the reactor (or, in tests, a fake) used for time and,
+        with a cluster, for the links.
     @param check_origin: see L{PhoenixWebSocketFactory}.
+    @param cluster: how to join a cluster; L{None} for a node on its own
+        (named C{node_name}).
     """
     service = MultiService()
+    messaging: INodeMessaging
+    if cluster is None:
+        messaging = LocalMessaging(node_name)
+    else:
+        links = ClusterService.from_descriptions(
+            reactor,
+            cluster.node_name,
+            cluster.listen,
+            list(cluster.peers),
+            secret=cluster.secret,
+            advertise=cluster.advertise,
+            heartbeat_interval=cluster.heartbeat_interval,
+            heartbeat_timeout=cluster.heartbeat_timeout,
+        )
+        links.name = "cluster"
+        service.addService(links)
+        messaging = links
+    pubsub = PubSub(messaging, name="beryl", clock=reactor)
+    pubsub.name = "pubsub"
+    service.addService(pubsub)
+    presence = LocalPresence()
     coordinator = Coordinator(
-        app, clock=reactor, max_channels=max_channels, idle_timeout=idle_timeout
+        app,
+        clock=reactor,
+        pubsub=pubsub,
+        presence=presence,
+        max_channels=max_channels,
+        idle_timeout=idle_timeout,
     )
     coordinator.name = "coordinator"
     service.addService(coordinator)
     factory = PhoenixWebSocketFactory(
         coordinator, check_origin=check_origin, max_frame_size=max_frame_size
     )
-    return Server(service, coordinator, factory)
+    return Server(service, coordinator, factory, pubsub, presence, messaging)

@@ -8,6 +8,8 @@ it to L{make_beryl_service}, which tests call with a fake reactor.
 from __future__ import annotations
 
 import importlib
+import re
+import socket
 from typing import Any
 
 from twisted.application import strports
@@ -18,7 +20,8 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from beryl.app import App
-from beryl.server import make_server
+from beryl.cluster import default_node_name, peer_endpoint_description
+from beryl.server import ClusterConfig, make_server
 from beryl.web import root_resource
 
 __all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
@@ -51,6 +54,26 @@ def endpoint_description(value: str) -> str:
     """
     value = value.strip()
     return f"tcp:{value}" if value.isdigit() else value
+
+
+def _listen_address(description: str) -> tuple[str, int]:
+    """
+    The host and port a TCP server endpoint description listens on: its
+    C{interface} when one is given (and not a wildcard), else this host's
+    name.
+
+    @raise usage.UsageError: when the description has no port.
+    """
+    fields = description.split(":")
+    args = [f for f in fields[1:] if "=" not in f]
+    kwargs = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+    port = kwargs.get("port") or (args[0] if args else "")
+    if not port.isdigit():
+        raise usage.UsageError(f"--cluster-port: cannot find a port number in {description!r}")
+    interface = kwargs.get("interface", "")
+    if interface in ("", "0.0.0.0", "::"):
+        interface = socket.gethostname()
+    return interface, int(port)
 
 
 def load_app(spec: str) -> App:
@@ -100,6 +123,7 @@ class Options(usage.Options):
         ["node-name", None, None, "This node's name in the cluster (default: host:cluster-port)."],
         ["cluster-secret", None, None, "Shared secret that cluster peers must know."],
         ["cluster-secret-file", None, None, "Read the cluster secret from this file."],
+        ["cluster-advertise", None, None, "host:port at which other nodes reach this node's cluster port (default: the cluster port's interface, or this host's name)."],
         ["heartbeat-timeout", None, 60.0, "Close sockets that send nothing for this many seconds.", _positive_float],
         ["max-frame-size", None, 8 * 1024 * 1024, "Largest inbound WebSocket message in bytes; larger closes with 1009.", _positive_int],
         ["max-channels", None, 100, "Most channels one socket may join.", _positive_int],
@@ -132,9 +156,54 @@ class Options(usage.Options):
             self["origin_rule"] = "host"
         else:
             self["origin_rule"] = [o.strip() for o in origin.split(",") if o.strip()]
-        for name in ("cluster-port", "peers", "node-name", "cluster-secret", "cluster-secret-file"):
-            if self[name] is not None:
-                raise usage.UsageError(f"--{name}: clustering is not available yet")
+        self["cluster"] = self._cluster_config()
+
+    def _cluster_config(self) -> ClusterConfig | None:
+        port = self["cluster-port"]
+        if port is None:
+            for name in ("peers", "cluster-secret", "cluster-secret-file", "cluster-advertise"):
+                if self[name] is not None:
+                    raise usage.UsageError(f"--{name} needs --cluster-port")
+            return None
+        listen = endpoint_description(port)
+        try:
+            serverFromString(MemoryReactor(), listen)
+        except (ValueError, TypeError, KeyError) as error:
+            raise usage.UsageError(f"--cluster-port: {error}") from None
+        try:
+            peers = tuple(
+                peer_endpoint_description(peer)
+                for peer in re.split(r"[,\s]+", self["peers"] or "")
+                if peer
+            )
+        except ValueError as error:
+            raise usage.UsageError(f"--peers: {error}") from None
+        if self["cluster-secret"] is not None and self["cluster-secret-file"] is not None:
+            raise usage.UsageError("give --cluster-secret or --cluster-secret-file, not both")
+        secret: bytes | None = None
+        if self["cluster-secret"] is not None:
+            secret = self["cluster-secret"].encode("utf-8")
+        elif self["cluster-secret-file"] is not None:
+            try:
+                with open(self["cluster-secret-file"], "rb") as file:
+                    secret = file.read().strip()
+            except OSError as error:
+                raise usage.UsageError(f"--cluster-secret-file: {error.strerror}") from None
+            if not secret:
+                raise usage.UsageError("--cluster-secret-file: the file is empty")
+        host, number = _listen_address(listen)
+        advertise_text = self["cluster-advertise"] or f"{host}:{number}"
+        try:
+            advertise = peer_endpoint_description(advertise_text)
+        except ValueError as error:
+            raise usage.UsageError(f"--cluster-advertise: {error}") from None
+        return ClusterConfig(
+            node_name=self["node-name"] or default_node_name(number),
+            listen=listen,
+            peers=peers,
+            advertise=advertise,
+            secret=secret,
+        )
 
 
 def make_beryl_service(options: Options, reactor: Any) -> MultiService:
@@ -149,6 +218,7 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         idle_timeout=options["heartbeat-timeout"],
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
+        cluster=options["cluster"],
     )
     top = server.service
     site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))

@@ -358,7 +358,9 @@ def serializer_for_vsn(vsn: str | None) -> Serializer | None:
     if vsn is None:
         return V1_JSON
     parts = vsn.split(".")
-    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+    if len(parts) != 3 or not all(
+        part.isascii() and part.isdigit() for part in parts
+    ):
         return None
     if parts[0] == "1" and parts[1] == "0":
         return V1_JSON

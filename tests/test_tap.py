@@ -99,6 +99,47 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(words, str(error))
             self.assertIn("--app", str(error))
 
+    def test_cluster_options(self) -> None:
+        """Cluster options become a ClusterConfig: peers as endpoints, default name and advertise."""
+        options = self.parse(
+            "--cluster-port", "tcp:5001:interface=127.0.0.1",
+            "--peers", "127.0.0.1:5002, 127.0.0.1:5003", "--cluster-secret", "s3",
+        )
+        cluster = options["cluster"]
+        self.assertEqual(
+            cluster.peers, ("tcp:host=127.0.0.1:port=5002", "tcp:host=127.0.0.1:port=5003")
+        )
+        self.assertEqual(cluster.advertise, "tcp:host=127.0.0.1:port=5001")
+        self.assertTrue(cluster.node_name.endswith(":5001"))
+        self.assertEqual(cluster.secret, b"s3")
+        named = self.parse("--cluster-port", "5001", "--node-name", "n1")["cluster"]
+        self.assertEqual(named.node_name, "n1")
+        self.assertEqual(named.listen, "tcp:5001")
+        self.assertIsNone(self.parse()["cluster"])
+
+    def test_cluster_secret_file(self) -> None:
+        """--cluster-secret-file reads the secret; a missing file is a usage error."""
+        path = self.mktemp()
+        with open(path, "wb") as file:
+            file.write(b"from-a-file\n")
+        options = self.parse("--cluster-port", "5001", "--cluster-secret-file", path)
+        self.assertEqual(options["cluster"].secret, b"from-a-file")
+        error = self.assertRaises(
+            UsageError, self.parse, "--cluster-port", "5001", "--cluster-secret-file", path + ".no"
+        )
+        self.assertIn("--cluster-secret-file", str(error))
+
+    def test_bad_cluster_options(self) -> None:
+        """Peers without a cluster port, bad peers and bad cluster ports are usage errors."""
+        for argv, words in (
+            (["--peers", "h:1"], "needs --cluster-port"),
+            (["--cluster-port", "5001", "--peers", "nonsense"], "--peers"),
+            (["--cluster-port", "bogus:1"], "--cluster-port"),
+            (["--cluster-port", "5001", "--cluster-secret", "a", "--cluster-secret-file", "f"], "not both"),
+        ):
+            error = self.assertRaises(UsageError, self.parse, *argv)
+            self.assertIn(words, str(error))
+
     def test_load_app_error(self) -> None:
         """load_app raises ValueError with a reason."""
         self.assertRaises(ValueError, load_app, "beryl:nothing")
@@ -106,15 +147,31 @@ class OptionsTests(SynchronousTestCase):
 
 class ServiceTests(SynchronousTestCase):
     def test_service_tree(self) -> None:
-        """The service has a coordinator and a web listener that binds the port."""
+        """A single node has pubsub, presence-using coordinator and, last, the web listener."""
         options = Options()
         options.parseOptions(["--port", "tcp:4321:interface=127.0.0.1"])
         reactor = MemoryReactorClock()
         service = make_beryl_service(options, reactor)
-        names = [child.name for child in service]
-        self.assertEqual(names[0], "coordinator")
-        self.assertEqual(names[-1], "web")
+        self.assertEqual([child.name for child in service], ["pubsub", "coordinator", "web"])
         service.startService()
         self.addCleanup(service.stopService)
         ((port, factory, backlog, interface),) = reactor.tcpServers
         self.assertEqual((port, interface), (4321, "127.0.0.1"))
+
+    def test_cluster_service_tree(self) -> None:
+        """With --cluster-port the cluster links come first and listen on that port."""
+        options = Options()
+        options.parseOptions(
+            ["--port", "tcp:4321:interface=127.0.0.1",
+             "--cluster-port", "tcp:4322:interface=127.0.0.1", "--peers", "127.0.0.1:4400"]
+        )
+        reactor = MemoryReactorClock()
+        service = make_beryl_service(options, reactor)
+        self.assertEqual(
+            [child.name for child in service], ["cluster", "pubsub", "coordinator", "web"]
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        ports = sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
+        self.assertEqual(ports, [(4321, "127.0.0.1"), (4322, "127.0.0.1")])
+        self.assertIn(("127.0.0.1", 4400), [(h, p) for h, p, *_ in reactor.tcpClients])

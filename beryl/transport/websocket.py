@@ -18,6 +18,7 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -53,6 +54,48 @@ def websocket_frame(frame: Frame) -> bytes:
     return struct.pack("!BBQ", opcode, 127, length) + data
 
 
+def direct_writer(transport: Any) -> Callable[[bytes], None]:
+    """
+    A write function for C{transport} that, on a plain TCP connection with
+    nothing buffered, sends straight to the socket: one C{send()} instead of
+    Twisted's buffer, C{epoll} registration and deferred write (three system
+    calls).  What the socket does not take, and everything on other
+    transports (TLS), goes through C{transport.write} as usual.
+
+    This reads L{twisted.internet.abstract.FileDescriptor}'s buffer
+    attributes, so it is used only where they exist.
+    """
+    write: Callable[[bytes], None] = transport.write
+    sock = getattr(transport, "socket", None)
+    if not isinstance(transport, tcp.Connection) or sock is None or not all(
+        hasattr(transport, name) for name in ("dataBuffer", "_tempDataLen")
+    ):
+        return write
+    send = sock.send
+
+    def write_now(data: bytes) -> None:
+        if (
+            transport.dataBuffer
+            or transport._tempDataLen
+            or transport.disconnecting
+            or not transport.connected
+        ):
+            write(data)
+            return
+        try:
+            sent = send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # Let Twisted notice the error and close the connection.
+            write(data)
+            return
+        if sent < len(data):
+            write(data[sent:])
+
+    return write_now
+
+
 @implementer(IConnection)
 class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     """
@@ -63,6 +106,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     factory: PhoenixWebSocketFactory
     prepare_key = "websocket"
     _socket: SocketHandle | None = None
+    _write: Callable[[bytes], None]
     _accepted: tuple[Any, Mapping[str, Any], ConnectInfo, Any] | None = None
 
     def onConnect(self, request: Any) -> Deferred[str | None]:  # type: ignore[override]
@@ -105,6 +149,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         if self._accepted is None:
             return
+        self._write = direct_writer(self.transport)
         serializer, params, info, assigns = self._accepted
         self._accepted = None
         self._socket = self.factory.coordinator.open_socket(
@@ -146,8 +191,8 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
 
     def send_prepared(self, prepared: object) -> None:
         if self.state == _OPEN:
-            assert isinstance(prepared, bytes) and self.transport is not None
-            self.transport.write(prepared)
+            assert isinstance(prepared, bytes)
+            self._write(prepared)
 
     def close(self, code: int, reason: str) -> None:
         if self.state == _OPEN:

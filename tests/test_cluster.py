@@ -1,0 +1,642 @@
+"""
+Tests for L{beryl.cluster}: AMP cluster links, membership and messaging.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+from twisted.application.internet import backoffPolicy
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.protocols import amp
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from beryl.cluster import (
+    ClusterService,
+    LocalMessaging,
+    default_node_name,
+    peer_endpoint_description,
+)
+from beryl.cluster.chunks import CHUNK_SIZE, ChunkError, Reassembler, split
+from beryl.interfaces import IMembershipObserver, INodeMessaging, ISubscriber
+from beryl.pubsub import PubSub
+from beryl.wire import Binary
+
+
+@implementer(IListeningPort)
+@attrs.define
+class _MemoryPort:
+    network: MemoryNetwork
+    address: str
+
+    def startListening(self) -> None:
+        pass
+
+    def stopListening(self) -> None:
+        self.network.listeners.pop(self.address, None)
+
+    def getHost(self) -> Any:
+        return iosim.FakeAddress()
+
+
+@implementer(IStreamServerEndpoint)
+@attrs.define
+class _ServerEndpoint:
+    network: MemoryNetwork
+    address: str
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        self.network.listeners[self.address] = factory
+        return succeed(_MemoryPort(self.network, self.address))
+
+
+@implementer(IStreamClientEndpoint)
+@attrs.define
+class _ClientEndpoint:
+    network: MemoryNetwork
+    address: str
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        attempt: Deferred[Any] = Deferred(
+            lambda d: self.network.pending.remove((self.address, factory, d))
+        )
+        self.network.pending.append((self.address, factory, attempt))
+        return attempt
+
+
+@attrs.define
+class Connection:
+    """One in-memory connection between a client and a server protocol."""
+
+    server_address: str
+    pump: iosim.IOPump
+    frozen: bool = False
+
+    @property
+    def open(self) -> bool:
+        return not (self.pump.clientIO.disconnecting or self.pump.serverIO.disconnecting)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.pump.clientIO.disconnected and self.pump.serverIO.disconnected)
+
+
+@attrs.define
+class MemoryNetwork:
+    """
+    Connects endpoints by address in memory with L{iosim}; data moves and
+    connections complete only in L{flush}, time moves only in L{run}.
+    """
+
+    clock: Clock = attrs.field(factory=Clock)
+    listeners: dict[str, IProtocolFactory] = attrs.field(factory=dict)
+    pending: list[tuple[str, IProtocolFactory, Deferred[Any]]] = attrs.field(
+        factory=list
+    )
+    connections: list[Connection] = attrs.field(factory=list)
+
+    def server(self, address: str) -> IStreamServerEndpoint:
+        return _ServerEndpoint(self, address)
+
+    def client(self, address: str) -> IStreamClientEndpoint:
+        return _ClientEndpoint(self, address)
+
+    def connect_pending(self) -> bool:
+        pending, self.pending = self.pending, []
+        for address, factory, attempt in pending:
+            server_factory = self.listeners.get(address)
+            if server_factory is None:
+                attempt.errback(ConnectionRefusedError(address))
+                continue
+            server = server_factory.buildProtocol(iosim.FakeAddress())
+            client = factory.buildProtocol(iosim.FakeAddress())
+            pump = iosim.connect(
+                server,
+                iosim.FakeTransport(server, isServer=True),
+                client,
+                iosim.FakeTransport(client, isServer=False),
+                greet=False,
+                clock=self.clock,
+            )
+            self.connections.append(Connection(address, pump))
+            attempt.callback(client)
+        return bool(pending)
+
+    def flush(self) -> None:
+        moved = True
+        while moved:
+            moved = self.connect_pending()
+            for connection in list(self.connections):
+                if connection.frozen:
+                    connection.pump.clientIO.getOutBuffer()
+                    connection.pump.serverIO.getOutBuffer()
+                if connection.pump.pump():
+                    moved = True
+            self.connections = [c for c in self.connections if not c.finished]
+
+    def run(self, seconds: float, step: float = 0.1) -> None:
+        self.flush()
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.clock.advance(step)
+            elapsed += step
+            self.flush()
+
+    def open_connections(self) -> list[Connection]:
+        return [c for c in self.connections if c.open]
+
+
+@implementer(IMembershipObserver)
+@attrs.define
+class Observer:
+    """Records membership events."""
+
+    events: list[tuple[str, str, str]] = attrs.field(factory=list)
+
+    def node_up(self, node_name: str, incarnation: str) -> None:
+        self.events.append(("up", node_name, incarnation))
+
+    def node_down(self, node_name: str, incarnation: str) -> None:
+        self.events.append(("down", node_name, incarnation))
+
+
+class ClusterHarness:
+    """Nodes on one L{MemoryNetwork}, with observers and received messages."""
+
+    def __init__(self, case: SynchronousTestCase) -> None:
+        self.network = MemoryNetwork()
+        self.case = case
+        self.observers: dict[str, Observer] = {}
+        self.received: dict[str, list[tuple[str, bytes]]] = {}
+        self.services: list[ClusterService] = []
+        case.addCleanup(self.stop_all)
+
+    def node(
+        self,
+        name: str,
+        peers: list[str] = [],
+        secret: bytes | None = None,
+        start: bool = True,
+    ) -> ClusterService:
+        service = ClusterService(
+            name,
+            self.network.clock,
+            self.network.client,
+            listen=self.network.server(name),
+            peers=peers,
+            secret=secret,
+            advertise=name,
+            heartbeat_interval=1.0,
+            heartbeat_timeout=5.0,
+            retry_policy=backoffPolicy(initialDelay=1.0, maxDelay=8.0, jitter=lambda: 0),
+        )
+        observer = self.observers[name] = Observer()
+        received = self.received[name] = []
+        service.add_membership_observer(observer)
+        service.add_handler("test", lambda node, data: received.append((node, data)))
+        self.services.append(service)
+        if start:
+            service.startService()
+        return service
+
+    def stop_all(self) -> None:
+        stopping = [s.stopService() for s in self.services if s.running]
+        self.network.flush()
+        for stopped in stopping:
+            self.case.successResultOf(stopped)
+        self.case.assertEqual(self.network.clock.getDelayedCalls(), [])
+
+
+def capture_logs(case: SynchronousTestCase) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+class ChunkTests(SynchronousTestCase):
+    """
+    Tests for L{split} and L{Reassembler}.
+    """
+
+    def test_round_trip(self) -> None:
+        """Chunks of a message fed in order give the message back."""
+        data = os.urandom(3 * CHUNK_SIZE + 17)
+        chunks = split(data)
+        self.assertEqual(len(chunks), 4)
+        reassembler = Reassembler()
+        results = [reassembler.feed(7, i, len(chunks), c) for i, c in enumerate(chunks)]
+        self.assertEqual(results, [None, None, None, data])
+
+    def test_empty(self) -> None:
+        """An empty message is one empty chunk."""
+        self.assertEqual(split(b""), [b""])
+        self.assertEqual(Reassembler().feed(0, 0, 1, b""), b"")
+
+    def test_bad_sequence(self) -> None:
+        """A chunk out of sequence is refused and the partial message dropped."""
+        reassembler = Reassembler()
+        self.assertIsInstance(reassembler.feed(1, 1, 2, b"x"), ChunkError)
+        self.assertIsNone(reassembler.feed(2, 0, 2, b"a"))
+        self.assertIsInstance(reassembler.feed(3, 0, 1, b"b"), ChunkError)
+        self.assertIsInstance(reassembler.feed(4, 0, 0, b""), ChunkError)
+        self.assertEqual(reassembler.feed(5, 0, 1, b"ok"), b"ok")
+
+
+class AddressTests(SynchronousTestCase):
+    """
+    Tests for L{peer_endpoint_description} and L{default_node_name}.
+    """
+
+    def test_host_port(self) -> None:
+        """C{host:port} becomes a TCP client endpoint description."""
+        self.assertEqual(
+            peer_endpoint_description("10.0.0.2:4001"), "tcp:host=10.0.0.2:port=4001"
+        )
+        self.assertEqual(
+            peer_endpoint_description("[::1]:4001"), "tcp:host=\\:\\:1:port=4001"
+        )
+
+    def test_bad(self) -> None:
+        """Anything but C{host:port} with a valid port is a ValueError."""
+        for text in ["host", "host:0", "host:70000", "host:x", ":1", "a b:1", "::1:2"]:
+            self.assertRaises(ValueError, peer_endpoint_description, text)
+
+    def test_default_node_name(self) -> None:
+        """The default node name is the host name and the cluster port."""
+        self.assertEqual(default_node_name(4001, "web1"), "web1:4001")
+
+
+class ClusterServiceTests(SynchronousTestCase):
+    """
+    Tests for L{ClusterService} over an in-memory network.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = ClusterHarness(self)
+        self.network = self.cluster.network
+
+    def test_interface(self) -> None:
+        """ClusterService and LocalMessaging provide INodeMessaging."""
+        self.assertTrue(verifyObject(INodeMessaging, self.cluster.node("a", start=False)))
+        local = LocalMessaging("solo")
+        self.assertTrue(verifyObject(INodeMessaging, local))
+        self.assertEqual((local.node_name, dict(local.peers())), ("solo", {}))
+
+    def test_handshake(self) -> None:
+        """Two nodes exchange names and incarnations and report each other up."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        self.network.flush()
+        self.assertEqual(dict(a.peers()), {"b": b.incarnation})
+        self.assertEqual(dict(b.peers()), {"a": a.incarnation})
+        self.assertEqual(self.cluster.observers["a"].events, [("up", "b", b.incarnation)])
+        self.assertEqual(self.cluster.observers["b"].events, [("up", "a", a.incarnation)])
+
+    def test_send(self) -> None:
+        """send reaches one peer's channel handler, send_all every peer's."""
+        a = self.cluster.node("a", peers=["b", "c"])
+        self.cluster.node("b")
+        self.cluster.node("c")
+        self.network.flush()
+        a.send("b", "test", b"one")
+        a.send("nobody", "test", b"dropped")
+        a.send_all("test", b"all")
+        a.send_all("other channel", b"nobody listens")
+        self.network.flush()
+        self.assertEqual(self.cluster.received["b"], [("a", b"one"), ("a", b"all")])
+        self.assertEqual(self.cluster.received["c"], [("a", b"all")])
+
+    def test_membership_spreads(self) -> None:
+        """Nodes that know only one peer learn of each other by gossip."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        c = self.cluster.node("c", peers=["b"])
+        self.network.run(5)
+        self.assertEqual(sorted(a.peers()), ["b", "c"])
+        self.assertEqual(sorted(b.peers()), ["a", "c"])
+        self.assertEqual(sorted(c.peers()), ["a", "b"])
+        self.assertEqual(len(self.network.open_connections()), 3)
+        for name, observer in self.cluster.observers.items():
+            self.assertEqual(len(observer.events), 2, name)
+        a.send_all("test", b"hello")
+        self.network.flush()
+        self.assertEqual(self.cluster.received["c"], [("a", b"hello")])
+
+    def test_duplicate_links_collapse(self) -> None:
+        """Two nodes that dial each other keep one link, and stay that way."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b", peers=["a"])
+        self.network.run(30)
+        self.assertEqual(len(self.network.open_connections()), 1)
+        self.assertEqual(self.cluster.observers["a"].events, [("up", "b", b.incarnation)])
+        self.assertEqual(self.cluster.observers["b"].events, [("up", "a", a.incarnation)])
+        a.send("b", "test", b"once")
+        self.network.flush()
+        self.assertEqual(self.cluster.received["b"], [("a", b"once")])
+
+    def test_duplicate_dropped_before_twin_finished(self) -> None:
+        """A node whose link is dropped for a twin still handshaking sees no blip."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b", peers=["a"])
+        self.network.connect_pending()
+        to_a, to_b = sorted(self.network.connections, key=lambda c: c.server_address)
+        self.assertEqual((to_a.server_address, to_b.server_address), ("a", "b"))
+        # b's link to a finishes first.
+        to_a.pump.flush()
+        # a's link to b: Hello, then its answer; a is now up on both links
+        # and drops b's (a link opened by "a" wins).  b has not yet had a's
+        # proof on the twin when it learns its link was dropped.
+        to_b.pump.pump()
+        to_b.pump.pump()
+        to_a.pump.flush()
+        self.assertEqual(dict(b.peers()), {"a": a.incarnation})
+        self.network.run(20)
+        self.assertEqual(len(self.network.open_connections()), 1)
+        self.assertEqual(self.cluster.observers["a"].events, [("up", "b", b.incarnation)])
+        self.assertEqual(self.cluster.observers["b"].events, [("up", "a", a.incarnation)])
+        b.send("a", "test", b"through the twin")
+        self.network.flush()
+        self.assertEqual(self.cluster.received["a"], [("b", b"through the twin")])
+
+    def test_connected_to_self(self) -> None:
+        """A peer address that is this node is dropped, not retried."""
+        a = self.cluster.node("a", peers=["a"])
+        self.network.run(10)
+        self.assertEqual(dict(a.peers()), {})
+        self.assertEqual(self.network.open_connections(), [])
+        self.assertEqual(self.cluster.observers["a"].events, [])
+
+    def test_large_message(self) -> None:
+        """A 1 MiB message is chunked and arrives whole."""
+        a = self.cluster.node("a", peers=["b"])
+        self.cluster.node("b")
+        self.network.flush()
+        data = os.urandom(1024 * 1024)
+        a.send("b", "test", data)
+        self.network.flush()
+        self.assertEqual(self.cluster.received["b"], [("a", data)])
+
+    def test_ordering(self) -> None:
+        """200 messages of mixed sizes to one peer arrive in order."""
+        a = self.cluster.node("a", peers=["b"])
+        self.cluster.node("b")
+        self.network.flush()
+        sent = [str(i).encode() * (1 + (i * 7919) % 30000) for i in range(200)]
+        for data in sent:
+            a.send("b", "test", data)
+        self.network.flush()
+        self.assertEqual([data for _, data in self.cluster.received["b"]], sent)
+
+    def test_heartbeat_timeout(self) -> None:
+        """A peer that stops answering is reported down, then found again."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        self.network.flush()
+        [connection] = self.network.open_connections()
+        connection.frozen = True
+        self.network.run(7)
+        self.assertIn(("down", "b", b.incarnation), self.cluster.observers["a"].events)
+        self.assertIn(("down", "a", a.incarnation), self.cluster.observers["b"].events)
+        self.network.run(10)
+        self.assertEqual(dict(a.peers()), {"b": b.incarnation})
+        self.assertEqual(
+            self.cluster.observers["a"].events,
+            [
+                ("up", "b", b.incarnation),
+                ("down", "b", b.incarnation),
+                ("up", "b", b.incarnation),
+            ],
+        )
+
+    def test_reconnect_after_restart(self) -> None:
+        """A restarted peer is found again with backoff, with a new incarnation."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        self.network.flush()
+        old = b.incarnation
+        stopped = b.stopService()
+        self.network.flush()
+        self.successResultOf(stopped)
+        self.network.run(20)
+        self.assertEqual(dict(a.peers()), {})
+        b.startService()
+        self.assertNotEqual(b.incarnation, old)
+        self.network.run(10)
+        self.assertEqual(dict(a.peers()), {"b": b.incarnation})
+        self.assertEqual(
+            self.cluster.observers["a"].events,
+            [("up", "b", old), ("down", "b", old), ("up", "b", b.incarnation)],
+        )
+
+    def test_restart_before_timeout(self) -> None:
+        """A peer back with a new incarnation replaces the old one at once."""
+        a = self.cluster.node("a")
+        b = self.cluster.node("b", peers=["a"])
+        self.network.flush()
+        old = b.incarnation
+        # b vanishes without a word, and comes back as a new process.
+        [connection] = self.network.open_connections()
+        connection.frozen = True
+        b2 = self.cluster.node("b", peers=["a"])
+        self.network.flush()
+        self.assertEqual(dict(a.peers()), {"b": b2.incarnation})
+        self.assertEqual(
+            self.cluster.observers["a"].events[:3],
+            [("up", "b", old), ("down", "b", old), ("up", "b", b2.incarnation)],
+        )
+        self.cluster.services.remove(b)
+        b.stopService()
+        self.network.flush()
+
+    def test_secret(self) -> None:
+        """Nodes sharing a secret link up."""
+        a = self.cluster.node("a", peers=["b"], secret=b"s3cret")
+        b = self.cluster.node("b", secret=b"s3cret")
+        self.network.flush()
+        self.assertEqual(dict(a.peers()), {"b": b.incarnation})
+
+    def test_wrong_secret(self) -> None:
+        """A peer with a wrong or missing secret is refused, with a log line."""
+        logs = capture_logs(self)
+        for name, secret in [("b", b"other"), ("c", None)]:
+            self.cluster.node(f"a{name}", peers=[name], secret=b"s3cret")
+            self.cluster.node(name, secret=secret)
+        self.cluster.node("d", peers=["e"])
+        self.cluster.node("e", secret=b"s3cret")
+        self.network.run(3)
+        for service in self.cluster.services:
+            self.assertEqual(dict(service.peers()), {}, service.node_name)
+        refusals = [
+            e for e in logs if "Refused cluster link" in e.get("log_format", "")
+        ]
+        self.assertTrue(refusals)
+        for event in logs:
+            self.assertNotIn("s3cret", repr(event))
+
+    def test_malformed_commands(self) -> None:
+        """Malformed AMP boxes and bad chunks are dropped; the link survives."""
+        a = self.cluster.node("a", peers=["b"])
+        self.cluster.node("b")
+        self.network.flush()
+        [connection] = self.network.open_connections()
+        bad_boxes = [
+            {b"_command": b"Deliver", b"channel": b"test"},
+            {
+                b"_command": b"Deliver",
+                b"channel": b"test",
+                b"message_id": b"x",
+                b"index": b"0",
+                b"count": b"1",
+                b"data": b"",
+            },
+            {
+                b"_command": b"Deliver",
+                b"channel": b"test",
+                b"message_id": b"9",
+                b"index": b"1",
+                b"count": b"2",
+                b"data": b"orphan",
+            },
+            {b"_command": b"NoSuchCommand"},
+            {b"_command": b"Members", b"members": b"\x00"},
+        ]
+        for box in bad_boxes:
+            connection.pump.clientIO.write(amp.AmpBox(box).serialize())
+        self.network.flush()
+        self.flushLoggedErrors()
+        a.send("b", "test", b"still here")
+        self.network.run(10)
+        self.assertEqual(self.cluster.received["b"], [("a", b"still here")])
+        self.assertEqual(len(self.cluster.observers["b"].events), 1)
+
+    def test_handler_failure(self) -> None:
+        """A handler that raises is logged; other handlers still run."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+
+        def broken(node: str, data: bytes) -> None:
+            raise RuntimeError("broken handler")
+
+        b.add_handler("test", broken)
+        got: list[bytes] = []
+        b.add_handler("test", lambda node, data: got.append(data))
+        self.network.flush()
+        a.send("b", "test", b"x")
+        self.network.flush()
+        self.assertEqual(got, [b"x"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_stop_reports_down(self) -> None:
+        """Stopping a node reports its peers down and closes its links."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        self.network.flush()
+        stopped = a.stopService()
+        self.network.flush()
+        self.successResultOf(stopped)
+        self.assertEqual(self.cluster.observers["a"].events[-1], ("down", "b", b.incarnation))
+        self.assertEqual(self.cluster.observers["b"].events[-1], ("down", "a", a.incarnation))
+        self.assertEqual(self.network.open_connections(), [])
+
+    def test_pubsub_over_cluster(self) -> None:
+        """PubSub broadcasts and counts travel over real cluster links."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        pubsub_a = PubSub(a, clock=self.network.clock)
+        pubsub_b = PubSub(b, clock=self.network.clock)
+        self.network.flush()
+        got: list[tuple[str, str, Any, str | None]] = []
+
+        @implementer(ISubscriber)
+        class Subscriber:
+            subscriber_id = "s1"
+
+            def deliver(self, topic: str, event: str, payload: Any, from_id: str | None) -> None:
+                got.append((topic, event, payload, from_id))
+
+        pubsub_b.subscribe("room", Subscriber())
+        self.network.run(1)
+        self.assertEqual(pubsub_a.subscriber_count("room"), 1)
+        pubsub_a.broadcast_from("sock", "room", "shout", {"n": 1})
+        pubsub_a.broadcast("room", "bin", Binary(b"\x00\xff" * 40000))
+        self.network.flush()
+        self.assertEqual(
+            got,
+            [
+                ("room", "shout", {"n": 1}, "sock"),
+                ("room", "bin", Binary(b"\x00\xff" * 40000), None),
+            ],
+        )
+
+
+class RealNetworkTests(TestCase):
+    """
+    Three cluster services over loopback TCP with the real reactor.
+    """
+
+    timeout = 30
+
+    async def _three_nodes(self) -> None:
+        from twisted.internet import reactor
+
+        waiting: dict[str, Deferred[None]] = {}
+        services: list[ClusterService] = []
+
+        @implementer(IMembershipObserver)
+        class Waiter:
+            def __init__(self, service: ClusterService) -> None:
+                self.service = service
+
+            def node_up(self, node_name: str, incarnation: str) -> None:
+                if len(self.service.peers()) == 2:
+                    waiting.pop(self.service.node_name).callback(None)
+
+            def node_down(self, node_name: str, incarnation: str) -> None:
+                pass
+
+        received: list[tuple[str, bytes]] = []
+        peers: list[str] = []
+        for name in ["a", "b", "c"]:
+            service = ClusterService.from_descriptions(
+                reactor,
+                name,
+                "tcp:0:interface=127.0.0.1",
+                peers,
+                secret=b"loopback",
+                heartbeat_interval=0.2,
+            )
+            waiting[name] = Deferred()
+            service.add_membership_observer(Waiter(service))
+            service.startService()
+            services.append(service)
+            self.addCleanup(service.stopService)
+            port = await service.when_listening()
+            service.advertise = f"tcp:host=127.0.0.1:port={port.getHost().port}"  # type: ignore[attr-defined]
+            if not peers:
+                peers = [service.advertise]
+        services[2].add_handler("test", lambda node, data: received.append((node, data)))
+        await gatherResults(list(waiting.values()))
+        arrived: Deferred[None] = Deferred()
+        services[2].add_handler("test", lambda node, data: arrived.callback(None))
+        services[1].send("c", "test", b"x" * 200_000)
+        await arrived
+        self.assertEqual(received, [("b", b"x" * 200_000)])
+
+    def test_three_nodes(self) -> Deferred[None]:
+        """Three nodes given one peer each form a mesh and exchange messages."""
+        return Deferred.fromCoroutine(self._three_nodes())

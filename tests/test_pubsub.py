@@ -1,0 +1,372 @@
+"""
+Tests for L{beryl.pubsub.PubSub}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from beryl.interfaces import (
+    IMembershipObserver,
+    INodeMessaging,
+    IPubSub,
+    ISubscriber,
+)
+from beryl.pubsub import PubSub
+from beryl.wire import Binary, Payload
+
+
+@implementer(ISubscriber)
+@attrs.define(eq=False)
+class Recorder:
+    """A subscriber that records what it gets."""
+
+    subscriber_id: str
+    received: list[tuple[str, str, Payload, str | None]] = attrs.field(factory=list)
+
+    def deliver(
+        self, topic: str, event: str, payload: Payload, from_id: str | None
+    ) -> None:
+        self.received.append((topic, event, payload, from_id))
+
+
+@implementer(ISubscriber)
+@attrs.define(eq=False)
+class Broken:
+    """A subscriber whose deliver always raises."""
+
+    subscriber_id: str = "broken"
+
+    def deliver(
+        self, topic: str, event: str, payload: Payload, from_id: str | None
+    ) -> None:
+        raise RuntimeError("subscriber failed")
+
+
+@attrs.define
+class FakeNetwork:
+    """
+    In-memory node messaging: messages queue until L{flush}, in order.
+    """
+
+    nodes: dict[str, FakeMessaging] = attrs.field(factory=dict)
+    queue: list[tuple[str, str, str, bytes]] = attrs.field(factory=list)
+
+    def join(self, name: str) -> FakeMessaging:
+        node = FakeMessaging(self, name)
+        for other in list(self.nodes.values()):
+            node.up.add(other.node_name)
+            other.up.add(name)
+        self.nodes[name] = node
+        for other in list(self.nodes.values()):
+            if other is not node:
+                other.notify("node_up", name, node.incarnation)
+                node.notify("node_up", other.node_name, other.incarnation)
+        return node
+
+    def leave(self, name: str) -> None:
+        node = self.nodes.pop(name)
+        for other in self.nodes.values():
+            other.up.discard(name)
+            other.notify("node_down", name, node.incarnation)
+
+    def flush(self) -> None:
+        while self.queue:
+            sender, receiver, channel, data = self.queue.pop(0)
+            node = self.nodes.get(receiver)
+            if node is not None:
+                for handler in node.handlers.get(channel, []):
+                    handler(sender, data)
+
+
+@implementer(INodeMessaging)
+@attrs.define(eq=False)
+class FakeMessaging:
+    """One node of a L{FakeNetwork}; records what it sends."""
+
+    network: FakeNetwork
+    node_name: str
+    incarnation: str = "1"
+    up: set[str] = attrs.field(factory=set)
+    handlers: dict[str, list[Callable[[str, bytes], None]]] = attrs.field(factory=dict)
+    observers: list[IMembershipObserver] = attrs.field(factory=list)
+    sent: list[tuple[str, str, bytes]] = attrs.field(factory=list)
+
+    def send(self, node_name: str, channel: str, data: bytes) -> None:
+        if node_name in self.up:
+            self.sent.append((node_name, channel, data))
+            self.network.queue.append((self.node_name, node_name, channel, data))
+
+    def send_all(self, channel: str, data: bytes) -> None:
+        for node_name in sorted(self.up):
+            self.send(node_name, channel, data)
+
+    def add_handler(self, channel: str, handler: Callable[[str, bytes], None]) -> None:
+        self.handlers.setdefault(channel, []).append(handler)
+
+    def add_membership_observer(self, observer: IMembershipObserver) -> None:
+        self.observers.append(observer)
+
+    def peers(self) -> dict[str, str]:
+        return {name: self.network.nodes[name].incarnation for name in self.up}
+
+    def notify(self, event: str, name: str, incarnation: str) -> None:
+        for observer in self.observers:
+            getattr(observer, event)(name, incarnation)
+
+
+class LocalTests(SynchronousTestCase):
+    """
+    PubSub on a node of its own.
+    """
+
+    def setUp(self) -> None:
+        self.pubsub = PubSub(None)
+
+    def test_interface(self) -> None:
+        """PubSub provides IPubSub, and a lone node has a name."""
+        self.assertTrue(verifyObject(IPubSub, self.pubsub))
+        self.assertEqual(self.pubsub.node_name, "local")
+
+    def test_broadcast(self) -> None:
+        """A broadcast reaches every subscriber of its topic and no other."""
+        one, two, other = Recorder("1"), Recorder("2"), Recorder("3")
+        self.pubsub.subscribe("room:1", one)
+        self.pubsub.subscribe("room:1", two)
+        self.pubsub.subscribe("room:2", other)
+        self.pubsub.broadcast("room:1", "msg", {"body": "hi"})
+        self.assertEqual(one.received, [("room:1", "msg", {"body": "hi"}, None)])
+        self.assertEqual(two.received, one.received)
+        self.assertEqual(other.received, [])
+
+    def test_duplicate_subscriptions(self) -> None:
+        """Subscribing twice delivers twice; one unsubscribe removes both."""
+        one = Recorder("1")
+        self.pubsub.subscribe("t", one)
+        self.pubsub.subscribe("t", one)
+        self.pubsub.broadcast("t", "e", 1)
+        self.assertEqual(len(one.received), 2)
+        self.assertEqual(self.pubsub.local_subscriber_count("t"), 2)
+        self.pubsub.unsubscribe("t", one)
+        self.pubsub.unsubscribe("t", one)
+        self.pubsub.unsubscribe("never", one)
+        self.pubsub.broadcast("t", "e", 2)
+        self.assertEqual(len(one.received), 2)
+        self.assertEqual(self.pubsub.subscribers("t"), ())
+        self.assertEqual(self.pubsub.subscriber_count("t"), 0)
+
+    def test_unsubscribe_keeps_others(self) -> None:
+        """Unsubscribing one subscriber leaves the others subscribed."""
+        one, two = Recorder("1"), Recorder("2")
+        self.pubsub.subscribe("t", one)
+        self.pubsub.subscribe("t", two)
+        self.pubsub.unsubscribe("t", one)
+        self.assertEqual(list(self.pubsub.subscribers("t")), [two])
+
+    def test_broadcast_from(self) -> None:
+        """broadcast_from skips the sender and tells everyone the sender."""
+        sender, other = Recorder("sock-1"), Recorder("sock-2")
+        self.pubsub.subscribe("t", sender)
+        self.pubsub.subscribe("t", other)
+        self.pubsub.broadcast_from("sock-1", "t", "e", [1])
+        self.assertEqual(sender.received, [])
+        self.assertEqual(other.received, [("t", "e", [1], "sock-1")])
+
+    def test_raising_subscriber(self) -> None:
+        """A subscriber that raises is logged and the others still get it."""
+        after = Recorder("after")
+        self.pubsub.subscribe("t", Broken())
+        self.pubsub.subscribe("t", after)
+        self.pubsub.local_broadcast("t", "e", None)
+        self.assertEqual(after.received, [("t", "e", None, None)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_subscribe_during_delivery(self) -> None:
+        """A subscriber that subscribes another during delivery is safe."""
+        late = Recorder("late")
+
+        @implementer(ISubscriber)
+        class Subscribing:
+            subscriber_id = "subscribing"
+
+            def deliver(self, topic: str, event: str, payload: Any, from_id: str | None) -> None:
+                pubsub.subscribe(topic, late)
+
+        pubsub = self.pubsub
+        pubsub.subscribe("t", Subscribing())
+        pubsub.broadcast("t", "e", 1)
+        self.assertEqual(late.received, [])
+        pubsub.broadcast("t", "e", 2)
+        self.assertEqual(late.received, [("t", "e", 2, None)])
+
+    def test_direct_broadcast(self) -> None:
+        """direct_broadcast to this node delivers; to an unknown node, drops."""
+        one = Recorder("1")
+        self.pubsub.subscribe("t", one)
+        self.pubsub.direct_broadcast("local", "t", "e", 1)
+        self.pubsub.direct_broadcast("elsewhere", "t", "e", 2)
+        self.assertEqual(one.received, [("t", "e", 1, None)])
+
+
+class ClusterTests(SynchronousTestCase):
+    """
+    PubSub over several nodes of a fake network.
+    """
+
+    def setUp(self) -> None:
+        self.network = FakeNetwork()
+        self.clock = Clock()
+        self.messaging = {name: self.network.join(name) for name in "abc"}
+        self.pubsub = {
+            name: PubSub(messaging, clock=self.clock)
+            for name, messaging in self.messaging.items()
+        }
+        # Everyone's (empty) counts from coming up.
+        self.network.flush()
+        for messaging in self.messaging.values():
+            messaging.sent.clear()
+
+    def tearDown(self) -> None:
+        for pubsub in self.pubsub.values():
+            pubsub.stopService()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_one_message_per_node(self) -> None:
+        """A broadcast costs one message per remote node, whatever the subscribers."""
+        subscribers = {name: [Recorder(f"{name}{i}") for i in range(3)] for name in "bc"}
+        for name, recorders in subscribers.items():
+            for recorder in recorders:
+                self.pubsub[name].subscribe("t", recorder)
+        self.clock.advance(1)
+        self.network.flush()
+        self.messaging["a"].sent.clear()
+        self.pubsub["a"].broadcast("t", "e", {"x": [1, 2]})
+        self.assertEqual(
+            [node for node, _, _ in self.messaging["a"].sent], ["b", "c"]
+        )
+        self.network.flush()
+        for recorders in subscribers.values():
+            for recorder in recorders:
+                self.assertEqual(recorder.received, [("t", "e", {"x": [1, 2]}, None)])
+
+    def test_binary_payload(self) -> None:
+        """A Binary payload arrives on other nodes as Binary."""
+        remote = Recorder("r")
+        self.pubsub["b"].subscribe("t", remote)
+        self.pubsub["a"].broadcast("t", "e", Binary(b"\x00\x01\xff"))
+        self.network.flush()
+        self.assertEqual(remote.received, [("t", "e", Binary(b"\x00\x01\xff"), None)])
+
+    def test_broadcast_from_remote(self) -> None:
+        """Remote nodes get the sender id and skip the subscriber with it."""
+        same_id, other = Recorder("sock-1"), Recorder("sock-2")
+        self.pubsub["b"].subscribe("t", same_id)
+        self.pubsub["b"].subscribe("t", other)
+        self.pubsub["a"].broadcast_from("sock-1", "t", "e", "x")
+        self.network.flush()
+        self.assertEqual(same_id.received, [])
+        self.assertEqual(other.received, [("t", "e", "x", "sock-1")])
+
+    def test_local_broadcast(self) -> None:
+        """local_broadcast sends nothing to other nodes."""
+        here, there = Recorder("1"), Recorder("2")
+        self.pubsub["a"].subscribe("t", here)
+        self.pubsub["b"].subscribe("t", there)
+        self.clock.advance(1)
+        self.network.flush()
+        self.messaging["a"].sent.clear()
+        self.pubsub["a"].local_broadcast("t", "e", 1)
+        self.network.flush()
+        self.assertEqual(self.messaging["a"].sent, [])
+        self.assertEqual((len(here.received), len(there.received)), (1, 0))
+
+    def test_direct_broadcast(self) -> None:
+        """direct_broadcast reaches the named node only."""
+        recorders = {name: Recorder(name) for name in "abc"}
+        for name, recorder in recorders.items():
+            self.pubsub[name].subscribe("t", recorder)
+        self.pubsub["a"].direct_broadcast("c", "t", "e", 1)
+        self.pubsub["a"].direct_broadcast("z", "t", "e", 2)
+        self.network.flush()
+        self.assertEqual(
+            {name: len(r.received) for name, r in recorders.items()},
+            {"a": 0, "b": 0, "c": 1},
+        )
+
+    def test_scopes(self) -> None:
+        """PubSubs with different names over the same messaging are isolated."""
+        chat_a = PubSub(self.messaging["a"], name="chat", clock=self.clock)
+        chat_b = PubSub(self.messaging["b"], name="chat", clock=self.clock)
+        self.pubsub["chat-a"], self.pubsub["chat-b"] = chat_a, chat_b
+        default_b, chat_recorder = Recorder("1"), Recorder("2")
+        self.pubsub["b"].subscribe("t", default_b)
+        chat_b.subscribe("t", chat_recorder)
+        chat_a.broadcast("t", "e", 1)
+        self.network.flush()
+        self.assertEqual(default_b.received, [])
+        self.assertEqual(chat_recorder.received, [("t", "e", 1, None)])
+        self.assertEqual(chat_a.scope, "chat")
+
+    def test_counts(self) -> None:
+        """Subscriber counts are reported to peers in batches and add up."""
+        self.pubsub["a"].subscribe("t", Recorder("1"))
+        self.pubsub["b"].subscribe("t", Recorder("2"))
+        self.pubsub["b"].subscribe("t", Recorder("3"))
+        self.pubsub["b"].subscribe("u", Recorder("4"))
+        self.clock.advance(1)
+        # One batched report per peer from each node that changed.
+        self.assertEqual(len(self.messaging["b"].sent), 2)
+        self.network.flush()
+        self.assertEqual(self.pubsub["c"].subscriber_count("t"), 3)
+        self.assertEqual(self.pubsub["a"].subscriber_count("t"), 3)
+        self.assertEqual(self.pubsub["a"].local_subscriber_count("t"), 1)
+        self.assertEqual(self.pubsub["c"].subscriber_count("u"), 1)
+        self.pubsub["b"].unsubscribe("u", self.pubsub["b"].subscribers("u")[0])
+        self.clock.advance(1)
+        self.network.flush()
+        self.assertEqual(self.pubsub["c"].subscriber_count("u"), 0)
+
+    def test_counts_node_down_and_up(self) -> None:
+        """A node that goes down stops counting; one that comes up is told all counts."""
+        self.pubsub["b"].subscribe("t", Recorder("1"))
+        self.clock.advance(1)
+        self.network.flush()
+        self.assertEqual(self.pubsub["a"].subscriber_count("t"), 1)
+        self.network.leave("b")
+        self.assertEqual(self.pubsub["a"].subscriber_count("t"), 0)
+        self.pubsub["a"].subscribe("t", Recorder("2"))
+        self.clock.advance(1)
+        self.network.flush()
+        late = self.network.join("d")
+        self.pubsub["d"] = PubSub(late, clock=self.clock)
+        self.network.flush()
+        # d joined after a's subscription: a's snapshot tells it.
+        self.assertEqual(self.pubsub["d"].subscriber_count("t"), 1)
+
+    def test_malformed_message(self) -> None:
+        """A pubsub message that does not decode is logged and dropped."""
+        recorder = Recorder("1")
+        self.pubsub["b"].subscribe("t", recorder)
+        for data in [b"", b"nonsense", b"[1]\0", b'{"k":"broadcast","t":1}\0x']:
+            self.messaging["a"].send("b", "pubsub:beryl", data)
+        self.network.flush()
+        self.assertEqual(recorder.received, [])
+        self.pubsub["a"].broadcast("t", "e", 1)
+        self.network.flush()
+        self.assertEqual(recorder.received, [("t", "e", 1, None)])
+
+    def test_counts_eager_without_clock(self) -> None:
+        """Without a clock, each count change is reported at once."""
+        eager = PubSub(self.messaging["a"], name="eager")
+        listener = PubSub(self.messaging["b"], name="eager")
+        self.messaging["a"].sent.clear()
+        eager.subscribe("t", Recorder("1"))
+        self.assertEqual(len(self.messaging["a"].sent), 2)
+        self.network.flush()
+        self.assertEqual(listener.subscriber_count("t"), 1)
