@@ -1,5 +1,7 @@
 // Fan-out load client for bench/fanout.py.
-// usage: node fanout_client.js URL N M MODE [PACED]   (MODE: beryl | baseline)
+// usage: node fanout_client.js URL[,URL...] N M MODE [PACED]   (MODE: beryl | baseline)
+// Several URLs spread the sockets over several servers (socket i goes to
+// URL i mod count); socket 0, the sender, is on the first.
 // Opens N WebSockets, joins feed:bench (beryl), then one socket sends M
 // messages; every socket counts the broadcasts it receives.  PACED=1 sends
 // each message only when the sender got its own copy of the previous one, so
@@ -47,7 +49,8 @@ function sendOne() {
 }
 
 function connect(i) {
-  const ws = new WebSocket(url, {perMessageDeflate: false});
+  const urls = url.split(",");
+  const ws = new WebSocket(urls[i % urls.length], {perMessageDeflate: false});
   sockets[i] = ws;
   ws.on("open", () => {
     open++;
