@@ -85,7 +85,8 @@ class SocketHandle:
     connect_info: ConnectInfo
     assigns: Any
     channels: dict[str, _ChannelState] = attrs.field(factory=dict)
-    queue: deque[Message] = attrs.field(factory=deque)
+    # messages that arrived while a join was pending (created when needed)
+    queue: deque[Message] | None = None
     busy: bool = False
     closed: bool = False
     last_seen: float = 0.0
@@ -110,7 +111,7 @@ class _ChannelState:
     # pushes and infos made during the join wait for its reply
     pending_frames: list[tuple[str, Payload]] = attrs.field(factory=list)
     pending_infos: list[object] = attrs.field(factory=list)
-    timers: set[IDelayedCall] = attrs.field(factory=set)
+    timers: set[IDelayedCall] | None = None
     tracked: bool = False
 
     @property
@@ -166,13 +167,16 @@ class _ChannelState:
 
     def send_info_later(self, delay: float, message: object) -> IDelayedCall:
         def fire() -> None:
-            self.timers.discard(call)
+            if self.timers is not None:
+                self.timers.discard(call)
             self.coordinator._handle_info(self, message)
 
         call = self.coordinator.clock.callLater(delay, fire)
         if self.ended:
             call.cancel()
         else:
+            if self.timers is None:
+                self.timers = set()
             self.timers.add(call)
         return call
 
@@ -323,7 +327,7 @@ class Coordinator(Service):
         if socket.closed:
             return
         socket.closed = True
-        socket.queue.clear()
+        socket.queue = None
         if socket.idle_call is not None and socket.idle_call.active():
             socket.idle_call.cancel()
         socket.idle_call = None
@@ -341,6 +345,8 @@ class Coordinator(Service):
         if socket.closed:
             return
         if socket.busy:
+            if socket.queue is None:
+                socket.queue = deque()
             socket.queue.append(message)
             return
         self._dispatch(socket, message)
@@ -609,6 +615,8 @@ class Coordinator(Service):
         socket.busy = False
         while socket.queue and not socket.busy and not socket.closed:
             self._dispatch(socket, socket.queue.popleft())
+        if socket.queue is not None and not socket.queue:
+            socket.queue = None
 
     # Channel callbacks and their results
 
@@ -723,10 +731,10 @@ class Coordinator(Service):
                 del self._subscriptions[state.topic]
                 if self.pubsub is not None:
                     self.pubsub.unsubscribe(state.topic, self)
-        for call in state.timers:
+        for call in state.timers or ():
             if call.active():
                 call.cancel()
-        state.timers.clear()
+        state.timers = None
         if state.tracked:
             self.presence.untrack_all(state.owner)
         try:

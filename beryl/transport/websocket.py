@@ -21,6 +21,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from beryl.app import ConnectError, ConnectInfo
@@ -37,6 +38,15 @@ from beryl.wire import DecodeError, Frame, serializer_for_vsn
 __all__ = ["PhoenixWebSocketFactory", "PhoenixWebSocketProtocol", "websocket_frame"]
 
 _OPEN = WebSocketProtocol.STATE_OPEN
+_HANDSHAKE_ATTRIBUTES = (
+    "http_request_data",
+    "http_response_data",
+    "http_status_line",
+    "http_request_params",
+    "http_request_path",
+    "http_request_uri",
+    "websocket_key",
+)
 
 
 def websocket_frame(frame: Frame) -> bytes:
@@ -138,7 +148,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
             auth_token=token,
             origin=origin,
             peer=request.peer,
-            headers=dict(headers),
+            headers=headers,
         )
         result = await factory.coordinator.connect(params, info)
         if isinstance(result, ConnectError):
@@ -149,12 +159,27 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         if self._accepted is None:
             return
+        self._release_http_state()
         self._write = direct_writer(self.transport)
         serializer, params, info, assigns = self._accepted
         self._accepted = None
         self._socket = self.factory.coordinator.open_socket(
             self, serializer, params, info, assigns
         )
+
+    def _release_http_state(self) -> None:
+        """
+        Drop what only the handshake needed, to keep an open socket small:
+        the raw request and response, and the HTTP channel that served the
+        upgrade (it stays registered as the TCP transport's producer, with
+        its own idle timer, after Autobahn takes the transport over).
+        """
+        for name in _HANDSHAKE_ATTRIBUTES:
+            self.__dict__.pop(name, None)
+        producer = getattr(self.transport, "producer", None)
+        if isinstance(producer, HTTPChannel):
+            producer.setTimeout(None)
+            self.transport.unregisterProducer()  # type: ignore[union-attr]
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         socket = self._socket
