@@ -115,6 +115,11 @@ class Options(usage.Options):
         "channels) is served."
     )
 
+    optFlags = [
+        ["levee", None, "Serve Levee (Fluid relay) documents on document:<tenantId>:<documentId>."],
+        ["levee-insecure-dev-tokens", None, "With --levee: accept any token with full scopes (development only; logged as a warning)."],
+    ]
+
     optParameters = [
         ["port", "p", "4000", "Listen here: a port number or a Twisted server endpoint string (tcp:4000:interface=127.0.0.1, ssl:...)."],
         ["app", "a", None, "The application to serve, as package.module:attribute (a beryl.App or a function returning one)."],
@@ -157,6 +162,8 @@ class Options(usage.Options):
         else:
             self["origin_rule"] = [o.strip() for o in origin.split(",") if o.strip()]
         self["cluster"] = self._cluster_config()
+        if self["levee-insecure-dev-tokens"] and not self["levee"]:
+            raise usage.UsageError("--levee-insecure-dev-tokens needs --levee")
 
     def _cluster_config(self) -> ClusterConfig | None:
         port = self["cluster-port"]
@@ -211,6 +218,17 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     Build the service tree: Beryl's services, then the web listener last.
     """
     app = options.get("loaded_app") or _demo()
+    if options["levee"]:
+        from beryl.levee.auth import token_validator
+        from beryl.levee.channel import mount_levee
+
+        mount_levee(
+            app,
+            clock=reactor,
+            validate=token_validator(
+                insecure_dev_tokens=options["levee-insecure-dev-tokens"], clock=reactor
+            ),
+        )
     server = make_server(
         app,
         reactor,
