@@ -79,6 +79,7 @@ class App:
 
     connect: ConnectHook = accept_all
     router: Router[Channel[Any]] = attrs.field(factory=Router)
+    startup: list[Callable[[Any], None]] = attrs.field(factory=list)
 
     def channel(self, pattern: str, channel: Channel[Any]) -> App:
         """
@@ -86,4 +87,13 @@ class App:
         C{channel}; the first registered match wins.  Returns this app.
         """
         self.router.add(pattern, channel)
+        return self
+
+    def on_start(self, callback: Callable[[Any], None]) -> App:
+        """
+        Call C{callback(coordinator)} when the node starts, so application
+        code can broadcast, use groups or subscribe to PubSub (the
+        coordinator's C{pubsub}) without a channel.  Returns this app.
+        """
+        self.startup.append(callback)
         return self

@@ -248,6 +248,11 @@ class Coordinator(Service):
         self._stop_presence_diffs = self.presence.subscribe_diffs(
             self._presence_diff
         )
+        for callback in self.app.startup:
+            try:
+                callback(self)
+            except Exception:
+                self.log.failure("An application startup callback raised.")
 
     def stopService(self) -> None:
         """

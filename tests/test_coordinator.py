@@ -151,6 +151,20 @@ class LifecycleTests(CoordinatorTestCase):
         verifyObject(ICoordinator, self.coordinator)
         verifyObject(ISubscriber, self.coordinator)
 
+    def test_startup_callbacks(self) -> None:
+        """App.on_start callbacks get the coordinator when it starts; one that raises is logged."""
+        seen: list[Coordinator] = []
+
+        def explode(coordinator: Coordinator) -> None:
+            raise RuntimeError("startup exploded")
+
+        app = App().on_start(explode).on_start(seen.append)
+        coordinator = Coordinator(app, clock=self.clock)
+        coordinator.startService()
+        coordinator.stopService()
+        self.assertEqual(seen, [coordinator])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_heartbeat(self) -> None:
         """A heartbeat is answered ok with a null join_ref, with no channel joined."""
         client = self.client()
