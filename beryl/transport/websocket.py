@@ -130,7 +130,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
             if not check_origin(factory.check_origin, origin, headers.get("host", "")):
                 raise HandshakeRefused(f"origin {origin!r} is not allowed")
             offered, token = split_auth_token(list(request.protocols))
-            if offered and "phoenix" not in offered:
+            if request.protocols and "phoenix" not in offered:
                 raise HandshakeRefused("no supported subprotocol offered")
             params = parse_params(self.http_request_uri)
             vsn = params.get("vsn")
@@ -204,6 +204,19 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         socket = self._socket
         if socket is not None:
             self._socket = None
+            local_code = getattr(self, "localCloseCode", None)
+            if not socket.closed and local_code not in (None, 1000, 1001):
+                # Autobahn closed it (invalid UTF-8, oversized message,
+                # protocol violation): say which socket.
+                self._log.warn(
+                    "Socket {socket_id} ({peer}) closed with {code}: {reason}",
+                    socket_id=socket.socket_id,
+                    peer=socket.connect_info.peer,
+                    code=local_code,
+                    reason=(getattr(self, "localCloseReason", b"") or b"").decode(
+                        "utf-8", "replace"
+                    ),
+                )
             self.factory.coordinator.socket_closed(socket)
 
     # IConnection
