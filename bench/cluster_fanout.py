@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HERE, ROOT, cpu_seconds, free_port, wait_for  # noqa: E402
+from fanout import HERE, ROOT, free_port, run_measured, wait_for  # noqa: E402
 
 
 def start_node(port: int, cluster_port: int, peers: list[int], log: Path) -> subprocess.Popen[bytes]:
@@ -76,26 +76,11 @@ def measure(nodes: int, sockets: int, messages: int, rounds: int) -> tuple[float
 
 
 def run_client_multi(urls: str, sockets: int, messages: int, pids: list[int]) -> tuple[float, float]:
-    import json
-
-    client = subprocess.Popen(
+    result = run_measured(
         ["node", str(HERE / "fanout_client.js"), urls, str(sockets), str(messages), "beryl", "1"],
-        stdout=subprocess.PIPE, text=True,
+        pids,
     )
-    assert client.stdout is not None
-    before = 0.0
-    line = ""
-    for line in client.stdout:
-        if line.strip() == "READY":
-            before = sum(cpu_seconds(pid) for pid in pids)
-        else:
-            break
-    after = sum(cpu_seconds(pid) for pid in pids)
-    client.wait(180)
-    result = json.loads(line)
-    if "error" in result:
-        raise RuntimeError(str(result))
-    return result["rate"], (after - before) * 1e6 / result["deliveries"]
+    return result["rate"], result["server_cpu"] * 1e6 / result["deliveries"]
 
 
 def main() -> None:

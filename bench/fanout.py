@@ -61,32 +61,40 @@ def start_server(kind: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     return process
 
 
-def run_client(
-    kind: str, port: int, sockets: int, messages: int, paced: bool, server: int
-) -> dict[str, float]:
+def run_measured(argv: list[str], pids: list[int], timeout: float = 180) -> dict[str, float]:
     """
-    Run the load client; add the server's CPU seconds during the
-    broadcasts (between the client's READY line and its result).
+    Run a load client that prints READY when its measured phase starts and
+    then one JSON result line; add C{server_cpu}, the CPU seconds the
+    server processes C{pids} used in between.
     """
-    path = "/socket/websocket?vsn=2.0.0" if kind == "beryl" else "/"
-    argv = pinned(1, ["node", str(HERE / "fanout_client.js"), f"ws://127.0.0.1:{port}{path}",
-                      str(sockets), str(messages), kind, "1" if paced else "0"])
     client = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert client.stdout is not None
     before = 0.0
     line = ""
     for line in client.stdout:
         if line.strip() == "READY":
-            before = cpu_seconds(server)
+            before = sum(cpu_seconds(pid) for pid in pids)
         else:
             break
-    after = cpu_seconds(server)
-    client.wait(180)
+    after = sum(cpu_seconds(pid) for pid in pids)
+    client.wait(timeout)
     result: dict[str, float] = json.loads(line)
     if "error" in result:
-        raise RuntimeError(f"{kind}: {result}")
+        raise RuntimeError(f"{argv[1]}: {result}")
     result["server_cpu"] = after - before
     return result
+
+
+def run_client(
+    kind: str, port: int, sockets: int, messages: int, paced: bool, server: int
+) -> dict[str, float]:
+    """
+    One fan-out round against one server.
+    """
+    path = "/socket/websocket?vsn=2.0.0" if kind == "beryl" else "/"
+    argv = pinned(1, ["node", str(HERE / "fanout_client.js"), f"ws://127.0.0.1:{port}{path}",
+                      str(sockets), str(messages), kind, "1" if paced else "0"])
+    return run_measured(argv, [server])
 
 
 def cpu_seconds(pid: int) -> float:

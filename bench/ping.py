@@ -10,7 +10,6 @@ reply echoing the payload); the baseline is a minimal Autobahn echo server
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HERE, ROOT, cpu_seconds, free_port, pinned, wait_for  # noqa: E402
+from fanout import HERE, ROOT, free_port, pinned, run_measured, wait_for  # noqa: E402
 
 
 def start(kind: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -40,23 +39,12 @@ def measure(kind: str, sockets: int, window: int, total: int, rounds: int) -> tu
         server = start(kind, port, Path(tmp) / "server.log")
         try:
             for _ in range(rounds):
-                client = subprocess.Popen(
+                result = run_measured(
                     pinned(1, ["node", str(HERE / "ping_client.js"), f"ws://127.0.0.1:{port}{path}",
                                str(sockets), str(window), str(total), kind]),
-                    stdout=subprocess.PIPE, text=True,
+                    [server.pid],
                 )
-                assert client.stdout is not None
-                before, line = 0.0, ""
-                for line in client.stdout:
-                    if line.strip() == "READY":
-                        before = cpu_seconds(server.pid)
-                    else:
-                        break
-                used = cpu_seconds(server.pid) - before
-                client.wait(180)
-                result = json.loads(line)
-                if "error" in result:
-                    raise RuntimeError(f"{kind}: {result}")
+                used = result["server_cpu"]
                 if result["rate"] > best[0]:
                     best = (result["rate"], used * 1e6 / result["replies"])
         finally:
