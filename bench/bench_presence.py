@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT))
 
 from twisted.internet.task import Clock  # noqa: E402
 
-from beryl.presence.state import State  # noqa: E402
 from beryl.presence.tracker import CHANNEL, PresenceTracker  # noqa: E402
 from tests.fake_messaging import FakeNetwork  # noqa: E402
 

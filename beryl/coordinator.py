@@ -48,7 +48,7 @@ from beryl.interfaces import (
     PresenceList,
     PresenceMeta,
 )
-from beryl.presence.local import LocalPresence
+from beryl.presence.tracker import PresenceTracker
 from beryl.wire import Message, Payload, Serializer
 
 __all__ = ["Coordinator", "SocketHandle"]
@@ -210,7 +210,7 @@ class Coordinator(Service):
     @param pubsub: cluster publish/subscribe; broadcasts go through it when
         given and straight to L{deliver} when not (a single node).
     @param presence: where channels track presences; a single-node
-        L{LocalPresence} when not given.
+        L{PresenceTracker} when not given.
     @param max_channels: the most channels one socket may join.
     @param idle_timeout: seconds without inbound data after which a socket
         is closed (Phoenix's 60 s); C{0} disables it.
@@ -231,7 +231,9 @@ class Coordinator(Service):
         self.app = app
         self.clock = clock
         self.pubsub = pubsub
-        self.presence: IPresence = presence if presence is not None else LocalPresence()
+        self.presence: IPresence = (
+            presence if presence is not None else PresenceTracker(None, clock)
+        )
         self.max_channels = max_channels
         self.idle_timeout = idle_timeout
         self._new_socket_id = new_socket_id

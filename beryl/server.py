@@ -19,12 +19,32 @@ from beryl.app import App
 from beryl.cluster import ClusterService, LocalMessaging
 from beryl.coordinator import Coordinator
 from beryl.interfaces import INodeMessaging, IPresence
-from beryl.presence.local import LocalPresence
+from beryl.presence.tracker import PresenceTracker
 from beryl.pubsub import PubSub
 from beryl.transport.websocket import PhoenixWebSocketFactory
 from beryl.web import socket_resource
 
-__all__ = ["ClusterConfig", "Server", "make_server"]
+__all__ = ["ClusterConfig", "PresenceTimings", "Server", "make_server"]
+
+
+@attrs.frozen
+class PresenceTimings:
+    """
+    How presence replicates between nodes (Phoenix's defaults).
+
+    @ivar broadcast_period: seconds between replication ticks.
+    @ivar max_silent_periods: ticks without changes before an empty
+        heartbeat is sent.
+    @ivar down_period: seconds of silence before a peer's presences leave;
+        at least two broadcast periods.
+    @ivar permdown_period: seconds of silence before a peer's presences are
+        deleted; longer than C{down_period}.
+    """
+
+    broadcast_period: float = 1.5
+    max_silent_periods: int = 10
+    down_period: float = 30.0
+    permdown_period: float = 1200.0
 
 
 @attrs.frozen
@@ -92,6 +112,7 @@ def make_server(
     max_frame_size: int = 8 * 1024 * 1024,
     cluster: ClusterConfig | None = None,
     node_name: str = "beryl",
+    presence: PresenceTimings | None = None,
 ) -> Server:
     """
     Build the services that serve C{app}, in dependency order: cluster
@@ -102,7 +123,10 @@ def make_server(
     @param check_origin: see L{PhoenixWebSocketFactory}.
     @param cluster: how to join a cluster; L{None} for a node on its own
         (named C{node_name}).
+    @param presence: presence replication timings (Phoenix's defaults when
+        L{None}).
     """
+    timings = presence if presence is not None else PresenceTimings()
     service = MultiService()
     messaging: INodeMessaging
     if cluster is None:
@@ -124,12 +148,21 @@ def make_server(
     pubsub = PubSub(messaging, name="beryl", clock=reactor)
     pubsub.name = "pubsub"
     service.addService(pubsub)
-    presence = LocalPresence()
+    tracker = PresenceTracker(
+        None if cluster is None else messaging,
+        reactor,
+        broadcast_period=timings.broadcast_period,
+        max_silent_periods=timings.max_silent_periods,
+        down_period=timings.down_period,
+        permdown_period=timings.permdown_period,
+    )
+    tracker.name = "presence"
+    service.addService(tracker)
     coordinator = Coordinator(
         app,
         clock=reactor,
         pubsub=pubsub,
-        presence=presence,
+        presence=tracker,
         max_channels=max_channels,
         idle_timeout=idle_timeout,
     )
@@ -138,4 +171,4 @@ def make_server(
     factory = PhoenixWebSocketFactory(
         coordinator, check_origin=check_origin, max_frame_size=max_frame_size
     )
-    return Server(service, coordinator, factory, pubsub, presence, messaging)
+    return Server(service, coordinator, factory, pubsub, tracker, messaging)

@@ -21,7 +21,7 @@ from twisted.web.server import Site
 
 from beryl.app import App
 from beryl.cluster import default_node_name, peer_endpoint_description
-from beryl.server import ClusterConfig, make_server
+from beryl.server import ClusterConfig, PresenceTimings, make_server
 from beryl.web import root_resource
 
 __all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
@@ -162,6 +162,10 @@ class Options(usage.Options):
         else:
             self["origin_rule"] = [o.strip() for o in origin.split(",") if o.strip()]
         self["cluster"] = self._cluster_config()
+        if self["down-period"] < 2 * self["broadcast-period"]:
+            raise usage.UsageError("--down-period must be at least twice --broadcast-period")
+        if self["permdown-period"] <= self["down-period"]:
+            raise usage.UsageError("--permdown-period must be longer than --down-period")
         if self["levee-insecure-dev-tokens"] and not self["levee"]:
             raise usage.UsageError("--levee-insecure-dev-tokens needs --levee")
 
@@ -237,6 +241,12 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
         cluster=options["cluster"],
+        presence=PresenceTimings(
+            broadcast_period=options["broadcast-period"],
+            max_silent_periods=options["max-silent-periods"],
+            down_period=options["down-period"],
+            permdown_period=options["permdown-period"],
+        ),
     )
     top = server.service
     site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))

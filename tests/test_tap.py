@@ -136,6 +136,8 @@ class OptionsTests(SynchronousTestCase):
             (["--cluster-port", "5001", "--peers", "nonsense"], "--peers"),
             (["--cluster-port", "bogus:1"], "--cluster-port"),
             (["--cluster-port", "5001", "--cluster-secret", "a", "--cluster-secret-file", "f"], "not both"),
+            (["--broadcast-period", "2", "--down-period", "3"], "--down-period"),
+            (["--down-period", "30", "--permdown-period", "30"], "--permdown-period"),
         ):
             error = self.assertRaises(UsageError, self.parse, *argv)
             self.assertIn(words, str(error))
@@ -152,7 +154,7 @@ class ServiceTests(SynchronousTestCase):
         options.parseOptions(["--port", "tcp:4321:interface=127.0.0.1"])
         reactor = MemoryReactorClock()
         service = make_beryl_service(options, reactor)
-        self.assertEqual([child.name for child in service], ["pubsub", "coordinator", "web"])
+        self.assertEqual([child.name for child in service], ["pubsub", "presence", "coordinator", "web"])
         service.startService()
         self.addCleanup(service.stopService)
         ((port, factory, backlog, interface),) = reactor.tcpServers
@@ -168,7 +170,7 @@ class ServiceTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         service = make_beryl_service(options, reactor)
         self.assertEqual(
-            [child.name for child in service], ["cluster", "pubsub", "coordinator", "web"]
+            [child.name for child in service], ["cluster", "pubsub", "presence", "coordinator", "web"]
         )
         service.startService()
         self.addCleanup(service.stopService)

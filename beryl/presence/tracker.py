@@ -1,0 +1,537 @@
+"""
+The presence tracker: L{IPresence} for one node, replicated to its peers
+with Phoenix's tracker protocol over the C{"presence"} messaging channel.
+
+Every C{broadcast_period} the tracker sends its pending delta to every
+peer, or, after C{max_silent_periods} quiet ticks, an empty heartbeat; both
+carry its clock.  Every other tick it asks the peers whose clocks know more
+than its own for a transfer, answered with the smallest stored delta that
+covers the gap or with a full state.  A peer silent for C{down_period} is
+down (its presences leave, hidden); silent for C{permdown_period}, it is
+deleted.  A peer that comes back with a new incarnation replaces the old
+one at once, and a peer that stops gracefully says so.
+
+Diffs are computed on each node from its own operations and merges and are
+delivered to local subscribers only, as Phoenix does.
+"""
+
+from __future__ import annotations
+
+import builtins
+import random
+from collections import deque
+from typing import Any, Callable, Mapping
+
+import attrs
+import orjson
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from beryl.interfaces import (
+    IMembershipObserver,
+    INodeMessaging,
+    IPresence,
+    PresenceList,
+    PresenceMeta,
+)
+from beryl.presence.clocks import Clock, append_clock
+from beryl.presence.codec import (
+    CodecError,
+    clock_from_json,
+    clock_to_json,
+    remote_from_json,
+    remote_to_json,
+    replica_from_json,
+    replica_to_json,
+)
+from beryl.presence.delta import DEFAULT_MAX_DELTA_SIZES, Delta
+from beryl.presence.entries import Entry, Replica
+from beryl.presence.state import Diff, Remote, State, random_ref
+
+__all__ = ["CHANNEL", "PresenceTracker"]
+
+CHANNEL = "presence"
+"""The messaging channel the trackers of a cluster talk on."""
+
+DiffCallback = Callable[[str, dict[str, PresenceList]], None]
+
+_DiffKey = tuple[str, Any]
+
+
+@attrs.define
+class _Peer:
+    """
+    What this node knows of a peer tracker.
+    """
+
+    replica: Replica
+    last_seen: float
+    up: bool = True
+
+
+@attrs.define
+class _PendingDiff:
+    """
+    The joins and leaves of one topic not yet collected by C{get_diff}; a
+    join and a leave of the same meta cancel out, so it stays no larger than
+    the topic itself.
+    """
+
+    joins: dict[_DiffKey, tuple[str, dict[str, Any]]] = attrs.Factory(dict)
+    leaves: dict[_DiffKey, tuple[str, dict[str, Any]]] = attrs.Factory(dict)
+
+
+def _presence_list(items: Any) -> PresenceList:
+    result: PresenceList = {}
+    for key, meta in items:
+        entry = result.get(key)
+        if entry is None:
+            entry = result[key] = {"metas": []}
+        entry["metas"].append(meta)
+    return result
+
+
+@implementer(IPresence, IMembershipObserver)
+class PresenceTracker(Service):
+    """
+    Who is online on which topic, on this node and across the cluster.
+
+    With C{messaging} L{None} the tracker is a single node: no ticks, no
+    history kept.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        messaging: INodeMessaging | None,
+        clock: IReactorTime,
+        broadcast_period: float = 1.5,
+        max_silent_periods: int = 10,
+        down_period: float = 30.0,
+        permdown_period: float = 1200.0,
+        ref_generator: Callable[[], str] | None = None,
+        clock_sample_periods: int = 2,
+        max_delta_sizes: tuple[int, ...] = DEFAULT_MAX_DELTA_SIZES,
+    ) -> None:
+        """
+        @param messaging: The links to the peers, or L{None} for a single
+            node.
+        @param clock: Schedules ticks and measures peers' silence.
+        @param broadcast_period: Seconds between ticks.
+        @param max_silent_periods: Quiet ticks before an empty heartbeat.
+        @param down_period: Seconds of silence before a peer is down; at
+            least two broadcast periods.
+        @param permdown_period: Seconds of silence before a peer is
+            deleted; more than C{down_period}.
+        @param ref_generator: Makes C{phx_ref}s (for deterministic tests).
+        @param clock_sample_periods: Ticks between rounds of transfer
+            requests.
+        @param max_delta_sizes: Budgets of the stored delta generations.
+        """
+        if down_period < 2 * broadcast_period:
+            raise ValueError("down_period must be at least 2 broadcast periods")
+        if permdown_period <= down_period:
+            raise ValueError("permdown_period must be longer than down_period")
+        self._messaging = messaging
+        self._clock = clock
+        self.broadcast_period = broadcast_period
+        self.max_silent_periods = max_silent_periods
+        self.down_period = down_period
+        self.permdown_period = permdown_period
+        self.clock_sample_periods = clock_sample_periods
+        if messaging is not None:
+            replica = (messaging.node_name, messaging.incarnation)
+        else:
+            replica = ("local", random_ref())
+        self.state = State(replica, ref_generator, max_delta_sizes)
+        self._peers: dict[str, _Peer] = {}
+        self._clockset: dict[Replica, Clock] = {}
+        self._silent_periods = max_silent_periods
+        self._ticks = 0
+        self._tick_call: IDelayedCall | None = None
+        self._subscribers: builtins.list[DiffCallback] = []
+        self._pending: dict[str, _PendingDiff] = {}
+        # topic -> key -> {"metas": [...]}: what list() answers.  A key's
+        # value is replaced, never changed in place, so a shallow copy of a
+        # topic is a consistent snapshot.
+        self._views: dict[str, dict[str, dict[str, builtins.list[dict[str, Any]]]]] = {}
+        self._outbox: deque[tuple[str, dict[str, PresenceList]]] = deque()
+        self._delivering = False
+        if messaging is not None:
+            messaging.add_handler(CHANNEL, self._received)
+            messaging.add_membership_observer(self)
+
+    @property
+    def replica(self) -> Replica:
+        """
+        This tracker's replica: C{(node name, incarnation)}.
+        """
+        return self.state.replica
+
+    def peers(self) -> dict[str, tuple[Replica, bool]]:
+        """
+        The peer trackers heard from: node name to replica and whether it
+        is up.
+        """
+        return {name: (p.replica, p.up) for name, p in self._peers.items()}
+
+    # Service
+
+    def startService(self) -> None:
+        """
+        Start ticking; the first tick comes after a random quarter period
+        at most, so that a cluster's nodes do not tick in step.
+        """
+        Service.startService(self)
+        if self._messaging is not None:
+            delay = random.uniform(0, 0.25) * self.broadcast_period
+            self._tick_call = self._clock.callLater(delay, self._tick)
+
+    def stopService(self) -> None:
+        """
+        Stop ticking and tell the peers to drop this node's presences now
+        rather than after C{down_period}.
+        """
+        if self._tick_call is not None and self._tick_call.active():
+            self._tick_call.cancel()
+        self._tick_call = None
+        if self._messaging is not None and self.running:
+            self._send_all({"type": "bye", "replica": replica_to_json(self.replica)})
+        Service.stopService(self)
+
+    # IPresence
+
+    def track(self, topic: str, key: str, owner: str, meta: PresenceMeta) -> str:
+        """
+        Add a presence and return its C{phx_ref}.
+
+        @raise beryl.presence.state.AlreadyTrackedError: when C{owner} is
+            tracked under C{key} on C{topic} already.
+        """
+        diff = self.state.join(topic, key, owner, meta)
+        self._local_change(diff)
+        ref: str = diff.joins[0][1].meta["phx_ref"]
+        return ref
+
+    def untrack(self, topic: str, key: str, owner: str) -> None:
+        """
+        Remove a presence; a no-op when there is none.
+        """
+        self._local_change(self.state.leave(topic, key, owner))
+
+    def untrack_all(self, owner: str) -> None:
+        """
+        Remove every presence of C{owner}, on every topic.
+        """
+        self._local_change(self.state.leave_all(owner))
+
+    def update(self, topic: str, key: str, owner: str, meta: PresenceMeta) -> str:
+        """
+        Replace the meta of a presence and return its new C{phx_ref}; one
+        diff carries the new meta as a join and the old one as a leave.
+
+        @raise beryl.presence.state.NoPresenceError: when there is no such
+            presence.
+        """
+        diff = self.state.update(topic, key, owner, meta)
+        self._local_change(diff)
+        ref: str = diff.joins[0][1].meta["phx_ref"]
+        return ref
+
+    def list(self, topic: str) -> PresenceList:
+        """
+        Every visible presence on C{topic}, in Phoenix Presence format: a
+        snapshot that later changes do not alter.  Its metas are shared with
+        other snapshots: read them, do not change them.  One dictionary copy
+        (O(keys in the topic), in C), cheap enough to call on every join.
+        """
+        view = self._views.get(topic)
+        return dict(view) if view else {}
+
+    def get_by_key(self, topic: str, key: str) -> builtins.list[dict[str, Any]]:
+        """
+        The metas under C{key} on C{topic}.
+        """
+        return [dict(entry.meta) for entry in self.state.get_by_key(topic, key)]
+
+    def get_diff(self, topic: str) -> dict[str, PresenceList]:
+        """
+        The net joins and leaves on C{topic} since the last call (at first,
+        since the tracker was made): a meta that joined and left in between
+        is in neither, so what is kept never outgrows the topic.
+        """
+        pending = self._pending.pop(topic, None)
+        if pending is None:
+            return {"joins": {}, "leaves": {}}
+        return {
+            "joins": _presence_list(pending.joins.values()),
+            "leaves": _presence_list(pending.leaves.values()),
+        }
+
+    def subscribe_diffs(self, callback: DiffCallback) -> Callable[[], None]:
+        """
+        Call C{callback(topic, diff)} for every change, local or merged from
+        a peer, in order: one call per topic per batch of changes.  The
+        diff is shared between subscribers: do not mutate it.
+        """
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # IMembershipObserver
+
+    def node_up(self, node_name: str, incarnation: str) -> None:
+        """
+        A link to a peer came up: greet it with a heartbeat so it learns of
+        this node without waiting for the next one, and drop at once an
+        older incarnation of it.
+        """
+        peer = self._peers.get(node_name)
+        if peer is not None and peer.replica[1] != incarnation:
+            self._forget(peer)
+        if self.running and self._messaging is not None:
+            message = self._heartbeat(None)
+            self._messaging.send(node_name, CHANNEL, orjson.dumps(message))
+
+    def node_down(self, node_name: str, incarnation: str) -> None:
+        """
+        A link to a peer went down.  Nothing happens yet: the peer goes
+        down after C{down_period} of silence, which gives its clients time
+        to reconnect elsewhere without a storm of leaves and joins.
+        """
+
+    # Diffs
+
+    def _local_change(self, diff: Diff) -> None:
+        if self._messaging is None:
+            self.state.discard_delta()
+        self._emit(diff)
+
+    def _emit(self, diff: Diff) -> None:
+        if not diff:
+            return
+        by_topic: dict[str, tuple[builtins.list[Any], builtins.list[Any]]] = {}
+        for _, entry in diff.joins:
+            by_topic.setdefault(entry.topic, ([], []))[0].append(entry)
+        for _, entry in diff.leaves:
+            by_topic.setdefault(entry.topic, ([], []))[1].append(entry)
+        for topic, (joins, leaves) in by_topic.items():
+            self._update_view(topic, joins, leaves)
+            pending = self._pending.get(topic)
+            if pending is None:
+                pending = self._pending[topic] = _PendingDiff()
+            for entry in leaves:
+                item = (entry.key, entry.meta.get("phx_ref"))
+                if pending.joins.pop(item, None) is None:
+                    pending.leaves[item] = (entry.key, dict(entry.meta))
+            for entry in joins:
+                item = (entry.key, entry.meta.get("phx_ref"))
+                if pending.leaves.pop(item, None) is None:
+                    pending.joins[item] = (entry.key, dict(entry.meta))
+            if not pending.joins and not pending.leaves:
+                del self._pending[topic]
+            if self._subscribers:
+                payload = {
+                    "joins": _presence_list((e.key, dict(e.meta)) for e in joins),
+                    "leaves": _presence_list((e.key, dict(e.meta)) for e in leaves),
+                }
+                self._outbox.append((topic, payload))
+        self._deliver()
+
+    def _update_view(
+        self, topic: str, joins: builtins.list[Entry], leaves: builtins.list[Entry]
+    ) -> None:
+        view = self._views.setdefault(topic, {})
+        for entry in leaves:
+            current = view.get(entry.key)
+            if current is None:
+                continue
+            ref = entry.meta.get("phx_ref")
+            metas = [meta for meta in current["metas"] if meta.get("phx_ref") != ref]
+            if metas:
+                view[entry.key] = {"metas": metas}
+            else:
+                del view[entry.key]
+        for entry in joins:
+            current = view.get(entry.key)
+            metas = current["metas"] if current is not None else []
+            view[entry.key] = {"metas": metas + [dict(entry.meta)]}
+        if not view:
+            del self._views[topic]
+
+    def _deliver(self) -> None:
+        """
+        Call the subscribers with queued diffs, first in first out, even
+        when a subscriber makes changes of its own.
+        """
+        if self._delivering:
+            return
+        self._delivering = True
+        try:
+            while self._outbox:
+                topic, payload = self._outbox.popleft()
+                for callback in list(self._subscribers):
+                    try:
+                        callback(topic, payload)
+                    except Exception:
+                        self.log.failure(
+                            "Presence diff subscriber failed on {topic}",
+                            topic=topic,
+                        )
+        finally:
+            self._delivering = False
+
+    # Replication: sending
+
+    def _send_all(self, message: Mapping[str, Any]) -> None:
+        assert self._messaging is not None
+        self._messaging.send_all(CHANNEL, orjson.dumps(message))
+
+    def _heartbeat(self, delta: Remote | None) -> dict[str, Any]:
+        return {
+            "type": "heartbeat",
+            "replica": replica_to_json(self.replica),
+            "clock": clock_to_json(self.state.clock()),
+            "delta": None if delta is None else remote_to_json(delta),
+        }
+
+    def _tick(self) -> None:
+        self._tick_call = None
+        if self.state.has_delta():
+            delta = self.state.take_delta()
+            self._send_all(self._heartbeat(delta))
+            self._silent_periods = 0
+        elif self._silent_periods >= self.max_silent_periods:
+            self._send_all(self._heartbeat(None))
+            self._silent_periods = 0
+        else:
+            self._silent_periods += 1
+        self._ticks += 1
+        if self._ticks % self.clock_sample_periods == 0:
+            self._request_transfers()
+        self._detect_downs()
+        if self.running:
+            self._tick_call = self._clock.callLater(self.broadcast_period, self._tick)
+
+    def _request_transfers(self) -> None:
+        assert self._messaging is not None
+        clockset = append_clock(self._clockset, self.replica, self.state.clock())
+        self._clockset = {}
+        request = None
+        for replica in clockset:
+            peer = self._peers.get(replica[0])
+            if replica == self.replica or peer is None or peer.replica != replica:
+                continue
+            if request is None:
+                request = orjson.dumps(
+                    {
+                        "type": "transfer_req",
+                        "replica": replica_to_json(self.replica),
+                        "clock": clock_to_json(self.state.clock()),
+                    }
+                )
+            self.log.debug("Asking {node} for a transfer", node=replica[0])
+            self._messaging.send(replica[0], CHANNEL, request)
+
+    def _detect_downs(self) -> None:
+        now = self._clock.seconds()
+        for peer in list(self._peers.values()):
+            silence = now - peer.last_seen
+            if silence > self.permdown_period:
+                self.log.info(
+                    "Presence peer {node} is permanently down", node=peer.replica[0]
+                )
+                self._forget(peer)
+            elif silence > self.down_period and peer.up:
+                self.log.info("Presence peer {node} is down", node=peer.replica[0])
+                peer.up = False
+                self._emit(self.state.replica_down(peer.replica))
+
+    def _forget(self, peer: _Peer) -> None:
+        del self._peers[peer.replica[0]]
+        self._clockset.pop(peer.replica, None)
+        self._emit(self.state.permdown(peer.replica))
+
+    # Replication: receiving
+
+    def _received(self, node_name: str, data: bytes) -> None:
+        if not self.running:
+            return
+        try:
+            message = orjson.loads(data)
+            if not isinstance(message, dict):
+                raise CodecError("not an object")
+            replica = replica_from_json(message.get("replica"))
+            if replica[0] != node_name or node_name == self.replica[0]:
+                raise CodecError("replica does not match the sender")
+            kind = message.get("type")
+            if kind == "heartbeat":
+                clock = clock_from_json(message.get("clock"))
+                delta = message.get("delta")
+                remote = None if delta is None else remote_from_json(delta)
+                if remote is not None and not isinstance(remote, Delta):
+                    raise CodecError("a heartbeat carries a delta")
+                self._heartbeat_received(replica, clock, remote)
+            elif kind == "transfer_req":
+                self._transfer_requested(replica, clock_from_json(message.get("clock")))
+            elif kind == "transfer_ack":
+                self._emit(self.state.merge(remote_from_json(message.get("payload"))))
+            elif kind == "bye":
+                peer = self._peers.get(node_name)
+                if peer is not None and peer.replica == replica:
+                    self.log.info("Presence peer {node} left", node=node_name)
+                    self._forget(peer)
+            else:
+                raise CodecError(f"unknown message type {kind!r}")
+        except (orjson.JSONDecodeError, CodecError) as error:
+            self.log.warn(
+                "Dropped a bad presence message from {node}: {error}",
+                node=node_name,
+                error=str(error),
+            )
+        except Exception:
+            self.log.failure(
+                "Failed to handle a presence message from {node}", node=node_name
+            )
+
+    def _heartbeat_received(
+        self, replica: Replica, clock: Clock, remote: Delta | None
+    ) -> None:
+        name = replica[0]
+        now = self._clock.seconds()
+        peer = self._peers.get(name)
+        if peer is not None and peer.replica != replica:
+            self.log.info("Presence peer {node} restarted", node=name)
+            self._forget(peer)
+            peer = None
+        if peer is None:
+            self._peers[name] = _Peer(replica, now)
+            self._emit(self.state.replica_up(replica))
+        else:
+            peer.last_seen = now
+            if not peer.up:
+                self.log.info("Presence peer {node} is up again", node=name)
+                peer.up = True
+                self._emit(self.state.replica_up(replica))
+        if remote is not None:
+            self._emit(self.state.merge(remote))
+        known = self.state.clock()
+        sampled = {r: c for r, c in clock.items() if r in known}
+        self._clockset = append_clock(self._clockset, replica, sampled)
+
+    def _transfer_requested(self, replica: Replica, clock: Clock) -> None:
+        assert self._messaging is not None
+        payload = self.state.extract(replica, clock)
+        message = {
+            "type": "transfer_ack",
+            "replica": replica_to_json(self.replica),
+            "payload": remote_to_json(payload),
+        }
+        self._messaging.send(replica[0], CHANNEL, orjson.dumps(message))

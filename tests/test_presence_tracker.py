@@ -1,0 +1,500 @@
+"""
+Tests for L{beryl.presence.tracker.PresenceTracker}: the IPresence service
+and its replication between nodes, over an in-memory network and a
+L{task.Clock}.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+import orjson
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from beryl.interfaces import IMembershipObserver, INodeMessaging, IPresence, PresenceList
+from beryl.presence.state import AlreadyTrackedError, NoPresenceError
+from beryl.presence.tracker import CHANNEL, PresenceTracker
+from tests.fake_messaging import FakeMessaging, FakeNetwork
+
+PERIOD = 1.0
+DOWN = 4.0
+PERMDOWN = 20.0
+
+
+def ref_counter(prefix: str) -> Callable[[], str]:
+    """
+    Deterministic phx_refs: C{prefix} and a counter, 16 characters.
+    """
+    numbers = iter(range(1, 10**9))
+    return lambda: f"{prefix}{next(numbers):0>{16 - len(prefix)}}"
+
+
+Diffs = list[tuple[str, dict[str, PresenceList]]]
+
+
+class TrackerTestCase(SynchronousTestCase):
+    """
+    Trackers on a fake network; every service is stopped and every delayed
+    call drained at the end.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.network = FakeNetwork(self.clock)
+        self.trackers: list[PresenceTracker] = []
+        self.addCleanup(self.stop_all)
+
+    def stop_all(self) -> None:
+        for tracker in self.trackers:
+            self.assert_list_matches_state(tracker)
+        for tracker in self.trackers:
+            if tracker.running:
+                tracker.stopService()
+        self.clock.advance(1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def tracker(
+        self, name: str, incarnation: str = "1", connect: bool = True
+    ) -> tuple[PresenceTracker, Diffs]:
+        """
+        A started tracker on node C{name}, and the list its diffs go to.
+        """
+        messaging = self.network.node(name, incarnation)
+        tracker = PresenceTracker(
+            messaging,
+            self.clock,
+            broadcast_period=PERIOD,
+            max_silent_periods=2,
+            down_period=DOWN,
+            permdown_period=PERMDOWN,
+            ref_generator=ref_counter(f"{name}.{incarnation}."),
+        )
+        diffs: Diffs = []
+        tracker.subscribe_diffs(lambda topic, diff: diffs.append((topic, diff)))
+        if connect:
+            self.network.connect(messaging)
+        tracker.startService()
+        self.trackers.append(tracker)
+        return tracker, diffs
+
+    def assert_list_matches_state(self, tracker: PresenceTracker) -> None:
+        """
+        The per-topic views that list() answers from agree with the CRDT's
+        visible entries, for every topic either knows.
+        """
+        topics = set(tracker._views) | set(tracker.state._by_topic)
+        for topic in topics:
+            from_state = {
+                key: {"metas": [dict(entry.meta) for entry in entries]}
+                for key, entries in tracker.state.grouped(topic).items()
+            }
+            self.assertEqual(normalized(tracker.list(topic)), normalized(from_state), topic)
+
+    def pump(self, seconds: float, step: float = 0.05) -> None:
+        """
+        Let C{seconds} of clock time pass, in small steps.
+        """
+        for _ in range(round(seconds / step)):
+            self.clock.advance(step)
+
+    def messages(self, kind: str, source: str | None = None) -> list[Any]:
+        """
+        The presence messages of type C{kind} delivered so far: source,
+        destination, message and time sent.
+        """
+        found = []
+        for sent in self.network.log:
+            if sent.channel != CHANNEL or not sent.delivered:
+                continue
+            if source is not None and sent.source != source:
+                continue
+            message = orjson.loads(sent.data)
+            if message["type"] == kind:
+                found.append((sent.source, sent.destination, message, sent.at))
+        return found
+
+
+def keys(presences: PresenceList) -> dict[str, list[str]]:
+    """
+    Key to the phx_refs of its metas.
+    """
+    return {k: [m["phx_ref"] for m in v["metas"]] for k, v in presences.items()}
+
+
+def normalized(presences: PresenceList) -> dict[str, list[bytes]]:
+    """
+    Key to its metas, sorted.
+    """
+    return {
+        k: sorted(orjson.dumps(m, option=orjson.OPT_SORT_KEYS) for m in v["metas"])
+        for k, v in presences.items()
+    }
+
+
+class InterfaceTests(TrackerTestCase):
+    """
+    The tracker and the fake provide their interfaces.
+    """
+
+    def test_verify_object(self) -> None:
+        """PresenceTracker provides IPresence and IMembershipObserver; the fake provides INodeMessaging."""
+        tracker, _ = self.tracker("a")
+        self.assertTrue(verifyObject(IPresence, tracker))
+        self.assertTrue(verifyObject(IMembershipObserver, tracker))
+        self.assertTrue(verifyObject(INodeMessaging, FakeMessaging(self.network, "x", "1")))
+        single = PresenceTracker(None, self.clock)
+        self.assertTrue(verifyObject(IPresence, single))
+
+    def test_periods_validated(self) -> None:
+        """down_period must cover two ticks and permdown_period exceed down_period."""
+        self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 10, 1.5)
+        self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 10, 30.0, 30.0)
+
+
+class SingleNodeTests(SynchronousTestCase):
+    """
+    A tracker without messaging: one node, no ticks.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.tracker = PresenceTracker(None, self.clock, ref_generator=ref_counter("r"))
+        self.diffs: Diffs = []
+        self.tracker.subscribe_diffs(lambda t, d: self.diffs.append((t, d)))
+        self.tracker.startService()
+        self.addCleanup(self.tracker.stopService)
+
+    def test_track_list_untrack(self) -> None:
+        """Tracked presences are listed by key in Phoenix format and untracking removes them."""
+        t = self.tracker
+        ref = t.track("room", "alice", "s1", {"device": "web"})
+        t.track("room", "alice", "s2", {"device": "phone"})
+        t.track("room", "bob", "s3", {})
+        t.track("other", "alice", "s1", {})
+        self.assertEqual(ref, "r" + "1".rjust(15, "0"))
+        listed = t.list("room")
+        self.assertEqual(
+            listed["alice"],
+            {
+                "metas": [
+                    {"device": "web", "phx_ref": ref},
+                    {"device": "phone", "phx_ref": "r" + "2".rjust(15, "0")},
+                ]
+            },
+        )
+        self.assertEqual(set(listed), {"alice", "bob"})
+        self.assertEqual([m["device"] for m in t.get_by_key("room", "alice")], ["web", "phone"])
+        self.assertEqual(t.get_by_key("room", "nobody"), [])
+        t.untrack("room", "alice", "s2")
+        self.assertEqual(keys(t.list("room")), {"alice": [ref], "bob": ["r" + "3".rjust(15, "0")]})
+        t.untrack_all("s1")
+        self.assertEqual(set(t.list("room")), {"bob"})
+        self.assertEqual(t.list("other"), {})
+        t.untrack("room", "nobody", "s9")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(t.state.has_delta(), False)
+
+    def test_errors(self) -> None:
+        """Tracking twice and updating nothing raise."""
+        self.tracker.track("room", "alice", "s1", {})
+        self.assertRaises(AlreadyTrackedError, self.tracker.track, "room", "alice", "s1", {})
+        self.assertRaises(NoPresenceError, self.tracker.update, "room", "bob", "s1", {})
+
+    def test_diffs_in_order(self) -> None:
+        """Every local change is one diff per topic, in order, with both keys present."""
+        t = self.tracker
+        a = t.track("room", "alice", "s1", {})
+        t.track("lobby", "alice", "s1", {})
+        t.untrack("room", "alice", "s1")
+        t.untrack_all("s1")
+        self.assertEqual(
+            self.diffs,
+            [
+                ("room", {"joins": {"alice": {"metas": [{"phx_ref": a}]}}, "leaves": {}}),
+                ("lobby", {"joins": {"alice": {"metas": [{"phx_ref": "r" + "2".rjust(15, "0")}]}}, "leaves": {}}),
+                ("room", {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": a}]}}}),
+                ("lobby", {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": "r" + "2".rjust(15, "0")}]}}}),
+            ],
+        )
+
+    def test_update_diff_shape(self) -> None:
+        """An update is one diff: the new meta with phx_ref_prev as a join, the old meta as a leave."""
+        t = self.tracker
+        old = t.track("room", "alice", "s1", {"status": "away"})
+        new = t.update("room", "alice", "s1", {"status": "here"})
+        self.assertEqual(
+            self.diffs[-1],
+            (
+                "room",
+                {
+                    "joins": {"alice": {"metas": [{"status": "here", "phx_ref": new, "phx_ref_prev": old}]}},
+                    "leaves": {"alice": {"metas": [{"status": "away", "phx_ref": old}]}},
+                },
+            ),
+        )
+        self.assertEqual(t.list("room"), {"alice": {"metas": [{"status": "here", "phx_ref": new, "phx_ref_prev": old}]}})
+
+    def test_get_diff_accumulates(self) -> None:
+        """get_diff returns the net joins and leaves since its last call for that topic."""
+        t = self.tracker
+        self.assertEqual(t.get_diff("room"), {"joins": {}, "leaves": {}})
+        kept = t.track("room", "alice", "s1", {})
+        t.track("room", "bob", "s2", {})
+        t.untrack("room", "bob", "s2")
+        t.track("lobby", "carol", "s3", {})
+        self.assertEqual(t.get_diff("room"), {"joins": {"alice": {"metas": [{"phx_ref": kept}]}}, "leaves": {}})
+        self.assertEqual(t.get_diff("room"), {"joins": {}, "leaves": {}})
+        t.untrack("room", "alice", "s1")
+        self.assertEqual(t.get_diff("room"), {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": kept}]}}})
+        self.assertEqual(set(t.get_diff("lobby")["joins"]), {"carol"})
+
+    def test_unsubscribe_and_failing_subscriber(self) -> None:
+        """A failing subscriber is logged and skipped; unsubscribing stops the calls."""
+        seen: list[str] = []
+
+        def broken(topic: str, diff: dict[str, PresenceList]) -> None:
+            raise RuntimeError("boom")
+
+        self.tracker.subscribe_diffs(broken)
+        stop = self.tracker.subscribe_diffs(lambda topic, diff: seen.append(topic))
+        self.tracker.track("room", "alice", "s1", {})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        stop()
+        self.tracker.track("room", "bob", "s1", {})
+        self.assertEqual(seen, ["room"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_reentrant_subscriber_keeps_order(self) -> None:
+        """A subscriber that changes presence from its callback still sees diffs in order."""
+        order: list[tuple[str, list[str]]] = []
+
+        def react(topic: str, diff: dict[str, PresenceList]) -> None:
+            order.append((topic, sorted(diff["joins"])))
+            if topic == "room":
+                self.tracker.track("echo", "bot", "s9", {})
+
+        self.tracker.subscribe_diffs(react)
+        self.tracker.track("room", "alice", "s1", {})
+        self.assertEqual(order, [("room", ["alice"]), ("echo", ["bot"])])
+        self.assertEqual([t for t, _ in self.diffs], ["room", "echo"])
+
+
+class ReplicationTests(TrackerTestCase):
+    """
+    Trackers replicating to each other.
+    """
+
+    def test_ticks_replicate(self) -> None:
+        """A presence tracked on one node is listed on the others after a tick, with the same phx_ref."""
+        a, _ = self.tracker("a")
+        b, b_diffs = self.tracker("b")
+        self.pump(2 * PERIOD)
+        ref = a.track("room", "alice", "s1", {"x": 1})
+        self.pump(1.5 * PERIOD)
+        self.assertEqual(b.list("room"), {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}})
+        self.assertEqual(b_diffs, [("room", {"joins": {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}}, "leaves": {}})])
+        a.untrack("room", "alice", "s1")
+        self.pump(1.5 * PERIOD)
+        self.assertEqual(b.list("room"), {})
+        self.assertEqual(b_diffs[-1], ("room", {"joins": {}, "leaves": {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}}}))
+
+    def test_remote_batch_one_diff_per_topic(self) -> None:
+        """Changes merged from one heartbeat reach subscribers as one diff per topic, in order."""
+        a, _ = self.tracker("a")
+        b, b_diffs = self.tracker("b")
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "s1", {})
+        a.track("room", "bob", "s2", {})
+        a.track("lobby", "carol", "s3", {})
+        self.pump(1.5 * PERIOD)
+        self.assertEqual([(t, sorted(d["joins"]), d["leaves"]) for t, d in b_diffs], [("room", ["alice", "bob"], {}), ("lobby", ["carol"], {})])
+
+    def test_remote_update_diff_shape(self) -> None:
+        """A remote update reaches subscribers as one diff with the new meta joined and the old one left."""
+        a, _ = self.tracker("a")
+        b, b_diffs = self.tracker("b")
+        self.pump(2 * PERIOD)
+        old = a.track("room", "alice", "s1", {"v": 1})
+        self.pump(1.5 * PERIOD)
+        new = a.update("room", "alice", "s1", {"v": 2})
+        self.pump(1.5 * PERIOD)
+        self.assertEqual(
+            b_diffs[-1],
+            (
+                "room",
+                {
+                    "joins": {"alice": {"metas": [{"v": 2, "phx_ref": new, "phx_ref_prev": old}]}},
+                    "leaves": {"alice": {"metas": [{"v": 1, "phx_ref": old}]}},
+                },
+            ),
+        )
+        self.assertEqual(b.get_by_key("room", "alice"), [{"v": 2, "phx_ref": new, "phx_ref_prev": old}])
+
+    def test_late_node_gets_transfer(self) -> None:
+        """A node that joins late asks for a transfer and gets everything tracked before."""
+        a, _ = self.tracker("a")
+        for number in range(50):
+            a.track("room", f"user{number}", f"s{number}", {})
+        self.pump(3 * PERIOD)
+        c, c_diffs = self.tracker("c")
+        self.pump(3 * PERIOD)
+        self.assertEqual(c.list("room"), a.list("room"))
+        self.assertEqual(len(c.list("room")), 50)
+        requests = self.messages("transfer_req", source="c")
+        self.assertEqual([(s, d) for s, d, _, _ in requests], [("c", "a")])
+        self.assertEqual(len(self.messages("transfer_ack", source="a")), 1)
+        self.assertEqual(sum(len(d["joins"]) for _, d in c_diffs), 50)
+
+    def test_lost_delta_recovered_by_transfer(self) -> None:
+        """A peer that missed a delta notices the gap from clocks and catches up with a small delta."""
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        self.pump(2 * PERIOD)
+        self.network.cut("a", "b")
+        a.track("room", "alice", "s1", {})
+        self.pump(1.2 * PERIOD)
+        self.network.heal("a", "b")
+        a.track("room", "bob", "s2", {})
+        self.pump(4 * PERIOD)
+        self.assertEqual(set(b.list("room")), {"alice", "bob"})
+        acks = self.messages("transfer_ack", source="a")
+        self.assertTrue(acks)
+        self.assertEqual(acks[-1][2]["payload"]["kind"], "delta")
+
+    def test_down_then_up(self) -> None:
+        """A silent peer's presences leave after down_period and come back when it is heard again."""
+        a, _ = self.tracker("a")
+        b, b_diffs = self.tracker("b")
+        self.pump(2 * PERIOD)
+        ref = a.track("room", "alice", "s1", {})
+        self.pump(2 * PERIOD)
+        self.network.cut("a", "b")
+        last_heard = self.messages("heartbeat", source="a")[-1][3]
+        self.pump(last_heard + DOWN - 0.1 - self.clock.seconds())
+        self.assertEqual(set(b.list("room")), {"alice"})
+        self.pump(PERIOD + 0.2)
+        self.assertEqual(b.list("room"), {})
+        self.assertEqual(b_diffs[-1], ("room", {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": ref}]}}}))
+        self.assertEqual(b.peers()["a"][1], False)
+        self.network.heal("a", "b")
+        self.pump(4 * PERIOD)
+        self.assertEqual(keys(b.list("room")), {"alice": [ref]})
+        self.assertEqual(b_diffs[-1], ("room", {"joins": {"alice": {"metas": [{"phx_ref": ref}]}}, "leaves": {}}))
+        self.assertEqual(b.peers()["a"][1], True)
+
+    def test_permdown(self) -> None:
+        """A peer silent for permdown_period is forgotten with its presences."""
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "s1", {})
+        self.pump(2 * PERIOD)
+        self.network.cut("a", "b")
+        self.pump(PERMDOWN + 2 * PERIOD)
+        self.assertNotIn("a", b.peers())
+        self.assertEqual(list(b.state.values()), [])
+        self.assertNotIn(a.replica, b.state.context)
+        # Still alive after all: it is discovered again like a new peer.
+        self.network.heal("a", "b")
+        self.pump(5 * PERIOD)
+        self.assertEqual(set(b.list("room")), {"alice"})
+
+    def test_restart_with_new_incarnation(self) -> None:
+        """A node restarted with a new incarnation replaces its old presences at once, not after down_period."""
+        a, _ = self.tracker("a")
+        b, b_diffs = self.tracker("b")
+        self.pump(2 * PERIOD)
+        old = a.track("room", "alice", "s1", {})
+        self.pump(2 * PERIOD)
+        self.network.disconnect("a")
+        a.stopService()
+        a2, _ = self.tracker("a", incarnation="2")
+        new = a2.track("room", "alice", "s1", {})
+        self.pump(1.5 * PERIOD)
+        self.assertEqual(keys(b.list("room")), {"alice": [new]})
+        self.assertEqual(b.peers()["a"], (("a", "2"), True))
+        self.assertEqual(len(b.state.replicas()), 2)
+        left = [d["leaves"] for _, d in b_diffs if d["leaves"]]
+        self.assertEqual(left, [{"alice": {"metas": [{"phx_ref": old}]}}])
+
+    def test_graceful_stop(self) -> None:
+        """A node that stops gracefully has its presences dropped by its peers at once."""
+        a, _ = self.tracker("a")
+        b, b_diffs = self.tracker("b")
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "s1", {})
+        self.pump(2 * PERIOD)
+        a.stopService()
+        self.pump(0.1)
+        self.assertEqual(b.list("room"), {})
+        self.assertNotIn("a", b.peers())
+        self.assertEqual(len(self.messages("bye", source="a")), 1)
+
+    def test_idle_peers_stay_up_on_empty_heartbeats(self) -> None:
+        """Idle nodes send empty heartbeats every max_silent_periods + 1 ticks and stay up."""
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        a.track("room", "alice", "s1", {})
+        self.pump(2 * PERIOD)
+        before = len(self.messages("heartbeat", source="a"))
+        self.pump(30 * PERIOD)
+        heartbeats = self.messages("heartbeat", source="a")[before:]
+        self.assertIn(len(heartbeats), (9, 10, 11))
+        self.assertTrue(all(m["delta"] is None for _, _, m, _ in heartbeats))
+        self.assertEqual(set(b.list("room")), {"alice"})
+        self.assertTrue(b.peers()["a"][1])
+
+    def test_new_link_greeted(self) -> None:
+        """When a link comes up the tracker greets the peer with a heartbeat at once."""
+        a, _ = self.tracker("a")
+        self.pump(5 * PERIOD)
+        self.tracker("c")
+        self.pump(0.05)
+        greetings = self.messages("heartbeat", source="a")
+        self.assertEqual(greetings[-1][1], "c")
+
+    def test_bad_messages_dropped(self) -> None:
+        """Malformed or spoofed messages are dropped without effect."""
+        a, a_diffs = self.tracker("a")
+        b, _ = self.tracker("b")
+        handler = self.network.nodes["a"].handlers[CHANNEL]
+        for data in [
+            b"not json",
+            b"[]",
+            orjson.dumps({"type": "heartbeat", "replica": ["c", "1"], "clock": [], "delta": None}),
+            orjson.dumps({"type": "heartbeat", "replica": ["b", "1"], "clock": "x", "delta": None}),
+            orjson.dumps({"type": "nonsense", "replica": ["b", "1"]}),
+        ]:
+            handler("b", data)
+        self.assertEqual(a.peers(), {})
+        self.assertEqual(a_diffs, [])
+
+    def test_three_nodes_converge(self) -> None:
+        """Random tracks, updates and untracks on three nodes converge to the same lists."""
+        rng = random.Random(7)
+        nodes = [self.tracker(name)[0] for name in "abc"]
+        self.pump(2 * PERIOD)
+        for _ in range(300):
+            node = rng.choice(nodes)
+            topic = rng.choice(["t1", "t2"])
+            key = rng.choice(["k1", "k2", "k3"])
+            owner = rng.choice(["o1", "o2"])
+            if node.state.local(topic, key, owner) is None:
+                node.track(topic, key, owner, {"n": rng.randrange(5)})
+            elif rng.random() < 0.5:
+                node.update(topic, key, owner, {"n": rng.randrange(5)})
+            else:
+                node.untrack(topic, key, owner)
+            self.clock.advance(rng.random() * 0.2)
+        self.pump(4 * PERIOD)
+        for topic in ["t1", "t2"]:
+            # Metas under a key are in arrival order, which differs by node.
+            expected = normalized(nodes[0].list(topic))
+            self.assertTrue(expected)
+            for node in nodes[1:]:
+                self.assertEqual(normalized(node.list(topic)), expected)
+        for node in nodes:
+            self.assertEqual(node.state.clouds, {})
