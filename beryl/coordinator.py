@@ -51,7 +51,14 @@ from beryl.interfaces import (
 from beryl.presence.tracker import PresenceTracker
 from beryl.wire import Message, Payload, Serializer
 
-__all__ = ["Coordinator", "SocketHandle"]
+__all__ = ["ChannelEnded", "Coordinator", "SocketHandle"]
+
+
+class ChannelEnded(RuntimeError):
+    """
+    A callback that finished after its channel ended tried to act on it
+    (track a presence, say).
+    """
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_DATA = 1007
@@ -71,6 +78,16 @@ def _settle(result: object) -> object:
     return result
 
 
+@attrs.frozen
+class _Info:
+    """
+    A C{handle_info} delivery waiting for its socket's pending callback.
+    """
+
+    state: _ChannelState
+    message: object
+
+
 @attrs.define(eq=False)
 class SocketHandle:
     """
@@ -85,8 +102,9 @@ class SocketHandle:
     connect_info: ConnectInfo
     assigns: Any
     channels: dict[str, _ChannelState] = attrs.field(factory=dict)
-    # messages that arrived while a join was pending (created when needed)
-    queue: deque[Message] | None = None
+    # messages and infos that arrived while a callback was pending
+    # (created when needed)
+    queue: deque[Message | _Info] | None = None
     busy: bool = False
     closed: bool = False
     last_seen: float = 0.0
@@ -113,13 +131,8 @@ class _ChannelState:
     pending_infos: list[object] = attrs.field(factory=list)
     timers: set[IDelayedCall] | None = None
     tracked: bool = False
-
-    @property
-    def owner(self) -> str:
-        """
-        The presence owner that stands for this channel.
-        """
-        return f"{self.socket.socket_id}/{self.topic}"
+    # the presence owner that stands for this channel instance
+    owner: str = ""
 
     def context(self, ref: Any = None) -> SocketContext[Any]:
         """
@@ -169,6 +182,9 @@ class _ChannelState:
         def fire() -> None:
             if self.timers is not None:
                 self.timers.discard(call)
+            if not self.joined:
+                self.pending_infos.append(message)
+                return
             self.coordinator._handle_info(self, message)
 
         call = self.coordinator.clock.callLater(delay, fire)
@@ -189,12 +205,18 @@ class _ChannelState:
         )
 
     def track(self, key: str, meta: PresenceMeta) -> str:
+        self._check_alive("track")
         self.tracked = True
         return self.coordinator.presence.track(self.topic, key, self.owner, meta)
 
     def update_presence(self, key: str, meta: PresenceMeta) -> str:
+        self._check_alive("update_presence")
         self.tracked = True
         return self.coordinator.presence.update(self.topic, key, self.owner, meta)
+
+    def _check_alive(self, what: str) -> None:
+        if self.ended:
+            raise ChannelEnded(f"{what} on {self.topic} after the channel ended")
 
     def presence_list(self) -> PresenceList:
         return self.coordinator.presence.list(self.topic)
@@ -214,6 +236,7 @@ class Coordinator(Service):
     @param max_channels: the most channels one socket may join.
     @param idle_timeout: seconds without inbound data after which a socket
         is closed (Phoenix's 60 s); C{0} disables it.
+    @param drain_timeout: how long stopping waits for connections to close.
     """
 
     log = Logger()
@@ -227,6 +250,7 @@ class Coordinator(Service):
         max_channels: int = 100,
         idle_timeout: float = 60.0,
         new_socket_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
+        drain_timeout: float = 2.0,
     ) -> None:
         self.app = app
         self.clock = clock
@@ -236,12 +260,16 @@ class Coordinator(Service):
         )
         self.max_channels = max_channels
         self.idle_timeout = idle_timeout
+        self.drain_timeout = drain_timeout
         self._new_socket_id = new_socket_id
         self.subscriber_id = f"coordinator:{secrets.token_urlsafe(9)}"
         self._sockets: dict[str, SocketHandle] = {}
         # topic -> socket id -> channel: the fan-out index
         self._subscriptions: dict[str, dict[str, _ChannelState]] = {}
         self._stop_presence_diffs: Callable[[], None] | None = None
+        self._serial = 0
+        self._drained: Deferred[None] | None = None
+        self._drain_call: IDelayedCall | None = None
 
     # Service
 
@@ -256,17 +284,28 @@ class Coordinator(Service):
             except Exception:
                 self.log.failure("An application startup callback raised.")
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None] | None:
         """
         Close every socket with 1001 (the client reconnects, to this node
-        once it is back or to another) and end their channels.
+        once it is back or to another).  The returned Deferred fires when
+        every connection has closed, or after C{drain_timeout} seconds, so
+        the close frames reach the clients before the process exits.
         """
         Service.stopService(self)
         if self._stop_presence_diffs is not None:
             self._stop_presence_diffs()
             self._stop_presence_diffs = None
+        if not self._sockets:
+            return None
+        self._drained = Deferred()
+        self._drain_call = self.clock.callLater(self.drain_timeout, self._drain_expired)
         for socket in list(self._sockets.values()):
             socket.connection.close(CLOSE_GOING_AWAY, "server shutting down")
+        return self._drained
+
+    def _drain_expired(self) -> None:
+        self._drain_call = None
+        for socket in list(self._sockets.values()):
             self.socket_closed(socket)
 
     # Connection lifecycle, called by transports
@@ -341,6 +380,12 @@ class Coordinator(Service):
         for state in list(socket.channels.values()):
             self._end(state, "closed")
         self._sockets.pop(socket.socket_id, None)
+        if self._drained is not None and not self._sockets:
+            drained, self._drained = self._drained, None
+            if self._drain_call is not None and self._drain_call.active():
+                self._drain_call.cancel()
+            self._drain_call = None
+            drained.callback(None)
 
     def receive(self, socket: SocketHandle, message: Message) -> None:
         """
@@ -439,7 +484,10 @@ class Coordinator(Service):
                 else:
                     data = prepared[key] = connection.prepare(frame)
             if data is not False:
-                connection.send_prepared(data)
+                try:
+                    connection.send_prepared(data)
+                except Exception:
+                    self._connection_failed(state.socket)
 
     def push_to_socket(
         self, socket_id: str, topic: str, event: str, payload: Payload
@@ -504,7 +552,6 @@ class Coordinator(Service):
                 event, message.payload, state.context(message.ref)
             ),
             message.ref,
-            blocking=True,
         )
 
     def _join(self, socket: SocketHandle, message: Message) -> None:
@@ -529,7 +576,15 @@ class Coordinator(Service):
                 socket, None, message.ref, topic, "error", {"reason": "unmatched topic"}
             )
             return
-        state = _ChannelState(self, socket, topic, message.join_ref, route[1])
+        self._serial += 1
+        state = _ChannelState(
+            self,
+            socket,
+            topic,
+            message.join_ref,
+            route[1],
+            owner=f"{socket.socket_id}/{self._serial}",
+        )
         try:
             result = _settle(
                 state.channel.join(topic, message.payload, state.context(message.ref))
@@ -555,7 +610,13 @@ class Coordinator(Service):
         result: object,
     ) -> None:
         socket = state.socket
-        if socket.closed:
+        if isinstance(result, JoinOk) and socket.closed:
+            # Joined, but the socket went away meanwhile.
+            state.assigns = result.assigns
+            self._end(state, "closed")
+            return
+        if socket.closed or state.ended:
+            self._discard(state)
             return
         if isinstance(result, JoinOk):
             state.assigns = result.assigns
@@ -577,6 +638,7 @@ class Coordinator(Service):
             state.pending_frames.clear()
             state.pending_infos.clear()
         elif isinstance(result, JoinError):
+            self._discard(state)
             self._reply(
                 socket, state.join_ref, message.ref, state.topic, "error", result.payload
             )
@@ -605,6 +667,7 @@ class Coordinator(Service):
             socket_id=state.socket.socket_id,
             topic=state.topic,
         )
+        self._discard(state)
         if state.socket.closed:
             return
         self._reply(
@@ -621,7 +684,11 @@ class Coordinator(Service):
     def _resume(self, socket: SocketHandle) -> None:
         socket.busy = False
         while socket.queue and not socket.busy and not socket.closed:
-            self._dispatch(socket, socket.queue.popleft())
+            item = socket.queue.popleft()
+            if isinstance(item, _Info):
+                self._handle_info(item.state, item.message)
+            else:
+                self._dispatch(socket, item)
         if socket.queue is not None and not socket.queue:
             socket.queue = None
 
@@ -632,12 +699,12 @@ class Coordinator(Service):
         state: _ChannelState,
         callback: Callable[[], object],
         ref: Any,
-        blocking: bool,
     ) -> None:
         """
         Run a C{handle_in} or C{handle_info} callback and apply its result.
-        An asynchronous C{handle_in} holds the socket's later messages back
-        until it is done, so replies keep their order.
+        An asynchronous callback holds the socket's later messages and infos
+        back until it is done, so replies keep their order and assigns are
+        never updated by two callbacks at once.
         """
         try:
             result = _settle(callback())
@@ -646,14 +713,12 @@ class Coordinator(Service):
             return
         if isinstance(result, Deferred):
             socket = state.socket
-            if blocking:
-                socket.busy = True
+            socket.busy = True
             result.addCallbacks(
                 lambda value: self._apply(state, value, ref),
                 lambda failure: self._crash(state, failure),
             )
-            if blocking:
-                result.addBoth(lambda _: self._resume(socket))
+            result.addBoth(lambda _: self._resume(socket))
         else:
             self._apply(state, result, ref)
 
@@ -697,11 +762,17 @@ class Coordinator(Service):
     def _handle_info(self, state: _ChannelState, message: object) -> None:
         if state.ended:
             return
+        socket = state.socket
+        if socket.busy:
+            # One callback at a time per socket, so assigns never race.
+            if socket.queue is None:
+                socket.queue = deque()
+            socket.queue.append(_Info(state, message))
+            return
         self._call(
             state,
             lambda: state.channel.handle_info(message, state.context()),
             None,
-            blocking=False,
         )
 
     def _crash(self, state: _ChannelState, failure: Failure) -> None:
@@ -709,25 +780,24 @@ class Coordinator(Service):
         A callback raised: this channel alone ends with C{phx_error}; the
         socket and its other channels go on.
         """
-        if state.ended:
-            return
         self.log.failure(
             "Channel {topic} of socket {socket_id} crashed.",
             failure,
             socket_id=state.socket.socket_id,
             topic=state.topic,
         )
+        if state.ended:
+            return
         self._error_frame(state.socket, state)
         self._end(state, "crash")
 
     def _end(self, state: _ChannelState, reason: str) -> None:
         """
-        Forget a channel: unsubscribe it, cancel its timers, untrack its
-        presence and run its C{terminate}.
+        Forget a joined channel: unsubscribe it, discard what it holds and
+        run its C{terminate}.
         """
         if state.ended:
             return
-        state.ended = True
         socket = state.socket
         if socket.channels.get(state.topic) is state:
             del socket.channels[state.topic]
@@ -738,12 +808,7 @@ class Coordinator(Service):
                 del self._subscriptions[state.topic]
                 if self.pubsub is not None:
                     self.pubsub.unsubscribe(state.topic, self)
-        for call in state.timers or ():
-            if call.active():
-                call.cancel()
-        state.timers = None
-        if state.tracked:
-            self.presence.untrack_all(state.owner)
+        self._discard(state)
         try:
             state.channel.terminate(reason, state.context())
         except Exception:
@@ -752,6 +817,23 @@ class Coordinator(Service):
                 socket_id=socket.socket_id,
                 topic=state.topic,
             )
+
+    def _discard(self, state: _ChannelState) -> None:
+        """
+        A channel that is over, or never started (a refused or crashed
+        join): cancel its timers, drop what waited for its join reply and
+        untrack its presence.
+        """
+        state.ended = True
+        for call in state.timers or ():
+            if call.active():
+                call.cancel()
+        state.timers = None
+        state.pending_frames.clear()
+        state.pending_infos.clear()
+        if state.tracked:
+            state.tracked = False
+            self.presence.untrack_all(state.owner)
 
     # Writing
 
@@ -770,7 +852,24 @@ class Coordinator(Service):
                 error=error,
             )
             return
-        socket.connection.send(frame)
+        try:
+            socket.connection.send(frame)
+        except Exception:
+            self._connection_failed(socket)
+
+    def _connection_failed(self, socket: SocketHandle) -> None:
+        """
+        Writing to a connection raised: log it and drop that socket only.
+        """
+        self.log.failure(
+            "Writing to socket {socket_id} failed; closing it.",
+            socket_id=socket.socket_id,
+        )
+        try:
+            socket.connection.close(1011, "internal error")
+        except Exception:
+            pass
+        self.socket_closed(socket)
 
     def _reply(
         self,

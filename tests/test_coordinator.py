@@ -28,7 +28,7 @@ from beryl.channel import (
     SocketContext,
     Stop,
 )
-from beryl.coordinator import Coordinator
+from beryl.coordinator import ChannelEnded, Coordinator
 from beryl.interfaces import ICoordinator, ISubscriber
 from beryl.testing import FakeClient, FakeConnection
 from beryl.wire import V1_JSON, Binary, Frame, Payload
@@ -59,6 +59,11 @@ class Recorder:
         if isinstance(payload, dict) and payload.get("info"):
             ctx.send_info("after_join")
             ctx.push("early", {"during": "join"})
+        if isinstance(payload, dict) and "track" in payload:
+            ctx.track(payload["track"], {"joining": True})
+            ctx.send_info_later(1, "timer from a join")
+            if payload.get("then_refuse"):
+                return JoinError({"reason": "refused after tracking"})
         return JoinOk(Counter(), reply={"joined": topic})
 
     def handle_in(
@@ -97,10 +102,20 @@ class Recorder:
             return NoReply(state)
         if event == "bad":
             return "not a result"
+        if event == "slow_info":
+            ctx.send_info("slow")
+            return NoReply(state)
+        if event == "keep_context":
+            self.saved_context = ctx
+            return NoReply(state)
         return Reply("error", {"unknown": event}, state)
 
-    def handle_info(self, message: object, ctx: SocketContext[Counter]) -> InfoResult[Counter]:
+    def handle_info(self, message: object, ctx: SocketContext[Counter]) -> Any:
         self.infos.append(message)
+        if message == "slow":
+            d: Deferred[InfoResult[Counter]] = Deferred()
+            self.pending_info = d
+            return d
         return Push("info", {"message": str(message)}, ctx.assigns)
 
     def terminate(self, reason: str, ctx: SocketContext[Counter]) -> None:
@@ -131,6 +146,7 @@ class CoordinatorTestCase(SynchronousTestCase):
     def _stop(self) -> None:
         if self.coordinator.running:
             self.coordinator.stopService()
+            self.clock.advance(self.coordinator.drain_timeout)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def client(self, **kwargs: Any) -> FakeClient:
@@ -366,11 +382,27 @@ class LifecycleTests(CoordinatorTestCase):
         self.assertEqual(self.coordinator.local_subscriber_count("room:a"), 0)
 
     def test_stop_service_closes_1001(self) -> None:
-        """Stopping the coordinator closes sockets with 1001 so clients reconnect."""
+        """Stopping closes sockets with 1001 and waits for them to go, up to the drain timeout."""
         client = self.joined()
-        self.coordinator.stopService()
+        other = self.joined()
+        stopped = self.coordinator.stopService()
+        assert stopped is not None
         self.assertEqual(client.connection.closed, (1001, "server shutting down"))
+        other.disconnect()
+        self.assertNoResult(stopped)
         self.assertEqual(self.recorder.terminated, [("room:a", "closed")])
+        self.clock.advance(self.coordinator.drain_timeout)
+        self.successResultOf(stopped)
+        self.assertEqual(self.recorder.terminated, [("room:a", "closed")] * 2)
+
+    def test_stop_service_done_when_sockets_close(self) -> None:
+        """Stopping finishes as soon as the last connection has closed."""
+        client = self.joined()
+        stopped = self.coordinator.stopService()
+        assert stopped is not None
+        client.disconnect()
+        self.successResultOf(stopped)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class AsyncTests(CoordinatorTestCase):
@@ -472,6 +504,105 @@ class AsyncTests(CoordinatorTestCase):
         )
 
 
+class LifecycleEdgeTests(CoordinatorTestCase):
+    def test_refused_join_leaves_no_presence_or_timers(self) -> None:
+        """A join that tracks and sets a timer, then refuses, leaves neither behind."""
+        client = self.client()
+        client.send("1", "1", "room:a", "phx_join", {"track": "ghost", "then_refuse": True})
+        self.assertEqual(self.coordinator.presence.list("room:a"), {})
+        self.clock.advance(5)
+        self.assertEqual(self.recorder.infos, [])
+        client.send("2", "2", "room:a", "phx_join", {"track": "ghost"})
+        self.assertEqual(list(self.coordinator.presence.list("room:a")), ["ghost"])
+        self.assertEqual(self.recorder.terminated, [])
+
+    def test_crashed_join_leaves_no_presence(self) -> None:
+        """A join that tracks and then fails asynchronously untracks again."""
+        pending: Deferred[JoinResult[Counter]] = Deferred()
+
+        def join(topic: str, payload: Payload, ctx: JoinContext) -> Any:
+            ctx.track("ghost", {})
+            return pending
+
+        self.app.channel("slow:*", Channel.create(join))
+        client = self.client()
+        client.send("1", "1", "slow:x", "phx_join", {})
+        self.assertEqual(list(self.coordinator.presence.list("slow:x")), ["ghost"])
+        pending.errback(RuntimeError("auth backend down"))
+        self.assertEqual(self.coordinator.presence.list("slow:x"), {})
+        self.assertEqual(
+            client.take(), [_reply("1", "1", "slow:x", "error", {"reason": "join crashed"})]
+        )
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_socket_gone_during_async_join(self) -> None:
+        """A socket that closes while its join is pending gets no channel and no ghost presence."""
+        pending: Deferred[JoinResult[Counter]] = Deferred()
+        self.recorder.join_result = pending
+        client = self.client()
+        client.send("1", "1", "room:a", "phx_join", {})
+        client.disconnect()
+        pending.callback(JoinOk(Counter()))
+        self.assertEqual(self.recorder.terminated, [("room:a", "closed")])
+        self.assertEqual(self.coordinator.local_subscriber_count("room:a"), 0)
+        self.assertEqual(client.take(), [])
+
+    def test_timer_during_async_join_waits_for_reply(self) -> None:
+        """send_info_later that fires while the join is pending is handled after the join reply."""
+        pending: Deferred[JoinResult[Counter]] = Deferred()
+
+        def join(topic: str, payload: Payload, ctx: JoinContext) -> Any:
+            ctx.send_info_later(1, "early timer")
+            return pending
+
+        self.app.channel("slow:*", Channel.create(join).with_handle_info(self.recorder.handle_info))
+        client = self.client()
+        client.send("1", "1", "slow:x", "phx_join", {})
+        self.clock.advance(2)
+        self.assertEqual(self.recorder.infos, [])
+        pending.callback(JoinOk(Counter()))
+        self.clock.advance(0)
+        self.assertEqual(
+            client.take(),
+            [
+                _reply("1", "1", "slow:x", "ok", {}),
+                ["1", None, "slow:x", "info", {"message": "early timer"}],
+            ],
+        )
+
+    def test_track_after_end_refused(self) -> None:
+        """A context kept past its channel's end cannot track a presence."""
+        client = self.joined()
+        client.send("1", "2", "room:a", "keep_context", {})
+        client.send("1", "3", "room:a", "phx_leave", {})
+        context = self.recorder.saved_context
+        self.assertRaises(ChannelEnded, context.track, "late", {})
+        self.assertEqual(self.coordinator.presence.list("room:a"), {})
+
+    def test_duplicate_join_presence(self) -> None:
+        """A rejoin that tracks the same key replaces the old channel's presence without a clash."""
+        client = self.client()
+        client.send("1", "1", "room:a", "phx_join", {"track": "alice"})
+        client.send("2", "2", "room:a", "phx_join", {"track": "alice"})
+        (metas,) = self.coordinator.presence.list("room:a").values()
+        self.assertEqual(len(metas["metas"]), 1)
+
+    def test_async_handle_info_serialized(self) -> None:
+        """A pending asynchronous handle_info holds later pushes back, so assigns are not lost."""
+        client = self.joined()
+        client.send("1", "2", "room:a", "slow_info", {})
+        self.clock.advance(0)
+        client.send("1", "3", "room:a", "count", {})
+        self.assertEqual(client.take(), [])
+        self.recorder.pending_info.callback(NoReply(Counter(10)))
+        self.assertEqual(client.take(), [_reply("1", "3", "room:a", "ok", {"count": 11})])
+
+
+class ExplodingConnection(FakeConnection):
+    def send_prepared(self, prepared: object) -> None:
+        raise OSError("host transport broke")
+
+
 class CountingConnection(FakeConnection):
     prepared = 0
 
@@ -515,6 +646,20 @@ class BroadcastTests(CoordinatorTestCase):
             clients[5].received(),
             [{"topic": "room:a", "event": "news", "payload": {"x": "é"}, "ref": None}],
         )
+
+    def test_failing_connection_does_not_stop_fanout(self) -> None:
+        """A connection that raises is closed with 1011; the broadcast still reaches everyone else."""
+        before = self.joined()
+        broken = self.client(connection=ExplodingConnection())
+        broken.send("1", "1", "room:a", "phx_join", {})
+        after = self.joined()
+        self.coordinator.broadcast("room:a", "news", {})
+        frame = [None, None, "room:a", "news", {}]
+        self.assertEqual(before.take(), [frame])
+        self.assertEqual(after.take(), [frame])
+        self.assertEqual(broken.connection.closed, (1011, "internal error"))
+        self.assertEqual(self.coordinator.socket_count(), 2)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
     def test_binary_broadcast(self) -> None:
         """A binary broadcast goes out as a kind-2 frame; V1 sockets are skipped."""
