@@ -207,7 +207,7 @@ class Bridge:
         params = {} if params is None else params
         info = ConnectInfo() if connect_info is None else connect_info
         entry = _HostSocket(
-            conn, HostConnectionAdapter(conn, lambda: self._forget(entry)), serializer
+            conn, HostConnectionAdapter(conn, lambda: self._closed_by_beryl(entry)), serializer
         )
         self._connections[key] = entry
 
@@ -262,6 +262,15 @@ class Bridge:
         """
         result = self.server.service.stopService()
         return result if isinstance(result, Deferred) else succeed(None)
+
+    def _closed_by_beryl(self, entry: _HostSocket) -> None:
+        """
+        Beryl closed the connection (shutdown, idle, bad frame): the host
+        will not report it, so the socket is done now.
+        """
+        self._forget(entry)
+        if entry.handle is not None:
+            self.server.coordinator.socket_closed(entry.handle)
 
     def _forget(self, entry: _HostSocket) -> None:
         entry.gone = True
