@@ -67,7 +67,7 @@ class ClusterConfig:
     listen: str
     peers: tuple[str, ...] = ()
     advertise: str | None = None
-    secret: bytes | None = None
+    secret: bytes | None = attrs.field(default=None, repr=False)
     heartbeat_interval: float = 1.0
     heartbeat_timeout: float = 5.0
 

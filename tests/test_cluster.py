@@ -29,6 +29,7 @@ from beryl.cluster import (
     ClusterService,
     LocalMessaging,
     default_node_name,
+    gossip_safe,
     peer_endpoint_description,
 )
 from beryl.cluster.chunks import CHUNK_SIZE, ChunkError, Reassembler, split
@@ -174,6 +175,20 @@ class Observer:
         self.events.append(("down", node_name, incarnation))
 
 
+def address(name: str) -> str:
+    """
+    The endpoint description that stands for node C{name} on the memory
+    network (gossip only passes TCP and TLS addresses).
+    """
+    return f"tcp:host={name}:port=4001"
+
+
+def _memory_name(description: str) -> str:
+    if description.startswith("tcp:host="):
+        return description[len("tcp:host=") :].split(":", 1)[0]
+    return description
+
+
 class ClusterHarness:
     """Nodes on one L{MemoryNetwork}, with observers and received messages."""
 
@@ -195,11 +210,11 @@ class ClusterHarness:
         service = ClusterService(
             name,
             self.network.clock,
-            self.network.client,
+            lambda description: self.network.client(_memory_name(description)),
             listen=self.network.server(name),
-            peers=peers,
+            peers=[address(peer) for peer in peers],
             secret=secret,
-            advertise=name,
+            advertise=address(name),
             heartbeat_interval=1.0,
             heartbeat_timeout=5.0,
             retry_policy=backoffPolicy(initialDelay=1.0, maxDelay=8.0, jitter=lambda: 0),
@@ -276,6 +291,19 @@ class AddressTests(SynchronousTestCase):
         for text in ["host", "host:0", "host:70000", "host:x", ":1", "a b:1", "::1:2"]:
             self.assertRaises(ValueError, peer_endpoint_description, text)
 
+    def test_endpoint_strings(self) -> None:
+        """Client endpoint strings are checked and kept; unknown types are a ValueError."""
+        for text in ("tcp:host=10.0.0.2:port=4001", "tcp:10.0.0.2:4001:timeout=5"):
+            self.assertEqual(peer_endpoint_description(text), text)
+        self.assertRaises(ValueError, peer_endpoint_description, "bogus:host=a:port=1")
+
+    def test_gossip_safe(self) -> None:
+        """Only TCP and TLS addresses learned from peers are dialled."""
+        self.assertTrue(gossip_safe("tcp:host=10.0.0.2:port=4001"))
+        self.assertTrue(gossip_safe("tls:10.0.0.2:4001"))
+        for unsafe in ("unix:/run/docker.sock", "ssl:host=a:port=1", "other:1:2"):
+            self.assertFalse(gossip_safe(unsafe), unsafe)
+
     def test_default_node_name(self) -> None:
         """The default node name is the host name and the cluster port."""
         self.assertEqual(default_node_name(4001, "web1"), "web1:4001")
@@ -320,6 +348,17 @@ class ClusterServiceTests(SynchronousTestCase):
         self.network.flush()
         self.assertEqual(self.cluster.received["b"], [("a", b"one"), ("a", b"all")])
         self.assertEqual(self.cluster.received["c"], [("a", b"all")])
+
+    def test_unsafe_gossip_ignored(self) -> None:
+        """A member address that is not TCP or TLS, gossiped by a peer, is never dialled."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        self.network.flush()
+        a.members_received(None, [("evil", "unix:/run/docker.sock")])  # type: ignore[arg-type]
+        self.network.run(5)
+        self.assertEqual(sorted(a.peers()), ["b"])
+        self.assertNotIn("unix:/run/docker.sock", [p.description for p in a._peers.values()])
+        del b
 
     def test_membership_spreads(self) -> None:
         """Nodes that know only one peer learn of each other by gossip."""

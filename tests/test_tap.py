@@ -112,6 +112,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(cluster.advertise, "tcp:host=127.0.0.1:port=5001")
         self.assertTrue(cluster.node_name.endswith(":5001"))
         self.assertEqual(cluster.secret, b"s3")
+        self.assertNotIn("s3", repr(cluster))
+        endpoint = "tcp:host=10.0.0.9:port=5001:timeout=3"
+        self.assertEqual(
+            self.parse("--cluster-port", "5001", "--peers", endpoint)["cluster"].peers, (endpoint,)
+        )
         named = self.parse("--cluster-port", "5001", "--node-name", "n1")["cluster"]
         self.assertEqual(named.node_name, "n1")
         self.assertEqual(named.listen, "tcp:5001")

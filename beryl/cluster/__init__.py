@@ -4,7 +4,11 @@ L{beryl.interfaces.INodeMessaging}, and L{LocalMessaging} for a node on its
 own.
 """
 
-from beryl.cluster.addresses import default_node_name, peer_endpoint_description
+from beryl.cluster.addresses import (
+    default_node_name,
+    gossip_safe,
+    peer_endpoint_description,
+)
 from beryl.cluster.local import LocalMessaging
 from beryl.cluster.service import ClusterService
 
@@ -12,5 +16,6 @@ __all__ = [
     "ClusterService",
     "LocalMessaging",
     "default_node_name",
+    "gossip_safe",
     "peer_endpoint_description",
 ]

@@ -52,7 +52,7 @@ class Reassembler:
         memory a peer can make this node hold.
     """
 
-    max_chunks: int = 1 + (256 * 1024 * 1024) // CHUNK_SIZE
+    max_chunks: int = 1 + (64 * 1024 * 1024) // CHUNK_SIZE
     _message_id: int | None = None
     _expected: int = 0
     _count: int = 0

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from beryl.cluster.addresses import gossip_safe
 from beryl.cluster.link import ClusterLink
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
@@ -189,6 +190,13 @@ class ClusterService(MultiService):
         """
         Listen, and connect to every known peer.
         """
+        if self.secret is None and self._listen_endpoint is not None:
+            self.log.warn(
+                "Cluster node {node} accepts any node that connects to its cluster "
+                "port: no cluster secret is set (use --cluster-secret-file outside "
+                "a trusted network)",
+                node=self.node_name,
+            )
         if self._started_before:
             self.incarnation = new_incarnation()
         self._started_before = True
@@ -451,6 +459,13 @@ class ClusterService(MultiService):
         """
         for name, address in members:
             if not address or name == self.node_name or name in self._active:
+                continue
+            if not gossip_safe(address):
+                self.log.warn(
+                    "Ignored cluster node {node}: {address} is not a TCP or TLS address",
+                    node=name,
+                    address=address,
+                )
                 continue
             if any(
                 peer.node_name == name or peer.description == address
