@@ -62,6 +62,7 @@ class ChannelEnded(RuntimeError):
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_DATA = 1007
+CLOSE_POLICY = 1008
 
 _EMPTY: dict[str, Any] = {}
 
@@ -237,6 +238,8 @@ class Coordinator(Service):
     @param idle_timeout: seconds without inbound data after which a socket
         is closed (Phoenix's 60 s); C{0} disables it.
     @param drain_timeout: how long stopping waits for connections to close.
+    @param max_queued: the most messages a socket may send while one of its
+        callbacks is pending; more closes it with 1008.
     """
 
     log = Logger()
@@ -251,6 +254,7 @@ class Coordinator(Service):
         idle_timeout: float = 60.0,
         new_socket_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
         drain_timeout: float = 2.0,
+        max_queued: int = 1000,
     ) -> None:
         self.app = app
         self.clock = clock
@@ -261,6 +265,7 @@ class Coordinator(Service):
         self.max_channels = max_channels
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
+        self.max_queued = max_queued
         self._new_socket_id = new_socket_id
         self.subscriber_id = f"coordinator:{secrets.token_urlsafe(9)}"
         self._sockets: dict[str, SocketHandle] = {}
@@ -399,6 +404,16 @@ class Coordinator(Service):
         if socket.busy:
             if socket.queue is None:
                 socket.queue = deque()
+            if len(socket.queue) >= self.max_queued:
+                self.log.warn(
+                    "Socket {socket_id} sent more than {limit} messages while a "
+                    "callback was pending; closing it.",
+                    socket_id=socket.socket_id,
+                    limit=self.max_queued,
+                )
+                socket.connection.close(CLOSE_POLICY, "too many pending messages")
+                self.socket_closed(socket)
+                return
             socket.queue.append(message)
             return
         self._dispatch(socket, message)

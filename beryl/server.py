@@ -110,6 +110,7 @@ def make_server(
     idle_timeout: float = 60.0,
     check_origin: str | list[str] | Callable[[str], bool] | None = "host",
     max_frame_size: int = 8 * 1024 * 1024,
+    max_send_buffer: int = 16 * 1024 * 1024,
     cluster: ClusterConfig | None = None,
     node_name: str = "beryl",
     presence: PresenceTimings | None = None,
@@ -120,7 +121,8 @@ def make_server(
 
     @param reactor: the reactor (or, in tests, a fake) used for time and,
         with a cluster, for the links.
-    @param check_origin: see L{PhoenixWebSocketFactory}.
+    @param check_origin: see L{PhoenixWebSocketFactory}, as is
+        C{max_send_buffer}.
     @param cluster: how to join a cluster; L{None} for a node on its own
         (named C{node_name}).
     @param presence: presence replication timings (Phoenix's defaults when
@@ -169,6 +171,9 @@ def make_server(
     coordinator.name = "coordinator"
     service.addService(coordinator)
     factory = PhoenixWebSocketFactory(
-        coordinator, check_origin=check_origin, max_frame_size=max_frame_size
+        coordinator,
+        check_origin=check_origin,
+        max_frame_size=max_frame_size,
+        max_send_buffer=max_send_buffer,
     )
     return Server(service, coordinator, factory, pubsub, tracker, messaging)

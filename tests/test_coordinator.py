@@ -425,6 +425,19 @@ class AsyncTests(CoordinatorTestCase):
             ],
         )
 
+    def test_queue_is_bounded(self) -> None:
+        """A socket that floods messages while its join is pending is closed with 1008."""
+        self.recorder.join_result = Deferred()
+        self.coordinator.max_queued = 3
+        client = self.client()
+        client.send("1", "1", "room:a", "phx_join", {})
+        for n in range(3):
+            client.send("1", str(n), "room:a", "echo", {})
+        self.assertIsNone(client.connection.closed)
+        client.send("1", "9", "room:a", "echo", {})
+        self.assertEqual(client.connection.closed, (1008, "too many pending messages"))
+        self.assertEqual(self.coordinator.socket_count(), 0)
+
     def test_coroutine_join(self) -> None:
         """A join may be a coroutine."""
 

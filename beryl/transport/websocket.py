@@ -37,6 +37,7 @@ from beryl.wire import DecodeError, Frame, serializer_for_vsn
 
 __all__ = ["PhoenixWebSocketFactory", "PhoenixWebSocketProtocol", "websocket_frame"]
 
+_log = Logger()
 _OPEN = WebSocketProtocol.STATE_OPEN
 _HANDSHAKE_ATTRIBUTES = (
     "http_request_data",
@@ -64,13 +65,18 @@ def websocket_frame(frame: Frame) -> bytes:
     return struct.pack("!BBQ", opcode, 127, length) + data
 
 
-def direct_writer(transport: Any) -> Callable[[bytes], None]:
+def direct_writer(
+    transport: Any, max_buffer: int = 16 * 1024 * 1024
+) -> Callable[[bytes], None]:
     """
     A write function for C{transport} that, on a plain TCP connection with
     nothing buffered, sends straight to the socket: one C{send()} instead of
     Twisted's buffer, C{epoll} registration and deferred write (three system
     calls).  What the socket does not take, and everything on other
     transports (TLS), goes through C{transport.write} as usual.
+
+    A client that stops reading would make the buffer grow without end: once
+    more than C{max_buffer} bytes wait, the connection is aborted.
 
     This reads L{twisted.internet.abstract.FileDescriptor}'s buffer
     attributes, so it is used only where they exist.
@@ -84,12 +90,18 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     send = sock.send
 
     def write_now(data: bytes) -> None:
-        if (
-            transport.dataBuffer
-            or transport._tempDataLen
-            or transport.disconnecting
-            or not transport.connected
-        ):
+        buffered = len(transport.dataBuffer) + transport._tempDataLen
+        if buffered or transport.disconnecting or not transport.connected:
+            if buffered > max_buffer:
+                if not transport.disconnecting:
+                    _log.warn(
+                        "A client at {peer} reads too slowly ({buffered} bytes "
+                        "waiting); dropping it.",
+                        peer=transport.getPeer(),
+                        buffered=buffered,
+                    )
+                    transport.abortConnection()
+                return
             write(data)
             return
         try:
@@ -116,6 +128,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     factory: PhoenixWebSocketFactory
     prepare_key = "websocket"
     _socket: SocketHandle | None = None
+    _gone = False
     _write: Callable[[bytes], None]
     _accepted: tuple[Any, Mapping[str, Any], ConnectInfo, Any] | None = None
 
@@ -151,16 +164,23 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
             headers=headers,
         )
         result = await factory.coordinator.connect(params, info)
+        if self._gone:
+            # The client left while the connect hook was deciding.
+            raise ConnectionDeny(400, "Gone")
         if isinstance(result, ConnectError):
             raise ConnectionDeny(result.status, "Forbidden")
         self._accepted = (serializer, params, info, result.assigns)
         return "phoenix" if offered else None
 
+    def connectionLost(self, reason: Any = None) -> None:
+        self._gone = True
+        super().connectionLost(reason)
+
     def onOpen(self) -> None:
-        if self._accepted is None:
+        if self._accepted is None or self._gone:
             return
         self._release_http_state()
-        self._write = direct_writer(self.transport)
+        self._write = direct_writer(self.transport, self.factory.max_send_buffer)
         serializer, params, info, assigns = self._accepted
         self._accepted = None
         self._socket = self.factory.coordinator.open_socket(
@@ -246,6 +266,8 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
         allowed origins (C{"https://example.com"}, C{"//*.example.com"}).
     @param max_frame_size: the largest inbound message in bytes; a larger
         one closes the socket with 1009.
+    @param max_send_buffer: bytes that may wait for a client that reads
+        slowly; past that it is disconnected.
     """
 
     protocol = PhoenixWebSocketProtocol  # type: ignore[assignment]
@@ -255,10 +277,12 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
         coordinator: Coordinator,
         check_origin: str | list[str] | Callable[[str], bool] | None = "host",
         max_frame_size: int = 8 * 1024 * 1024,
+        max_send_buffer: int = 16 * 1024 * 1024,
     ) -> None:
         WebSocketServerFactory.__init__(self, server="Beryl")
         self.coordinator = coordinator
         self.check_origin = check_origin
+        self.max_send_buffer = max_send_buffer
         WebSocketServerFactory.setProtocolOptions(
             self,
             maxFramePayloadSize=max_frame_size,
