@@ -243,6 +243,9 @@ class Coordinator(Service):
     """
 
     log = Logger()
+    # Broadcast payloads may be pre-encoded JSON (orjson.Fragment): the
+    # serializers write them as they are.
+    accepts_encoded_json = True
 
     def __init__(
         self,

@@ -159,9 +159,8 @@ class Groups:
         A JSON payload is encoded once for the whole group (an
         C{orjson.Fragment} is handed to the broadcaster), so a group of
         thousands of topics costs one encoding plus, per topic, the copy of
-        those bytes into its frame.  In-process subscribers of the pubsub
-        layer therefore see that C{orjson.Fragment} rather than the original
-        value; encoders built on orjson write it as the JSON it holds.
+        those bytes into its frame.  Other in-process subscribers of the
+        pubsub layer get the decoded value.
 
         @return: the number of topics the event was sent to.
         @raise UnknownGroup: when there is no such group.

@@ -105,7 +105,10 @@ class IPubSub(Interface):
         """
         The number of subscribers of C{topic} across the cluster.  Remote
         counts are eventually consistent: they are what the peers last
-        reported.
+        reported.  A node's coordinator is one subscriber for all of its
+        sockets on a topic, so this counts nodes with sockets there plus
+        other subscribers (bots, bridges); the coordinator's
+        C{local_subscriber_count} counts sockets.
         """
 
     def local_subscriber_count(topic: str) -> int:
@@ -167,7 +170,8 @@ class IPresence(Interface):
     def get_diff(topic: str) -> dict[str, PresenceList]:
         """
         The joins and leaves on C{topic} since the last call, as
-        C{{"joins": ..., "leaves": ...}}.
+        C{{"joins": ..., "leaves": ...}}; the first call for a topic starts
+        collecting and returns an empty diff.
         """
 
     def subscribe_diffs(

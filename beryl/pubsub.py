@@ -48,6 +48,9 @@ def encode_counts(counts: dict[str, int], full: bool) -> bytes:
     return orjson.dumps({"k": _COUNTS, "c": counts, "full": full}) + b"\0"
 
 
+_UNDECODED = object()
+
+
 @implementer(IPubSub, IMembershipObserver)
 class PubSub(Service):
     """
@@ -162,10 +165,9 @@ class PubSub(Service):
 
     def broadcast(self, topic: str, event: str, payload: Payload) -> None:
         """
-        Deliver to every subscriber of C{topic} on every node.
-
-        @raise TypeError: when there are peers and C{payload} is neither
-            JSON-serialisable nor L{Binary}.
+        Deliver to every subscriber of C{topic} on every node.  A payload
+        that is neither JSON-serialisable nor L{Binary} cannot cross to
+        other nodes: that is logged and it is delivered on this node only.
         """
         self._send_to_peers(topic, event, payload, None)
         self.local_broadcast(topic, event, payload)
@@ -192,11 +194,21 @@ class PubSub(Service):
         subscribers = self._subscriptions.get(topic)
         if not subscribers:
             return
+        decoded: Payload = _UNDECODED
         for subscriber in tuple(subscribers):
             if from_id is not None and subscriber.subscriber_id == from_id:
                 continue
+            value = payload
+            if isinstance(payload, orjson.Fragment) and not getattr(
+                subscriber, "accepts_encoded_json", False
+            ):
+                # Pre-encoded JSON (from a group broadcast) is for encoders;
+                # other subscribers get the value it stands for.
+                if decoded is _UNDECODED:
+                    decoded = orjson.loads(orjson.dumps(payload))
+                value = decoded
             try:
-                subscriber.deliver(topic, event, payload, from_id)
+                subscriber.deliver(topic, event, value, from_id)
             except Exception:
                 self.log.failure(
                     "Subscriber {subscriber} failed to take {event} on {topic}",
@@ -222,10 +234,19 @@ class PubSub(Service):
     def _send_to_peers(
         self, topic: str, event: str, payload: Payload, from_id: str | None
     ) -> None:
-        if self._messaging.peers():
-            self._messaging.send_all(
-                self._channel, encode_broadcast(topic, event, payload, from_id)
+        if not self._messaging.peers():
+            return
+        try:
+            message = encode_broadcast(topic, event, payload, from_id)
+        except TypeError as error:
+            self.log.warn(
+                "Broadcast {event} on {topic} cannot cross to other nodes: {error}",
+                event=event,
+                topic=topic,
+                error=error,
             )
+            return
+        self._messaging.send_all(self._channel, message)
 
     # Subscriber counts
 

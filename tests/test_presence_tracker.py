@@ -240,7 +240,12 @@ class SingleNodeTests(SynchronousTestCase):
     def test_get_diff_accumulates(self) -> None:
         """get_diff returns the net joins and leaves since its last call for that topic."""
         t = self.tracker
+        t.track("room", "early", "s0", {})
+        # The first call starts collecting.
         self.assertEqual(t.get_diff("room"), {"joins": {}, "leaves": {}})
+        self.assertEqual(t.get_diff("lobby"), {"joins": {}, "leaves": {}})
+        t.untrack("room", "early", "s0")
+        t.get_diff("room")
         kept = t.track("room", "alice", "s1", {})
         t.track("room", "bob", "s2", {})
         t.untrack("room", "bob", "s2")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import attrs
+import orjson
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -254,6 +255,31 @@ class ClusterTests(SynchronousTestCase):
         for recorders in subscribers.values():
             for recorder in recorders:
                 self.assertEqual(recorder.received, [("t", "e", {"x": [1, 2]}, None)])
+
+    def test_unserialisable_payload_stays_local(self) -> None:
+        """A payload that is not JSON is logged as unable to cross, and still delivered on this node."""
+        local, remote = Recorder("l"), Recorder("r")
+        self.pubsub["a"].subscribe("t", local)
+        self.pubsub["b"].subscribe("t", remote)
+        self.clock.advance(1)
+        self.network.flush()
+        self.messaging["a"].sent.clear()
+        odd = {"x": object()}
+        self.pubsub["a"].broadcast("t", "e", odd)
+        self.network.flush()
+        self.assertEqual(local.received, [("t", "e", odd, None)])
+        self.assertEqual(remote.received, [])
+        self.assertEqual(self.messaging["a"].sent, [])
+
+    def test_pre_encoded_payload(self) -> None:
+        """Pre-encoded JSON reaches plain subscribers, here and remote, as the value it encodes."""
+        local, remote = Recorder("l"), Recorder("r")
+        self.pubsub["a"].subscribe("t", local)
+        self.pubsub["b"].subscribe("t", remote)
+        self.pubsub["a"].broadcast("t", "e", orjson.Fragment(b'{"n":[1,2]}'))
+        self.network.flush()
+        self.assertEqual(local.received, [("t", "e", {"n": [1, 2]}, None)])
+        self.assertEqual(remote.received, [("t", "e", {"n": [1, 2]}, None)])
 
     def test_binary_payload(self) -> None:
         """A Binary payload arrives on other nodes as Binary."""

@@ -259,11 +259,13 @@ class PresenceTracker(Service):
 
     def get_diff(self, topic: str) -> dict[str, PresenceList]:
         """
-        The net joins and leaves on C{topic} since the last call (at first,
-        since the tracker was made): a meta that joined and left in between
-        is in neither, so what is kept never outgrows the topic.
+        The net joins and leaves on C{topic} since the last call: a meta
+        that joined and left in between is in neither.  The first call for
+        a topic starts collecting and returns an empty diff, so topics that
+        nobody asks about cost nothing.
         """
-        pending = self._pending.pop(topic, None)
+        pending = self._pending.get(topic)
+        self._pending[topic] = _PendingDiff()
         if pending is None:
             return {"joins": {}, "leaves": {}}
         return {
@@ -325,18 +327,15 @@ class PresenceTracker(Service):
         for topic, (joins, leaves) in by_topic.items():
             self._update_view(topic, joins, leaves)
             pending = self._pending.get(topic)
-            if pending is None:
-                pending = self._pending[topic] = _PendingDiff()
-            for entry in leaves:
-                item = (entry.key, entry.meta.get("phx_ref"))
-                if pending.joins.pop(item, None) is None:
-                    pending.leaves[item] = (entry.key, dict(entry.meta))
-            for entry in joins:
-                item = (entry.key, entry.meta.get("phx_ref"))
-                if pending.leaves.pop(item, None) is None:
-                    pending.joins[item] = (entry.key, dict(entry.meta))
-            if not pending.joins and not pending.leaves:
-                del self._pending[topic]
+            if pending is not None:
+                for entry in leaves:
+                    item = (entry.key, entry.meta.get("phx_ref"))
+                    if pending.joins.pop(item, None) is None:
+                        pending.leaves[item] = (entry.key, dict(entry.meta))
+                for entry in joins:
+                    item = (entry.key, entry.meta.get("phx_ref"))
+                    if pending.leaves.pop(item, None) is None:
+                        pending.joins[item] = (entry.key, dict(entry.meta))
             if self._subscribers:
                 payload = {
                     "joins": _presence_list((e.key, dict(e.meta)) for e in joins),
