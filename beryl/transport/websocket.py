@@ -20,6 +20,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
@@ -65,15 +66,43 @@ def websocket_frame(frame: Frame) -> bytes:
     return struct.pack("!BBQ", opcode, 127, length) + data
 
 
+class WriteTurns:
+    """
+    Counts reactor turns in which something was written, so that a
+    connection can tell its first write of a turn from the ones after it.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self.number = 0
+        self._scheduled = False
+
+    def current(self) -> int:
+        """
+        The number of this turn; the count moves on at the next turn.
+        """
+        if not self._scheduled:
+            self._scheduled = True
+            self._clock.callLater(0, self._advance)
+        return self.number
+
+    def _advance(self) -> None:
+        self.number += 1
+        self._scheduled = False
+
+
 def direct_writer(
-    transport: Any, max_buffer: int = 16 * 1024 * 1024
+    transport: Any, turns: WriteTurns, max_buffer: int = 16 * 1024 * 1024
 ) -> Callable[[bytes], None]:
     """
     A write function for C{transport} that, on a plain TCP connection with
-    nothing buffered, sends straight to the socket: one C{send()} instead of
-    Twisted's buffer, C{epoll} registration and deferred write (three system
-    calls).  What the socket does not take, and everything on other
-    transports (TLS), goes through C{transport.write} as usual.
+    nothing buffered, sends a turn's first message straight to the socket:
+    one C{send()} instead of Twisted's buffer, C{epoll} registration and
+    deferred write (three system calls).  Later messages of the same turn
+    (a burst of broadcasts, pipelined pings) go to Twisted's buffer, so they
+    leave together in one C{send()}.  What the socket does not take, and
+    everything on other transports (TLS), goes through C{transport.write}
+    as usual.
 
     A client that stops reading would make the buffer grow without end: once
     more than C{max_buffer} bytes wait, the connection is aborted.
@@ -88,8 +117,10 @@ def direct_writer(
     ):
         return write
     send = sock.send
+    last_turn = -1
 
     def write_now(data: bytes) -> None:
+        nonlocal last_turn
         buffered = len(transport.dataBuffer) + transport._tempDataLen
         if buffered or transport.disconnecting or not transport.connected:
             if buffered > max_buffer:
@@ -104,6 +135,11 @@ def direct_writer(
                 return
             write(data)
             return
+        turn = turns.current()
+        if turn == last_turn:
+            write(data)
+            return
+        last_turn = turn
         try:
             sent = send(data)
         except BlockingIOError:
@@ -180,7 +216,9 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         if self._accepted is None or self._gone:
             return
         self._release_http_state()
-        self._write = direct_writer(self.transport, self.factory.max_send_buffer)
+        self._write = direct_writer(
+            self.transport, self.factory.turns, self.factory.max_send_buffer
+        )
         serializer, params, info, assigns = self._accepted
         self._accepted = None
         self._socket = self.factory.coordinator.open_socket(
@@ -200,6 +238,13 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         if isinstance(producer, HTTPChannel):
             producer.setTimeout(None)
             self.transport.unregisterProducer()  # type: ignore[union-attr]
+
+    def onMessageEnd(self) -> None:
+        # Autobahn's version also fires a "message" event through a new
+        # Deferred for every message, for observers Beryl never registers.
+        if not self.failedByMe:
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = []
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         socket = self._socket
@@ -283,6 +328,7 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
         self.coordinator = coordinator
         self.check_origin = check_origin
         self.max_send_buffer = max_send_buffer
+        self.turns = WriteTurns(coordinator.clock)
         WebSocketServerFactory.setProtocolOptions(
             self,
             maxFramePayloadSize=max_frame_size,
