@@ -187,7 +187,10 @@ async function main() {
   rita.channel.push("requestOps", { from: 0 });
   await rita.until(() => rita.replays.length > 0);
 
-  const leaveSeen = (observer) => observer.ops.some((op) => op.type === "leave" && JSON.parse(op.data) === alice.clientId);
+  // The leave arrives twice: as a sequenced op and as a system signal.
+  const leaveSeen = (observer) =>
+    observer.ops.some((op) => op.type === "leave" && JSON.parse(op.data) === alice.clientId) &&
+    observer.signals.some((s) => s.clientId === null && JSON.parse(s.content).type === "leave");
   alice.channel.leave();
   await bob.until(() => leaveSeen(bob));
   await rita.until(() => leaveSeen(rita));
