@@ -433,10 +433,12 @@ class Coordinator(Service):
         with 1007 and the reason.  Other sockets are not affected.
         """
         self.log.warn(
-            "Socket {socket_id} sent a frame that cannot be decoded ({reason}); "
-            "closing it.",
+            "Socket {socket_id} ({peer}) sent a frame that cannot be decoded "
+            "({reason}); closing it with {code}.",
             socket_id=socket.socket_id,
+            peer=socket.connect_info.peer,
             reason=reason,
+            code=CLOSE_INVALID_DATA,
         )
         socket.connection.close(CLOSE_INVALID_DATA, reason[:120])
         self.socket_closed(socket)

@@ -34,6 +34,42 @@ def masked_text(payload: bytes) -> bytes:
     return bytes((0x81, 0x80 | len(payload))) + b"\0\0\0\0" + payload
 
 
+def client_frame(
+    payload: bytes, opcode: int = 1, fin: bool = True, mask: bytes = b"\x37\xfa\x21\x3d"
+) -> bytes:
+    """
+    A masked client frame of any size.
+    """
+    length = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if length < 126:
+        header = bytes((first, 0x80 | length))
+    elif length < 65536:
+        header = bytes((first, 0x80 | 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((first, 0x80 | 127)) + length.to_bytes(8, "big")
+    masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload))
+    return header + mask + masked
+
+
+def read_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """
+    The whole server frames at the start of C{data}, and what is left.
+    """
+    frames = []
+    while len(data) >= 2:
+        length, start = data[1] & 0x7F, 2
+        if length == 126:
+            length, start = int.from_bytes(data[2:4], "big"), 4
+        elif length == 127:
+            length, start = int.from_bytes(data[2:10], "big"), 10
+        if len(data) < start + length:
+            break
+        frames.append((data[0] & 0x0F, data[start : start + length]))
+        data = data[start + length :]
+    return frames, data
+
+
 class TransportTests(TestCase):
     def serve(self, app: App, **options: Any) -> int:
         server = make_server(app, reactor, check_origin=None, **options)
@@ -59,6 +95,62 @@ class TransportTests(TestCase):
                 await deferLater(reactor, 0.01, lambda: None)
         self.assertTrue(data.startswith(b"HTTP/1.1 101"), data)
         return data
+
+    async def exchange(self, client: socket.socket, chunks: list[bytes], count: int) -> list[tuple[int, bytes]]:
+        """
+        Send C{chunks} one by one (each its own TCP write), then collect
+        C{count} server frames.
+        """
+        for chunk in chunks:
+            client.sendall(chunk)
+            await deferLater(reactor, 0.02, lambda: None)
+        data = b""
+        frames: list[tuple[int, bytes]] = []
+        for _ in range(500):
+            try:
+                data += client.recv(1 << 20)
+            except BlockingIOError:
+                await deferLater(reactor, 0.01, lambda: None)
+            frames, _ = read_frames(data)
+            if len(frames) >= count:
+                break
+        return frames
+
+    async def test_frame_shapes(self) -> None:
+        """Frames split across reads, several in one read, 16- and 64-bit lengths, fragments and pings all arrive."""
+        port = self.serve(demo_app())
+        client = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(client.close)
+        client.sendall(HANDSHAKE.encode())
+        await self.read_response(client)
+        join = client_frame(b'["1","1","feed:x","phx_join",{}]')
+        (reply,) = await self.exchange(client, [join], 1)
+        self.assertIn(b'"ok"', reply[1])
+
+        def ping(ref: int, body: str) -> bytes:
+            return b'["1","%d","feed:x","ping",{"b":"%s"}]' % (ref, body.encode())
+
+        medium, large = "m" * 300, "L" * 70000
+        whole = client_frame(ping(2, "a")) + client_frame(ping(3, "b"))
+        split = client_frame(ping(4, medium))
+        fragmented = client_frame(ping(6, "frag")[:10], fin=False) + client_frame(
+            ping(6, "frag")[10:], opcode=0
+        )
+        control = client_frame(b"hi", opcode=9)
+        frames = await self.exchange(
+            client,
+            [whole, split[:3], split[3:40], split[40:], client_frame(ping(5, large)), fragmented, control],
+            6,
+        )
+        self.assertEqual(len(frames), 6)
+        refs = [(opcode, payload[:14]) for opcode, payload in frames]
+        self.assertEqual(
+            [(opcode, body) for opcode, body in refs if opcode == 1],
+            [(1, b'["1","%d","feed' % n) for n in (2, 3, 4, 5, 6)],
+        )
+        self.assertIn((10, b"hi"), frames)
+        self.assertIn(large.encode(), frames[3][1])
+        self.assertIn(medium.encode(), frames[2][1])
 
     async def test_client_gone_during_connect_hook(self) -> None:
         """A client that leaves while an asynchronous connect hook decides never becomes a socket."""

@@ -28,7 +28,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
 
-UNDECODABLE_LOG = re.compile(r"Socket \S+ sent a frame that cannot be decoded \((.+)\); closing it\.")
+UNDECODABLE_LOG = re.compile(
+    r"Socket \S+ \(\S+\) sent a frame that cannot be decoded \((.+)\); closing it with 1007\."
+)
 
 
 class Bystander:
