@@ -611,7 +611,7 @@ class InteropTests(SynchronousTestCase):
     """A scripted Fluid-like phoenix client against a real `twistd beryl --levee`."""
 
     def test_fluid_like_session(self) -> None:
-        """Two writers and a reader collaborate through twistd: ordered ops, signals, nack, catch-up, leave."""
+        """Writers and a reader through twistd: ordered ops, MSN, signals, nacks, catch-up, leave, reconnect."""
         server = start_server(self, "--levee", "--levee-insecure-dev-tokens")
         result = run_node(self, "levee_client.js", url=server.url)
         alice, bob, rita = result["alice"], result["bob"], result["rita"]
@@ -646,3 +646,12 @@ class InteropTests(SynchronousTestCase):
         self.assertEqual(rita["replay"], [[1, 2, 3, 4, 5]])
         self.assertEqual(alice["replay"] + bob["replay"], [])
         self.assertEqual(bob["systemSignals"], ["join", "join", "leave"])
+        carl = result["carl"]
+        # noops raised both writers' references, so the MSN moved up.
+        self.assertGreater(carl["msnAfter"], carl["msnBefore"])
+        self.assertLessEqual(carl["msnAfter"], carl["sequenceNumberAfter"])
+        ((code, message),) = carl["staleNack"]
+        self.assertEqual(code, 400)
+        self.assertTrue(message.startswith("Refseq 0 < "), message)
+        self.assertNotEqual(carl["oldId"], carl["newId"])
+        self.assertTrue(carl["bobSawNewJoin"])

@@ -45,12 +45,34 @@ class FluidClient {
     clients.push(this);
     this.socket = new Socket(args.url, { transport: WebSocket });
     this.socket.connect();
+    this.openChannel();
+  }
+
+  openChannel() {
+    const name = this.name;
     this.channel = this.socket.channel(TOPIC, { token: "dev" });
     this.channel.on("op", (payload) => this.onOps(payload));
     this.channel.on("signal", (payload) => this.record("signal", payload, this.signals));
     this.channel.on("nack", (payload) => this.record("nack", payload, this.nacks));
     this.channel.on("connect_document_success", (payload) => this.record("connect_document_success", payload));
     this.channel.on("connect_document_error", (payload) => fail(`${name}: connect_document_error`, payload));
+  }
+
+  // Reconnect as the driver does after a nack that ends its connection:
+  // leave, join again and connect_document again, as a new client.
+  async reconnect() {
+    await new Promise((resolve) => this.channel.leave().receive("ok", resolve));
+    this.events = [];
+    this.last = {};
+    this.lastSeq = null; // the loader catches up separately
+    this.csn = 0;
+    this.openChannel();
+    await this.join();
+    await this.connect();
+  }
+
+  noop() {
+    this.channel.push("noop", { clientId: this.clientId, referenceSequenceNumber: this.lastSeq });
   }
 
   record(event, payload, list) {
@@ -135,11 +157,11 @@ class FluidClient {
     }
   }
 
-  submit(contents, csn) {
+  submit(contents, csn, reference) {
     this.csn = csn === undefined ? this.csn + 1 : csn;
     const op = {
       clientSequenceNumber: this.csn,
-      referenceSequenceNumber: this.lastSeq,
+      referenceSequenceNumber: reference === undefined ? this.lastSeq : reference,
       type: "op",
       contents,
       metadata: null,
@@ -208,8 +230,44 @@ async function main() {
     nacks: c.nacks.map((n) => n.nacks.map((x) => [x.content.code, x.content.message])),
     replay: c.replays.map((ops) => ops.map((op) => op.sequenceNumber)),
   });
+  const result = { alice: summary(alice), bob: summary(bob), rita: summary(rita) };
+
+  // Later: a third writer moves the MSN, is nacked for a stale reference,
+  // and reconnects as a new client whose ops are sequenced again.
+  const carl = new FluidClient("carl", "write");
+  await carl.join();
+  await carl.connect();
+  const msnOf = (client) => client.ops[client.ops.length - 1].minimumSequenceNumber;
+  carl.submit({ text: "first" });
+  await bob.until(() => acked(carl, 1)(bob));
+  const msnBefore = msnOf(bob);
+  bob.noop();
+  // A round trip on bob's socket: his noop has been handled after it.
+  bob.expectReplay = true;
+  bob.channel.push("requestOps", { from: bob.lastSeq - 1 });
+  await bob.until(() => bob.replays.length > 0);
+  carl.noop();
+  carl.submit({ text: "second" });
+  await bob.until(() => acked(carl, 2)(bob));
+  const msnAfter = msnOf(bob);
+  carl.submit({ text: "stale" }, undefined, 0);
+  await carl.until(() => carl.nacks.length > 0);
+  const oldId = carl.clientId;
+  await carl.reconnect();
+  carl.submit({ text: "back" });
+  await bob.until(() => acked(carl, 1)(bob));
+  result.carl = {
+    msnBefore,
+    msnAfter,
+    sequenceNumberAfter: bob.ops[bob.ops.length - 1].sequenceNumber,
+    staleNack: carl.nacks[0].nacks.map((x) => [x.content.code, x.content.message]),
+    oldId,
+    newId: carl.clientId,
+    bobSawNewJoin: bob.ops.some((op) => op.type === "join" && JSON.parse(op.data).clientId === carl.clientId),
+  };
+
   clearTimeout(watchdog);
-  console.log(JSON.stringify({ result: { alice: summary(alice), bob: summary(bob), rita: summary(rita) } }));
+  console.log(JSON.stringify({ result }));
   for (const c of clients) c.socket.disconnect();
   setTimeout(() => process.exit(0), 50);
 }
