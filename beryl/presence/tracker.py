@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import random
 from collections import deque
-from typing import Any, Callable, Mapping
+from typing import cast, Any, Callable, Mapping
 
 import attrs
 import orjson
@@ -361,7 +361,8 @@ class PresenceTracker(Service):
         for entry in joins:
             current = view.get(entry.key)
             metas = current["metas"] if current is not None else []
-            view[entry.key] = {"metas": metas + [dict(entry.meta)]}
+            # The state's meta dicts are never changed in place: share them.
+            view[entry.key] = {"metas": metas + [cast(dict[str, Any], entry.meta)]}
         if not view:
             del self._views[topic]
 

@@ -47,7 +47,12 @@ _HANDSHAKE_ATTRIBUTES = (
     "http_request_params",
     "http_request_path",
     "http_request_uri",
+    "http_request_host",
+    "http_headers",
     "websocket_key",
+    "websocket_origin",
+    "websocket_protocols",
+    "websocket_extensions",
 )
 
 
@@ -232,6 +237,8 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         )
         serializer, params, info, assigns = self._accepted
         self._accepted = None
+        # The headers were for the connect hook; the socket keeps the rest.
+        info = ConnectInfo(auth_token=None, origin=info.origin, peer=info.peer)
         self._socket = self.factory.coordinator.open_socket(
             self, serializer, params, info, assigns
         )
@@ -245,6 +252,8 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         """
         for name in _HANDSHAKE_ATTRIBUTES:
             self.__dict__.pop(name, None)
+        # A dictionary does not shrink when keys go; a copy is sized to fit.
+        self.__dict__ = dict(self.__dict__)
         producer = getattr(self.transport, "producer", None)
         if isinstance(producer, HTTPChannel):
             producer.setTimeout(None)
