@@ -20,7 +20,6 @@ import secrets
 from collections import deque
 from typing import Any, Callable, Coroutine, Mapping
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -30,13 +29,11 @@ from zope.interface import implementer
 
 from beryl.app import App, ConnectError, ConnectInfo, ConnectOk, ConnectResult
 from beryl.channel import (
-    Channel,
     JoinError,
     JoinOk,
     NoReply,
     Push,
     Reply,
-    SocketContext,
     Stop,
 )
 from beryl.interfaces import (
@@ -46,19 +43,12 @@ from beryl.interfaces import (
     IPubSub,
     ISubscriber,
     PresenceList,
-    PresenceMeta,
 )
 from beryl.presence.tracker import PresenceTracker
+from beryl.sockets import ChannelEnded, ChannelState, PendingInfo, SocketHandle
 from beryl.wire import Message, Payload, Serializer
 
 __all__ = ["ChannelEnded", "Coordinator", "SocketHandle"]
-
-
-class ChannelEnded(RuntimeError):
-    """
-    A callback that finished after its channel ended tried to act on it
-    (track a presence, say).
-    """
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_INVALID_DATA = 1007
@@ -77,150 +67,6 @@ def _settle(result: object) -> object:
     if isinstance(result, Coroutine):
         return ensureDeferred(result)
     return result
-
-
-@attrs.frozen
-class _Info:
-    """
-    A C{handle_info} delivery waiting for its socket's pending callback.
-    """
-
-    state: _ChannelState
-    message: object
-
-
-@attrs.define(eq=False)
-class SocketHandle:
-    """
-    One connected socket: what a transport holds to talk to the
-    coordinator.
-    """
-
-    socket_id: str
-    connection: IConnection
-    serializer: Serializer
-    params: Mapping[str, Any]
-    connect_info: ConnectInfo
-    assigns: Any
-    channels: dict[str, _ChannelState] = attrs.field(factory=dict)
-    # messages and infos that arrived while a callback was pending
-    # (created when needed)
-    queue: deque[Message | _Info] | None = None
-    busy: bool = False
-    closed: bool = False
-    last_seen: float = 0.0
-    idle_call: IDelayedCall | None = None
-
-
-@attrs.define(eq=False)
-class _ChannelState:
-    """
-    A joined channel: its definition, assigns and timers.  Provides the
-    operations a L{SocketContext} offers to callbacks.
-    """
-
-    coordinator: Coordinator
-    socket: SocketHandle
-    topic: str
-    join_ref: Any
-    channel: Channel[Any]
-    assigns: Any = None
-    joined: bool = False
-    ended: bool = False
-    # pushes and infos made during the join wait for its reply
-    pending_frames: list[tuple[str, Payload]] = attrs.field(factory=list)
-    pending_infos: list[object] = attrs.field(factory=list)
-    timers: set[IDelayedCall] | None = None
-    tracked: bool = False
-    # the presence owner that stands for this channel instance
-    owner: str = ""
-
-    def context(self, ref: Any = None) -> SocketContext[Any]:
-        """
-        A context for one callback.
-        """
-        return SocketContext(
-            socket_id=self.socket.socket_id,
-            topic=self.topic,
-            join_ref=self.join_ref,
-            assigns=self.assigns,
-            params=self.socket.params,
-            socket_assigns=self.socket.assigns,
-            runtime=self,
-            ref=ref,
-        )
-
-    # ChannelRuntime
-
-    def push(self, event: str, payload: Payload) -> None:
-        if self.ended:
-            return
-        if not self.joined:
-            self.pending_frames.append((event, payload))
-            return
-        self.coordinator._send(
-            self.socket,
-            lambda s: s.encode_push(self.join_ref, self.topic, event, payload),
-        )
-
-    def broadcast(self, event: str, payload: Payload) -> None:
-        self.coordinator.broadcast(self.topic, event, payload)
-
-    def broadcast_from(self, event: str, payload: Payload) -> None:
-        self.coordinator.broadcast_from(
-            self.socket.socket_id, self.topic, event, payload
-        )
-
-    def send_info(self, message: object) -> None:
-        if self.ended:
-            return
-        if not self.joined:
-            self.pending_infos.append(message)
-            return
-        self.send_info_later(0, message)
-
-    def send_info_later(self, delay: float, message: object) -> IDelayedCall:
-        def fire() -> None:
-            if self.timers is not None:
-                self.timers.discard(call)
-            if not self.joined:
-                self.pending_infos.append(message)
-                return
-            self.coordinator._handle_info(self, message)
-
-        call = self.coordinator.clock.callLater(delay, fire)
-        if self.ended:
-            call.cancel()
-        else:
-            if self.timers is None:
-                self.timers = set()
-            self.timers.add(call)
-        return call
-
-    def reply(self, ref: Any, status: str, payload: Payload) -> None:
-        if self.ended:
-            return
-        self.coordinator._send(
-            self.socket,
-            lambda s: s.encode_reply(self.join_ref, ref, self.topic, status, payload),
-        )
-
-    def track(self, key: str, meta: PresenceMeta) -> str:
-        self._check_alive("track")
-        self.tracked = True
-        return self.coordinator.presence.track(self.topic, key, self.owner, meta)
-
-    def update_presence(self, key: str, meta: PresenceMeta) -> str:
-        self._check_alive("update_presence")
-        self.tracked = True
-        return self.coordinator.presence.update(self.topic, key, self.owner, meta)
-
-    def _check_alive(self, what: str) -> None:
-        if self.ended:
-            raise ChannelEnded(f"{what} on {self.topic} after the channel ended")
-
-    def presence_list(self) -> PresenceList:
-        return self.coordinator.presence.list(self.topic)
 
 
 @implementer(ICoordinator, ISubscriber)
@@ -273,7 +119,7 @@ class Coordinator(Service):
         self.subscriber_id = f"coordinator:{secrets.token_urlsafe(9)}"
         self._sockets: dict[str, SocketHandle] = {}
         # topic -> socket id -> channel: the fan-out index
-        self._subscriptions: dict[str, dict[str, _ChannelState]] = {}
+        self._subscriptions: dict[str, dict[str, ChannelState]] = {}
         self._stop_presence_diffs: Callable[[], None] | None = None
         self._serial = 0
         self._drained: Deferred[None] | None = None
@@ -365,6 +211,7 @@ class Coordinator(Service):
             connect_info=connect_info,
             assigns=assigns,
             last_seen=self.clock.seconds(),
+            on_failure=self._connection_failed,
         )
         self._sockets[socket.socket_id] = socket
         if self.idle_timeout > 0:
@@ -533,7 +380,7 @@ class Coordinator(Service):
     def _dispatch(self, socket: SocketHandle, message: Message) -> None:
         topic, event = message.topic, message.event
         if topic == "phoenix" and event == "heartbeat":
-            self._reply(socket, None, message.ref, topic, "ok", {})
+            socket.reply(None, message.ref, topic, "ok", {})
             return
         if event == "phx_join":
             self._join(socket, message)
@@ -541,10 +388,9 @@ class Coordinator(Service):
         state = socket.channels.get(topic)
         if state is None:
             if event == "phx_leave":
-                self._reply(socket, message.join_ref, message.ref, topic, "ok", {})
+                socket.reply(message.join_ref, message.ref, topic, "ok", {})
             else:
-                self._reply(
-                    socket,
+                socket.reply(
                     None,
                     message.ref,
                     topic,
@@ -562,8 +408,8 @@ class Coordinator(Service):
             )
             return
         if event == "phx_leave":
-            self._reply(socket, state.join_ref, message.ref, topic, "ok", {})
-            self._close_frame(socket, state)
+            socket.reply(state.join_ref, message.ref, topic, "ok", {})
+            state.close_frame()
             self._end(state, "leave")
             return
         self._call(
@@ -581,8 +427,7 @@ class Coordinator(Service):
             # The new join's reply goes first, then the old channel's close.
             self._end(old, "duplicate join")
         elif len(socket.channels) >= self.max_channels:
-            self._reply(
-                socket,
+            socket.reply(
                 message.join_ref,
                 message.ref,
                 topic,
@@ -592,12 +437,12 @@ class Coordinator(Service):
             return
         route = self.app.router.match(topic)
         if route is None:
-            self._reply(
-                socket, None, message.ref, topic, "error", {"reason": "unmatched topic"}
+            socket.reply(
+                None, message.ref, topic, "error", {"reason": "unmatched topic"}
             )
             return
         self._serial += 1
-        state = _ChannelState(
+        state = ChannelState(
             self,
             socket,
             topic,
@@ -624,9 +469,9 @@ class Coordinator(Service):
 
     def _joined(
         self,
-        state: _ChannelState,
+        state: ChannelState,
         message: Message,
-        old: _ChannelState | None,
+        old: ChannelState | None,
         result: object,
     ) -> None:
         socket = state.socket
@@ -645,11 +490,11 @@ class Coordinator(Service):
             if len(self._subscriptions[state.topic]) == 1 and self.pubsub is not None:
                 self.pubsub.subscribe(state.topic, self)
             response = {} if result.reply is None else result.reply
-            self._reply(
-                socket, state.join_ref, message.ref, state.topic, "ok", response
+            socket.reply(
+                state.join_ref, message.ref, state.topic, "ok", response
             )
             if old is not None:
-                self._close_frame(socket, old)
+                old.close_frame()
             state.joined = True
             for event, payload in state.pending_frames:
                 state.push(event, payload)
@@ -659,11 +504,11 @@ class Coordinator(Service):
             state.pending_infos.clear()
         elif isinstance(result, JoinError):
             self._discard(state)
-            self._reply(
-                socket, state.join_ref, message.ref, state.topic, "error", result.payload
+            socket.reply(
+                state.join_ref, message.ref, state.topic, "error", result.payload
             )
             if old is not None:
-                self._close_frame(socket, old)
+                old.close_frame()
         else:
             self._join_crashed(
                 state,
@@ -676,9 +521,9 @@ class Coordinator(Service):
 
     def _join_crashed(
         self,
-        state: _ChannelState,
+        state: ChannelState,
         message: Message,
-        old: _ChannelState | None,
+        old: ChannelState | None,
         failure: Failure,
     ) -> None:
         self.log.failure(
@@ -690,8 +535,7 @@ class Coordinator(Service):
         self._discard(state)
         if state.socket.closed:
             return
-        self._reply(
-            state.socket,
+        state.socket.reply(
             state.join_ref,
             message.ref,
             state.topic,
@@ -699,14 +543,14 @@ class Coordinator(Service):
             {"reason": "join crashed"},
         )
         if old is not None:
-            self._close_frame(state.socket, old)
+            old.close_frame()
 
     def _resume(self, socket: SocketHandle) -> None:
         socket.busy = False
         while socket.queue and not socket.busy and not socket.closed:
             item = socket.queue.popleft()
-            if isinstance(item, _Info):
-                self._handle_info(item.state, item.message)
+            if isinstance(item, PendingInfo):
+                self.deliver_info(item.state, item.message)
             else:
                 self._dispatch(socket, item)
         if socket.queue is not None and not socket.queue:
@@ -716,7 +560,7 @@ class Coordinator(Service):
 
     def _call(
         self,
-        state: _ChannelState,
+        state: ChannelState,
         callback: Callable[[], object],
         ref: Any,
     ) -> None:
@@ -742,7 +586,7 @@ class Coordinator(Service):
         else:
             self._apply(state, result, ref)
 
-    def _apply(self, state: _ChannelState, result: object, ref: Any) -> None:
+    def _apply(self, state: ChannelState, result: object, ref: Any) -> None:
         if state.ended:
             return
         if isinstance(result, NoReply):
@@ -764,9 +608,9 @@ class Coordinator(Service):
             if result.reply is not None and ref is not None:
                 state.reply(ref, *result.reply)
             if result.graceful:
-                self._close_frame(state.socket, state)
+                state.close_frame()
             else:
-                self._error_frame(state.socket, state)
+                state.error_frame()
             self._end(state, result.reason)
         else:
             self._crash(
@@ -779,7 +623,7 @@ class Coordinator(Service):
                 ),
             )
 
-    def _handle_info(self, state: _ChannelState, message: object) -> None:
+    def deliver_info(self, state: ChannelState, message: object) -> None:
         if state.ended:
             return
         socket = state.socket
@@ -787,7 +631,7 @@ class Coordinator(Service):
             # One callback at a time per socket, so assigns never race.
             if socket.queue is None:
                 socket.queue = deque()
-            socket.queue.append(_Info(state, message))
+            socket.queue.append(PendingInfo(state, message))
             return
         self._call(
             state,
@@ -795,7 +639,7 @@ class Coordinator(Service):
             None,
         )
 
-    def _crash(self, state: _ChannelState, failure: Failure) -> None:
+    def _crash(self, state: ChannelState, failure: Failure) -> None:
         """
         A callback raised: this channel alone ends with C{phx_error}; the
         socket and its other channels go on.
@@ -808,10 +652,10 @@ class Coordinator(Service):
         )
         if state.ended:
             return
-        self._error_frame(state.socket, state)
+        state.error_frame()
         self._end(state, "crash")
 
-    def _end(self, state: _ChannelState, reason: str) -> None:
+    def _end(self, state: ChannelState, reason: str) -> None:
         """
         Forget a joined channel: unsubscribe it, discard what it holds and
         run its C{terminate}.
@@ -838,7 +682,7 @@ class Coordinator(Service):
                 topic=state.topic,
             )
 
-    def _discard(self, state: _ChannelState) -> None:
+    def _discard(self, state: ChannelState) -> None:
         """
         A channel that is over, or never started (a refused or crashed
         join): cancel its timers, drop what waited for its join reply and
@@ -855,28 +699,6 @@ class Coordinator(Service):
             state.tracked = False
             self.presence.untrack_all(state.owner)
 
-    # Writing
-
-    def _send(
-        self, socket: SocketHandle, encode: Callable[[Serializer], Any]
-    ) -> None:
-        if socket.closed:
-            return
-        try:
-            frame = encode(socket.serializer)
-        except (ValueError, TypeError) as error:
-            self.log.warn(
-                "A message for socket {socket_id} cannot be encoded ({error}); "
-                "not sent.",
-                socket_id=socket.socket_id,
-                error=error,
-            )
-            return
-        try:
-            socket.connection.send(frame)
-        except Exception:
-            self._connection_failed(socket)
-
     def _connection_failed(self, socket: SocketHandle) -> None:
         """
         Writing to a connection raised: log it and drop that socket only.
@@ -888,36 +710,8 @@ class Coordinator(Service):
         try:
             socket.connection.close(1011, "internal error")
         except Exception:
-            pass
+            self.log.failure("Closing socket {socket_id} failed too.", socket_id=socket.socket_id)
         self.socket_closed(socket)
-
-    def _reply(
-        self,
-        socket: SocketHandle,
-        join_ref: Any,
-        ref: Any,
-        topic: str,
-        status: str,
-        response: Payload,
-    ) -> None:
-        self._send(
-            socket, lambda s: s.encode_reply(join_ref, ref, topic, status, response)
-        )
-
-    def _close_frame(self, socket: SocketHandle, state: _ChannelState) -> None:
-        ref = state.join_ref
-        self._send(
-            socket, lambda s: s.encode(ref, ref, state.topic, "phx_close", {})
-        )
-
-    def _error_frame(self, socket: SocketHandle, state: _ChannelState) -> None:
-        ref = state.join_ref
-        self._send(
-            socket,
-            lambda s: s.encode(
-                ref, ref, state.topic, "phx_error", {"reason": "channel_crash"}
-            ),
-        )
 
     # Timers and presence
 
