@@ -27,24 +27,16 @@ from beryl.web import root_resource
 __all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
 
 
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("must be a positive number")
-    return number
-
-
-_positive_float.coerceDoc = "A positive number of seconds."  # type: ignore[attr-defined]
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("must be a positive integer")
-    return number
-
-
-_positive_int.coerceDoc = "A positive integer."  # type: ignore[attr-defined]
+_NUMBERS: dict[str, type[int] | type[float]] = {
+    "heartbeat-timeout": float,
+    "max-frame-size": int,
+    "max-channels": int,
+    "broadcast-period": float,
+    "max-silent-periods": int,
+    "down-period": float,
+    "permdown-period": float,
+}
+"""The numeric options, all positive, checked in L{Options.postOptions}."""
 
 
 def endpoint_description(value: str) -> str:
@@ -129,14 +121,14 @@ class Options(usage.Options):
         ["cluster-secret", None, None, "Shared secret that cluster peers must know."],
         ["cluster-secret-file", None, None, "Read the cluster secret from this file."],
         ["cluster-advertise", None, None, "host:port at which other nodes reach this node's cluster port (default: the cluster port's interface, or this host's name)."],
-        ["heartbeat-timeout", None, 60.0, "Close sockets that send nothing for this many seconds.", _positive_float],
-        ["max-frame-size", None, 8 * 1024 * 1024, "Largest inbound WebSocket message in bytes; larger closes with 1009.", _positive_int],
-        ["max-channels", None, 100, "Most channels one socket may join.", _positive_int],
+        ["heartbeat-timeout", None, 60.0, "Close sockets that send nothing for this many seconds."],
+        ["max-frame-size", None, 8 * 1024 * 1024, "Largest inbound WebSocket message in bytes; larger closes with 1009."],
+        ["max-channels", None, 100, "Most channels one socket may join."],
         ["check-origin", None, "host", "Origin check: 'host' (origin host equals Host header), 'off', or comma-separated allowed origins (https://example.com,//*.example.com)."],
-        ["broadcast-period", None, 1.5, "Presence: seconds between replication ticks.", _positive_float],
-        ["max-silent-periods", None, 10, "Presence: ticks without changes before an empty heartbeat.", _positive_int],
-        ["down-period", None, 30.0, "Presence: seconds of silence before a peer is down.", _positive_float],
-        ["permdown-period", None, 1200.0, "Presence: seconds before a down peer's presences are deleted.", _positive_float],
+        ["broadcast-period", None, 1.5, "Presence: seconds between replication ticks."],
+        ["max-silent-periods", None, 10, "Presence: ticks without changes before an empty heartbeat."],
+        ["down-period", None, 30.0, "Presence: seconds of silence before a peer is down."],
+        ["permdown-period", None, 1200.0, "Presence: seconds before a down peer's presences are deleted."],
     ]
 
     def postOptions(self) -> None:
@@ -144,6 +136,19 @@ class Options(usage.Options):
         Check everything here, so that bad input is a one-line usage error
         rather than a traceback later.
         """
+        for name, kind in _NUMBERS.items():
+            value = self[name]
+            if isinstance(value, str):
+                try:
+                    value = kind(value)
+                except ValueError:
+                    value = 0
+                if value <= 0:
+                    what = "integer" if kind is int else "number"
+                    raise usage.UsageError(
+                        f"--{name}: expected a positive {what}, not {self[name]!r}"
+                    )
+                self[name] = value
         self["port"] = endpoint_description(self["port"])
         try:
             serverFromString(MemoryReactor(), self["port"])

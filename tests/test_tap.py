@@ -63,14 +63,21 @@ class OptionsTests(SynchronousTestCase):
         self.assertIn("--port", str(error))
 
     def test_bad_numbers(self) -> None:
-        """Non-positive or non-numeric timings and limits are usage errors."""
+        """Non-positive or non-numeric timings and limits are usage errors naming the option."""
         for argv in (
             ["--heartbeat-timeout", "0"],
             ["--heartbeat-timeout", "soon"],
             ["--max-channels", "-1"],
+            ["--max-channels", "1.5"],
             ["--max-frame-size", "big"],
         ):
-            self.assertRaises(UsageError, self.parse, *argv)
+            error = self.assertRaises(UsageError, self.parse, *argv)
+            self.assertIn(argv[0], str(error))
+
+    def test_numbers_parsed(self) -> None:
+        """Numeric options arrive as numbers."""
+        options = self.parse("--heartbeat-timeout", "2.5", "--max-channels", "7")
+        self.assertEqual((options["heartbeat-timeout"], options["max-channels"]), (2.5, 7))
 
     def test_check_origin(self) -> None:
         """--check-origin takes off, host, or a list of origins."""
