@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HERE, ROOT, free_port, run_measured, wait_for  # noqa: E402
+from fanout import HERE, ROOT, free_port, raise_file_limit, run_measured, wait_for  # noqa: E402
 
 
 def start_node(port: int, cluster_port: int, peers: list[int], log: Path) -> subprocess.Popen[bytes]:
@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    raise_file_limit()
     single, single_cpu = measure(1, args.sockets, args.messages, args.rounds)
     cluster, cluster_cpu = measure(3, args.sockets, args.messages, args.rounds)
     print(

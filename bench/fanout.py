@@ -97,6 +97,17 @@ def run_client(
     return run_measured(argv, [server])
 
 
+def raise_file_limit() -> None:
+    """
+    Let this process and the servers and clients it starts open as many
+    sockets as the machine allows.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def cpu_seconds(pid: int) -> float:
     """
     User plus system CPU time of a process (and its children), from /proc.
@@ -139,6 +150,7 @@ def main() -> None:
         help="send all messages at once (broadcasts batch into one send() per socket)",
     )
     args = parser.parse_args()
+    raise_file_limit()
     paced = not args.burst
     beryl, beryl_cpu = measure("beryl", args.sockets, args.messages, args.rounds, paced)
     baseline, baseline_cpu = measure("baseline", args.sockets, args.messages, args.rounds, paced)

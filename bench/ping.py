@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HERE, ROOT, free_port, pinned, run_measured, wait_for  # noqa: E402
+from fanout import HERE, ROOT, free_port, raise_file_limit, pinned, run_measured, wait_for  # noqa: E402
 
 
 def start(kind: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--total", type=int, default=200000)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    raise_file_limit()
     beryl, beryl_cpu = measure("beryl", args.sockets, args.window, args.total, args.rounds)
     baseline, baseline_cpu = measure("baseline", args.sockets, args.window, args.total, args.rounds)
     print(
