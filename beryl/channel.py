@@ -260,7 +260,9 @@ class SocketContext(Generic[A]):
     def presence_list(self) -> PresenceList:
         """
         Everyone present on this topic, in Phoenix Presence format (what a
-        C{presence_state} push carries).
+        C{presence_state} push carries).  Fields may be added next to a
+        key's C{metas}; the meta dictionaries themselves are shared and
+        read-only.
         """
         return self._runtime.presence_list()
 

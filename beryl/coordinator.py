@@ -213,6 +213,12 @@ class Coordinator(Service):
             last_seen=self.clock.seconds(),
             on_failure=self._connection_failed,
         )
+        if not self.running:
+            # Accepted while the node is stopping: tell the client to go
+            # elsewhere at once.
+            socket.closed = True
+            connection.close(CLOSE_GOING_AWAY, "server shutting down")
+            return socket
         self._sockets[socket.socket_id] = socket
         if self.idle_timeout > 0:
             socket.idle_call = self.clock.callLater(

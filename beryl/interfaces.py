@@ -159,7 +159,9 @@ class IPresence(Interface):
 
     def list(topic: str) -> PresenceList:
         """
-        Every presence on C{topic}, in Phoenix Presence format.
+        Every presence on C{topic}, in Phoenix Presence format: a snapshot
+        whose containers are the caller's, but whose meta dictionaries are
+        shared and must not be changed.
         """
 
     def get_by_key(topic: str, key: str) -> List[dict[str, Any]]:

@@ -395,6 +395,13 @@ class LifecycleTests(CoordinatorTestCase):
         self.successResultOf(stopped)
         self.assertEqual(self.recorder.terminated, [("room:a", "closed")] * 2)
 
+    def test_socket_opened_while_stopping(self) -> None:
+        """A socket accepted after stopping began is told to go (1001) and never counted."""
+        self.coordinator.stopService()
+        late = self.client()
+        self.assertEqual(late.connection.closed, (1001, "server shutting down"))
+        self.assertEqual(self.coordinator.socket_count(), 0)
+
     def test_stop_service_done_when_sockets_close(self) -> None:
         """Stopping finishes as soon as the last connection has closed."""
         client = self.joined()

@@ -197,6 +197,17 @@ class SingleNodeTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(t.state.has_delta(), False)
 
+    def test_list_snapshots_are_independent(self) -> None:
+        """Adding fields to a list() result, as Phoenix's fetch does, changes no later list()."""
+        t = self.tracker
+        ref = t.track("room", "alice", "s1", {"n": 1})
+        snapshot = t.list("room")
+        snapshot["alice"]["user"] = {"name": "Alice"}
+        snapshot["alice"]["metas"].append({"phx_ref": "bogus"})
+        t.track("room", "bob", "s2", {})
+        self.assertEqual(snapshot.keys(), {"alice"})
+        self.assertEqual(t.list("room")["alice"], {"metas": [{"n": 1, "phx_ref": ref}]})
+
     def test_errors(self) -> None:
         """Tracking twice and updating nothing raise."""
         self.tracker.track("room", "alice", "s1", {})

@@ -152,6 +152,31 @@ class TransportTests(TestCase):
         self.assertIn(large.encode(), frames[3][1])
         self.assertIn(medium.encode(), frames[2][1])
 
+    async def test_data_frame_inside_fragmented_message(self) -> None:
+        """A whole data frame in the middle of a fragmented message fails the connection with 1002."""
+        port = self.serve(demo_app())
+        client = socket.create_connection(("127.0.0.1", port))
+        self.addCleanup(client.close)
+        client.sendall(HANDSHAKE.encode())
+        await self.read_response(client)
+        message = b'["1","1","feed:x","phx_join",{}]'
+        frames = await self.exchange(
+            client,
+            [client_frame(message[:10], fin=False), client_frame(b'["1","2","phoenix","heartbeat",{}]')],
+            1,
+        )
+        self.assertEqual([(opcode, payload[:2]) for opcode, payload in frames], [(8, b"\x03\xea")])
+        # Answer the close, so the server finishes the close handshake.
+        client.sendall(client_frame(b"\x03\xea", opcode=8))
+        for _ in range(300):
+            try:
+                if client.recv(4096) == b"":
+                    break
+            except BlockingIOError:
+                await deferLater(reactor, 0.01, lambda: None)
+            except ConnectionResetError:
+                break
+
     async def test_client_gone_during_connect_hook(self) -> None:
         """A client that leaves while an asynchronous connect hook decides never becomes a socket."""
         decision: Deferred[ConnectResult] = Deferred()

@@ -154,10 +154,10 @@ class PresenceTracker(Service):
         self._tick_call: IDelayedCall | None = None
         self._subscribers: builtins.list[DiffCallback] = []
         self._pending: dict[str, _PendingDiff] = {}
-        # topic -> key -> {"metas": [...]}: what list() answers.  A key's
-        # value is replaced, never changed in place, so a shallow copy of a
-        # topic is a consistent snapshot.
-        self._views: dict[str, dict[str, dict[str, builtins.list[dict[str, Any]]]]] = {}
+        # topic -> key -> metas: what list() answers, kept in step with
+        # every diff.  The metas are the state's own (never changed in
+        # place), held in tuples that are replaced rather than changed.
+        self._views: dict[str, dict[str, tuple[dict[str, Any], ...]]] = {}
         self._outbox: deque[tuple[str, dict[str, PresenceList]]] = deque()
         self._delivering = False
         if messaging is not None:
@@ -244,12 +244,16 @@ class PresenceTracker(Service):
     def list(self, topic: str) -> PresenceList:
         """
         Every visible presence on C{topic}, in Phoenix Presence format: a
-        snapshot that later changes do not alter.  Its metas are shared with
-        other snapshots: read them, do not change them.  One dictionary copy
-        (O(keys in the topic), in C), cheap enough to call on every join.
+        snapshot that later changes do not alter.  Its containers are fresh
+        (add fields next to C{metas} as Phoenix's C{fetch} does), but the
+        meta dictionaries are the tracker's own: read them, do not change
+        them.  O(keys in the topic) with no meta copied, cheap enough to
+        call on every join.
         """
         view = self._views.get(topic)
-        return dict(view) if view else {}
+        if not view:
+            return {}
+        return {key: {"metas": list(metas)} for key, metas in view.items()}
 
     def get_by_key(self, topic: str, key: str) -> builtins.list[dict[str, Any]]:
         """
@@ -353,16 +357,13 @@ class PresenceTracker(Service):
             if current is None:
                 continue
             ref = entry.meta.get("phx_ref")
-            metas = [meta for meta in current["metas"] if meta.get("phx_ref") != ref]
+            metas = tuple(meta for meta in current if meta.get("phx_ref") != ref)
             if metas:
-                view[entry.key] = {"metas": metas}
+                view[entry.key] = metas
             else:
                 del view[entry.key]
         for entry in joins:
-            current = view.get(entry.key)
-            metas = current["metas"] if current is not None else []
-            # The state's meta dicts are never changed in place: share them.
-            view[entry.key] = {"metas": metas + [cast(dict[str, Any], entry.meta)]}
+            view[entry.key] = view.get(entry.key, ()) + (cast(dict[str, Any], entry.meta),)
         if not view:
             del self._views[topic]
 

@@ -129,25 +129,28 @@ def direct_writer(
     write: Callable[[bytes], None] = transport.write
     sock = getattr(transport, "socket", None)
     if not isinstance(transport, tcp.Connection) or sock is None or not all(
-        hasattr(transport, name) for name in ("dataBuffer", "_tempDataLen")
+        hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen")
     ):
         return write
     send = sock.send
     last_turn = -1
+    aborted = False
 
     def write_now(data: bytes) -> None:
-        nonlocal last_turn
-        buffered = len(transport.dataBuffer) + transport._tempDataLen
+        nonlocal last_turn, aborted
+        if aborted:
+            return
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         if buffered or transport.disconnecting or not transport.connected:
             if buffered > max_buffer:
-                if not transport.disconnecting:
-                    _log.warn(
-                        "A client at {peer} reads too slowly ({buffered} bytes "
-                        "waiting); dropping it.",
-                        peer=transport.getPeer(),
-                        buffered=buffered,
-                    )
-                    transport.abortConnection()
+                aborted = True
+                _log.warn(
+                    "A client at {peer} reads too slowly ({buffered} bytes "
+                    "waiting); dropping it.",
+                    peer=transport.getPeer(),
+                    buffered=buffered,
+                )
+                transport.abortConnection()
                 return
             write(data)
             return
@@ -273,6 +276,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
             self.state != _OPEN
             or self.data
             or self.current_frame is not None
+            or self.inside_message
             or self._socket is None
         ):
             super().dataReceived(data)
@@ -291,6 +295,8 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
                 if end - position < 8:
                     break
                 length = (data[position + 2] << 8) | data[position + 3]
+                if length < 126:
+                    break  # not the minimal encoding: Autobahn fails it
                 start = position + 8
             elif length == 127:
                 break
@@ -301,7 +307,9 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
             position = start + length
             self.onMessage(_unmask(mask, payload), first == 0x82)
             if self.state != _OPEN or self._socket is None:
-                return
+                # Closed by that message: Autobahn reads the rest (the
+                # client's close reply among it) in its closing state.
+                break
         if position < end:
             super().dataReceived(data[position:] if position else data)
 
