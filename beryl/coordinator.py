@@ -213,7 +213,7 @@ class Coordinator(Service):
             last_seen=self.clock.seconds(),
             on_failure=self._connection_failed,
         )
-        if not self.running:
+        if self._drained is not None:
             # Accepted while the node is stopping: tell the client to go
             # elsewhere at once.
             socket.closed = True

@@ -397,10 +397,14 @@ class LifecycleTests(CoordinatorTestCase):
 
     def test_socket_opened_while_stopping(self) -> None:
         """A socket accepted after stopping began is told to go (1001) and never counted."""
-        self.coordinator.stopService()
+        first = self.joined()
+        stopped = self.coordinator.stopService()
         late = self.client()
         self.assertEqual(late.connection.closed, (1001, "server shutting down"))
-        self.assertEqual(self.coordinator.socket_count(), 0)
+        self.assertEqual(self.coordinator.socket_count(), 1)
+        first.disconnect()
+        assert stopped is not None
+        self.successResultOf(stopped)
 
     def test_stop_service_done_when_sockets_close(self) -> None:
         """Stopping finishes as soon as the last connection has closed."""
