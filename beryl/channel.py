@@ -260,9 +260,8 @@ class SocketContext(Generic[A]):
     def presence_list(self) -> PresenceList:
         """
         Everyone present on this topic, in Phoenix Presence format (what a
-        C{presence_state} push carries).  Fields may be added next to a
-        key's C{metas}; the meta dictionaries themselves are shared and
-        read-only.
+        C{presence_state} push carries): a read-only snapshot; copy it to
+        add fields.
         """
         return self._runtime.presence_list()
 

@@ -160,8 +160,8 @@ class IPresence(Interface):
     def list(topic: str) -> PresenceList:
         """
         Every presence on C{topic}, in Phoenix Presence format: a snapshot
-        whose containers are the caller's, but whose meta dictionaries are
-        shared and must not be changed.
+        that later changes do not alter.  It may be shared (the tracker's
+        is read-only throughout); copy it to add fields.
         """
 
     def get_by_key(topic: str, key: str) -> List[dict[str, Any]]:

@@ -197,16 +197,25 @@ class SingleNodeTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(t.state.has_delta(), False)
 
-    def test_list_snapshots_are_independent(self) -> None:
-        """Adding fields to a list() result, as Phoenix's fetch does, changes no later list()."""
+    def test_list_snapshots_are_read_only(self) -> None:
+        """A list() snapshot refuses changes at every level and does not follow later ones."""
         t = self.tracker
         ref = t.track("room", "alice", "s1", {"n": 1})
         snapshot = t.list("room")
-        snapshot["alice"]["user"] = {"name": "Alice"}
-        snapshot["alice"]["metas"].append({"phx_ref": "bogus"})
+        entry = snapshot["alice"]
+        for change in (
+            lambda: snapshot.__setitem__("bob", {}),
+            lambda: entry.__setitem__("user", {"name": "Alice"}),
+            lambda: entry["metas"].append({"phx_ref": "bogus"}),
+            lambda: entry["metas"][0].__setitem__("n", 2),
+            lambda: entry["metas"][0].update(n=2),
+        ):
+            self.assertRaises(TypeError, change)
         t.track("room", "bob", "s2", {})
         self.assertEqual(snapshot.keys(), {"alice"})
         self.assertEqual(t.list("room")["alice"], {"metas": [{"n": 1, "phx_ref": ref}]})
+        copied = {key: {**value, "user": key} for key, value in t.list("room").items()}
+        self.assertEqual(copied["alice"]["user"], "alice")
 
     def test_errors(self) -> None:
         """Tracking twice and updating nothing raise."""

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 import attrs
 
 __all__ = [
+    "ReadOnlyDict",
+    "ReadOnlyList",
     "AlreadyTrackedError",
     "Changes",
     "Diff",
@@ -31,20 +33,56 @@ Tag = tuple[Replica, int]
 """A dot: the replica that made an operation and its clock at the time."""
 
 
+def _read_only(*args: Any, **kwargs: Any) -> Any:
+    raise TypeError(
+        "presence data is shared and read-only; copy it (dict(...), list(...)) "
+        "to change it"
+    )
+
+
+class ReadOnlyDict(dict[str, Any]):
+    """
+    A dictionary that refuses changes: presence metas and snapshots are
+    shared between the state, its views and every caller of C{list}.  It is
+    still a C{dict}, so encoders (orjson) write it as one.
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+
+class ReadOnlyList(list[Any]):
+    """
+    A list that refuses changes (the metas of one key in a snapshot).
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _read_only
+    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
+
+
+def read_only_meta(meta: Mapping[str, Any]) -> ReadOnlyDict:
+    """
+    C{meta} as a L{ReadOnlyDict} (itself when it is one already).
+    """
+    return meta if isinstance(meta, ReadOnlyDict) else ReadOnlyDict(meta)
+
+
 @attrs.frozen
 class Entry:
     """
     One tracked presence: C{owner} (a socket id, say) is present on
     C{topic} under C{key} with C{meta}, which carries its C{phx_ref}.
 
-    The meta is shared, never copied, between states and deltas: treat it
-    as read-only.
+    The meta is shared, never copied, between states, deltas, views and
+    snapshots, so it is a L{ReadOnlyDict}.
     """
 
     topic: str
     key: str
     owner: str
-    meta: Mapping[str, Any] = attrs.field(eq=True, hash=False)
+    meta: Mapping[str, Any] = attrs.field(eq=True, hash=False, converter=read_only_meta)
 
 
 @attrs.frozen

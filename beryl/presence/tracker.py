@@ -20,7 +20,7 @@ from __future__ import annotations
 import builtins
 import random
 from collections import deque
-from typing import cast, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import orjson
@@ -47,7 +47,7 @@ from beryl.presence.codec import (
     replica_to_json,
 )
 from beryl.presence.delta import DEFAULT_MAX_DELTA_SIZES, Delta
-from beryl.presence.entries import Entry, Replica
+from beryl.presence.entries import Entry, ReadOnlyDict, ReadOnlyList, Replica
 from beryl.presence.state import Diff, Remote, State, random_ref
 
 __all__ = ["CHANNEL", "PresenceTracker"]
@@ -154,10 +154,10 @@ class PresenceTracker(Service):
         self._tick_call: IDelayedCall | None = None
         self._subscribers: builtins.list[DiffCallback] = []
         self._pending: dict[str, _PendingDiff] = {}
-        # topic -> key -> metas: what list() answers, kept in step with
-        # every diff.  The metas are the state's own (never changed in
-        # place), held in tuples that are replaced rather than changed.
-        self._views: dict[str, dict[str, tuple[dict[str, Any], ...]]] = {}
+        # topic -> key -> {"metas": [...]}: what list() answers, kept in
+        # step with every diff.  Everything in it is read-only and replaced
+        # rather than changed, so a shallow copy is a snapshot.
+        self._views: dict[str, dict[str, ReadOnlyDict]] = {}
         self._outbox: deque[tuple[str, dict[str, PresenceList]]] = deque()
         self._delivering = False
         if messaging is not None:
@@ -244,16 +244,13 @@ class PresenceTracker(Service):
     def list(self, topic: str) -> PresenceList:
         """
         Every visible presence on C{topic}, in Phoenix Presence format: a
-        snapshot that later changes do not alter.  Its containers are fresh
-        (add fields next to C{metas} as Phoenix's C{fetch} does), but the
-        meta dictionaries are the tracker's own: read them, do not change
-        them.  O(keys in the topic) with no meta copied, cheap enough to
-        call on every join.
+        snapshot that later changes do not alter.  It is read-only (it is
+        shared with the tracker): copy it to add fields, as Phoenix's
+        C{fetch} does.  One dictionary copy, cheap enough to call on every
+        join.
         """
         view = self._views.get(topic)
-        if not view:
-            return {}
-        return {key: {"metas": list(metas)} for key, metas in view.items()}
+        return ReadOnlyDict(view) if view else ReadOnlyDict()
 
     def get_by_key(self, topic: str, key: str) -> builtins.list[dict[str, Any]]:
         """
@@ -357,13 +354,15 @@ class PresenceTracker(Service):
             if current is None:
                 continue
             ref = entry.meta.get("phx_ref")
-            metas = tuple(meta for meta in current if meta.get("phx_ref") != ref)
+            metas = [meta for meta in current["metas"] if meta.get("phx_ref") != ref]
             if metas:
-                view[entry.key] = metas
+                view[entry.key] = ReadOnlyDict(metas=ReadOnlyList(metas))
             else:
                 del view[entry.key]
         for entry in joins:
-            view[entry.key] = view.get(entry.key, ()) + (cast(dict[str, Any], entry.meta),)
+            current = view.get(entry.key)
+            metas = [*current["metas"], entry.meta] if current else [entry.meta]
+            view[entry.key] = ReadOnlyDict(metas=ReadOnlyList(metas))
         if not view:
             del self._views[topic]
 
