@@ -2,6 +2,7 @@
 # Run Beryl's whole test suite from a fresh checkout: creates .venv, installs
 # the package with its test extra and the interop tests' npm packages, then
 # runs mypy --strict and every trial test (unit, end to end, interop).
+# Arguments, if any, are trial targets to run instead of all of tests/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,9 +30,10 @@ echo "== mypy --strict beryl"
 echo "== trial tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-status=0
-.venv/bin/python -m twisted.trial --temp-directory="${TMPDIR:-/tmp}/beryl_trial_temp" tests 2>&1 | tee "$log" || status=$?
+set +e
+.venv/bin/python -m twisted.trial --temp-directory="${TMPDIR:-/tmp}/beryl_trial_temp" "${@:-tests}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+set -e
 # A plain closing line: N passed, N failed, N skipped.
 .venv/bin/python - "$log" <<'PY'
 import re, sys
