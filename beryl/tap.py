@@ -171,6 +171,11 @@ class Options(usage.Options):
             raise usage.UsageError("--down-period must be at least twice --broadcast-period")
         if self["permdown-period"] <= self["down-period"]:
             raise usage.UsageError("--permdown-period must be longer than --down-period")
+        if self["levee"] and self["cluster"] is not None:
+            raise usage.UsageError(
+                "--levee is single-node for now (each node would sequence the same "
+                "documents on its own): run Levee on a node without --cluster-port"
+            )
         if self["levee-insecure-dev-tokens"] and not self["levee"]:
             raise usage.UsageError("--levee-insecure-dev-tokens needs --levee")
 

@@ -150,6 +150,8 @@ class OptionsTests(SynchronousTestCase):
             (["--cluster-port", "5001", "--cluster-secret", "a", "--cluster-secret-file", "f"], "not both"),
             (["--broadcast-period", "2", "--down-period", "3"], "--down-period"),
             (["--down-period", "30", "--permdown-period", "30"], "--permdown-period"),
+            (["--levee", "--cluster-port", "5001"], "single-node"),
+            (["--levee-insecure-dev-tokens"], "needs --levee"),
         ):
             error = self.assertRaises(UsageError, self.parse, *argv)
             self.assertIn(words, str(error))
