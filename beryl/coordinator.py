@@ -45,6 +45,7 @@ from beryl.interfaces import (
     PresenceList,
 )
 from beryl.presence.tracker import PresenceTracker
+from beryl.pubsub import PubSub
 from beryl.sockets import ChannelEnded, ChannelState, PendingInfo, SocketHandle
 from beryl.wire import Message, Payload, Serializer
 
@@ -55,6 +56,7 @@ CLOSE_INVALID_DATA = 1007
 CLOSE_POLICY = 1008
 
 _EMPTY: dict[str, Any] = {}
+_UNPREPARED = object()
 
 
 def _settle(result: object) -> object:
@@ -76,8 +78,9 @@ class Coordinator(Service):
 
     @param app: the channel routes and connect hook.
     @param clock: the time source for info timers and idle timeouts.
-    @param pubsub: cluster publish/subscribe; broadcasts go through it when
-        given and straight to L{deliver} when not (a single node).
+    @param pubsub: cluster publish/subscribe, which every broadcast goes
+        through and which calls L{deliver} on each node; a single-node
+        L{PubSub} when not given.
     @param presence: where channels track presences; a single-node
         L{PresenceTracker} when not given.
     @param max_channels: the most channels one socket may join.
@@ -107,7 +110,7 @@ class Coordinator(Service):
     ) -> None:
         self.app = app
         self.clock = clock
-        self.pubsub = pubsub
+        self.pubsub: IPubSub = pubsub if pubsub is not None else PubSub(None)
         self.presence: IPresence = (
             presence if presence is not None else PresenceTracker(None, clock)
         )
@@ -299,27 +302,18 @@ class Coordinator(Service):
     # ICoordinator and the data plane
 
     def broadcast(self, topic: str, event: str, payload: Payload) -> None:
-        if self.pubsub is not None:
-            self.pubsub.broadcast(topic, event, payload)
-        else:
-            self.deliver(topic, event, payload, None)
+        self.pubsub.broadcast(topic, event, payload)
 
     def broadcast_from(
         self, socket_id: str, topic: str, event: str, payload: Payload
     ) -> None:
-        if self.pubsub is not None:
-            self.pubsub.broadcast_from(socket_id, topic, event, payload)
-        else:
-            self.deliver(topic, event, payload, socket_id)
+        self.pubsub.broadcast_from(socket_id, topic, event, payload)
 
     def local_broadcast(self, topic: str, event: str, payload: Payload) -> None:
         """
         Send C{event} to the subscribers of C{topic} on this node only.
         """
-        if self.pubsub is not None:
-            self.pubsub.local_broadcast(topic, event, payload)
-        else:
-            self.deliver(topic, event, payload, None)
+        self.pubsub.local_broadcast(topic, event, payload)
 
     def deliver(
         self, topic: str, event: str, payload: Payload, from_id: str | None
@@ -336,31 +330,38 @@ class Coordinator(Service):
         for socket_id, state in list(subscribers.items()):
             if socket_id == from_id:
                 continue
-            connection = state.socket.connection
-            key = (state.socket.serializer, connection.prepare_key)
-            data = prepared.get(key)
-            if data is None:
+            socket = state.socket
+            data = prepared.get(socket.broadcast_key, _UNPREPARED)
+            if data is _UNPREPARED:
+                data = prepared[socket.broadcast_key] = self._prepare_broadcast(
+                    socket, topic, event, payload
+                )
+            if data is not None:
                 try:
-                    frame = state.socket.serializer.encode_broadcast(
-                        topic, event, payload
-                    )
-                except (ValueError, TypeError) as error:
-                    self.log.warn(
-                        "Broadcast {event} on {topic} cannot be encoded for "
-                        "{vsn} clients: {error}",
-                        event=event,
-                        topic=topic,
-                        vsn=state.socket.serializer.vsn,
-                        error=error,
-                    )
-                    data = prepared[key] = False
-                else:
-                    data = prepared[key] = connection.prepare(frame)
-            if data is not False:
-                try:
-                    connection.send_prepared(data)
+                    socket.connection.send_prepared(data)
                 except Exception:
-                    self._connection_failed(state.socket)
+                    self._connection_failed(socket)
+
+    def _prepare_broadcast(
+        self, socket: SocketHandle, topic: str, event: str, payload: Payload
+    ) -> object | None:
+        """
+        A broadcast encoded and prepared for sockets like C{socket}, or
+        L{None} when their protocol cannot carry it (binary for V1).
+        """
+        try:
+            frame = socket.serializer.encode_broadcast(topic, event, payload)
+        except (ValueError, TypeError) as error:
+            self.log.warn(
+                "Broadcast {event} on {topic} cannot be encoded for {vsn} clients: "
+                "{error}",
+                event=event,
+                topic=topic,
+                vsn=socket.serializer.vsn,
+                error=error,
+            )
+            return None
+        return socket.connection.prepare(frame)
 
     def push_to_socket(
         self, socket_id: str, topic: str, event: str, payload: Payload
@@ -493,7 +494,7 @@ class Coordinator(Service):
             state.assigns = result.assigns
             socket.channels[state.topic] = state
             self._subscriptions.setdefault(state.topic, {})[socket.socket_id] = state
-            if len(self._subscriptions[state.topic]) == 1 and self.pubsub is not None:
+            if len(self._subscriptions[state.topic]) == 1:
                 self.pubsub.subscribe(state.topic, self)
             response = {} if result.reply is None else result.reply
             socket.reply(
@@ -676,8 +677,7 @@ class Coordinator(Service):
             del subscribers[socket.socket_id]
             if not subscribers:
                 del self._subscriptions[state.topic]
-                if self.pubsub is not None:
-                    self.pubsub.unsubscribe(state.topic, self)
+                self.pubsub.unsubscribe(state.topic, self)
         self._discard(state)
         try:
             state.channel.terminate(reason, state.context())

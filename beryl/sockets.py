@@ -66,6 +66,11 @@ class SocketHandle:
     idle_call: IDelayedCall | None = None
     # called when writing to the connection raises
     on_failure: Callable[[SocketHandle], None] = lambda socket: None
+    # sockets with equal keys take the same prepared broadcast frames
+    broadcast_key: tuple[Serializer, object] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.broadcast_key = (self.serializer, self.connection.prepare_key)
 
     def send(self, encode: Callable[[Serializer], Frame]) -> None:
         """
