@@ -41,12 +41,6 @@ class Binary:
 Payload = Union[Binary, Any]
 """A message payload: any JSON value, or L{Binary}."""
 
-Ref = Union[str, int, float, bool, None]
-"""
-A client-chosen reference (C{ref} or C{join_ref}): opaque, echoed back with
-the same JSON type.
-"""
-
 
 @attrs.frozen
 class Message:
@@ -84,19 +78,13 @@ _KIND_PUSH = 0
 _KIND_REPLY = 1
 _KIND_BROADCAST = 2
 
+# Compact UTF-8 JSON with non-ASCII kept as is, as Phoenix's Jason writes it.
 _dumps = orjson.dumps
 _loads = orjson.loads
 
 
 class _JSONError(Exception):
     pass
-
-
-def _encode_json(value: Any) -> bytes:
-    """
-    Compact UTF-8 JSON, non-ASCII kept as is, as Phoenix's Jason writes it.
-    """
-    return _dumps(value)
 
 
 def _is_ref(value: Any) -> bool:
@@ -114,40 +102,14 @@ def _ref_text(value: Any) -> bytes:
     return _dumps(value)
 
 
-def _header(*fields: bytes) -> bytes | None:
+def _binary_frame(kind: int, fields: tuple[bytes, ...], data: bytes) -> Frame:
+    """
+    A V2 binary frame: the kind byte, one length byte per header field, the
+    fields, then the raw payload.
+    """
     if any(len(field) > 255 for field in fields):
-        return None
-    return bytes(len(field) for field in fields) + b"".join(fields)
-
-
-def _binary_push(join_ref: Any, topic: str, event: str, data: bytes) -> Frame:
-    header = _header(
-        _ref_text(join_ref), topic.encode("utf-8"), event.encode("utf-8")
-    )
-    if header is None:
         raise ValueError("binary header field longer than 255 bytes")
-    return Frame(bytes((_KIND_PUSH,)) + header + data, True)
-
-
-def _binary_reply(
-    join_ref: Any, ref: Any, topic: str, status: str, data: bytes
-) -> Frame:
-    header = _header(
-        _ref_text(join_ref),
-        _ref_text(ref),
-        topic.encode("utf-8"),
-        status.encode("utf-8"),
-    )
-    if header is None:
-        raise ValueError("binary header field longer than 255 bytes")
-    return Frame(bytes((_KIND_REPLY,)) + header + data, True)
-
-
-def _binary_broadcast(topic: str, event: str, data: bytes) -> Frame:
-    header = _header(topic.encode("utf-8"), event.encode("utf-8"))
-    if header is None:
-        raise ValueError("binary header field longer than 255 bytes")
-    return Frame(bytes((_KIND_BROADCAST,)) + header + data, True)
+    return Frame(bytes((kind, *map(len, fields))) + b"".join(fields) + data, True)
 
 
 def _decode_binary_push(data: bytes) -> Message | DecodeError:
@@ -219,9 +181,11 @@ class Serializer:
         Encode a C{phx_reply}; a L{Binary} response becomes a binary reply.
         """
         if isinstance(response, Binary):
-            if not self.supports_binary:
-                raise ValueError("binary replies need the V2 protocol")
-            return _binary_reply(join_ref, ref, topic, status, response.data)
+            return self._binary(
+                _KIND_REPLY,
+                (_ref_text(join_ref), _ref_text(ref), topic.encode(), status.encode()),
+                response,
+            )
         return self.encode(
             join_ref,
             ref,
@@ -237,9 +201,9 @@ class Serializer:
         Encode a server push to one channel (C{ref} is null).
         """
         if isinstance(payload, Binary):
-            if not self.supports_binary:
-                raise ValueError("binary pushes need the V2 protocol")
-            return _binary_push(join_ref, topic, event, payload.data)
+            return self._binary(
+                _KIND_PUSH, (_ref_text(join_ref), topic.encode(), event.encode()), payload
+            )
         return self.encode(join_ref, None, topic, event, payload)
 
     def encode_broadcast(self, topic: str, event: str, payload: Payload) -> Frame:
@@ -247,10 +211,15 @@ class Serializer:
         Encode a broadcast (both refs null).
         """
         if isinstance(payload, Binary):
-            if not self.supports_binary:
-                raise ValueError("binary broadcasts need the V2 protocol")
-            return _binary_broadcast(topic, event, payload.data)
+            return self._binary(
+                _KIND_BROADCAST, (topic.encode(), event.encode()), payload
+            )
         return self.encode(None, None, topic, event, payload)
+
+    def _binary(self, kind: int, fields: tuple[bytes, ...], payload: Binary) -> Frame:
+        if not self.supports_binary:
+            raise ValueError("binary payloads need the V2 protocol")
+        return _binary_frame(kind, fields, payload.data)
 
 
 def _load_text(data: bytes) -> Any:
@@ -292,7 +261,7 @@ class V2JSONSerializer(Serializer):
     def encode(
         self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
     ) -> Frame:
-        return Frame(_encode_json([join_ref, ref, topic, event, payload]))
+        return Frame(_dumps([join_ref, ref, topic, event, payload]))
 
 
 class V1JSONSerializer(Serializer):
@@ -325,7 +294,7 @@ class V1JSONSerializer(Serializer):
         self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
     ) -> Frame:
         return Frame(
-            _encode_json(
+            _dumps(
                 {"topic": topic, "event": event, "payload": payload, "ref": ref}
             )
         )
