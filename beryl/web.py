@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
-from beryl.transport.websocket import PhoenixWebSocketFactory, websocket_resource
+from beryl.transport.websocket import PhoenixWebSocketFactory
 
 __all__ = ["demo_page", "root_resource", "socket_resource"]
 
@@ -22,7 +23,7 @@ def socket_resource(factory: PhoenixWebSocketFactory) -> Resource:
     WebSocket transport.
     """
     socket = Resource()
-    socket.putChild(b"websocket", websocket_resource(factory))
+    socket.putChild(b"websocket", WebSocketResource(factory))
     return socket
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, Mapping
 
-from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
@@ -413,10 +412,3 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
             openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
         )
-
-
-def websocket_resource(factory: PhoenixWebSocketFactory) -> WebSocketResource:
-    """
-    The C{twisted.web} resource that upgrades requests to WebSockets.
-    """
-    return WebSocketResource(factory)
