@@ -13,7 +13,6 @@ per process.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HERE, ROOT, free_port, pinned, wait_for  # noqa: E402
+from harness import HERE, beryl_argv, raise_file_limit, ROOT, free_port, pinned, wait_for  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
@@ -37,13 +36,10 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=18000)
     parser.add_argument("--per-room", type=int, default=100)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_file_limit()
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        argv = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=",
-                f"--logfile={tmp}/server.log", "beryl",
-                "--port", f"tcp:{port}:interface=127.0.0.1:backlog=4096"]
+        argv = beryl_argv(port, Path(tmp) / "server.log")
         server = subprocess.Popen(pinned(0, argv), cwd=ROOT, stdout=subprocess.DEVNULL)
         try:
             wait_for(port)

@@ -22,14 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HERE, ROOT, free_port, raise_file_limit, run_measured, wait_for  # noqa: E402
+from harness import HERE, beryl_argv, ROOT, free_port, raise_file_limit, run_measured, wait_for  # noqa: E402
 
 
 def start_node(port: int, cluster_port: int, peers: list[int], log: Path) -> subprocess.Popen[bytes]:
-    twistd = str(Path(sys.executable).parent / "twistd")
-    argv = [twistd, "-n", "--pidfile=", f"--logfile={log}", "beryl",
-            "--port", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
-            "--cluster-port", f"tcp:{cluster_port}:interface=127.0.0.1"]
+    argv = beryl_argv(port, log, "--cluster-port", f"tcp:{cluster_port}:interface=127.0.0.1")
     if peers:
         argv += ["--peers", ",".join(f"127.0.0.1:{p}" for p in peers)]
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL)

@@ -10,47 +10,31 @@ reply echoing the payload); the baseline is a minimal Autobahn echo server
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fanout import HERE, ROOT, free_port, raise_file_limit, pinned, run_measured, wait_for  # noqa: E402
-
-
-def start(kind: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    if kind == "beryl":
-        argv = [str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=",
-                f"--logfile={log}", "beryl", "--port", f"tcp:{port}:interface=127.0.0.1:backlog=4096"]
-    else:
-        argv = [sys.executable, str(HERE / "baseline_echo.py"), str(port)]
-    process = subprocess.Popen(pinned(0, argv), cwd=ROOT, stdout=subprocess.DEVNULL)
-    wait_for(port)
-    return process
+from harness import HERE, best_of, beryl_argv, free_port, raise_file_limit  # noqa: E402
 
 
 def measure(kind: str, sockets: int, window: int, total: int, rounds: int) -> tuple[float, float]:
+    """
+    The best reply rate over the rounds, and the server's CPU microseconds
+    per reply in that round.
+    """
     port = free_port()
-    path = "/socket/websocket?vsn=2.0.0" if kind == "beryl" else "/"
-    best = (0.0, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
-        server = start(kind, port, Path(tmp) / "server.log")
-        try:
-            for _ in range(rounds):
-                result = run_measured(
-                    pinned(1, ["node", str(HERE / "ping_client.js"), f"ws://127.0.0.1:{port}{path}",
-                               str(sockets), str(window), str(total), kind]),
-                    [server.pid],
-                )
-                used = result["server_cpu"]
-                if result["rate"] > best[0]:
-                    best = (result["rate"], used * 1e6 / result["replies"])
-        finally:
-            server.terminate()
-            server.wait(10)
-    return best
+        if kind == "beryl":
+            server = beryl_argv(port, Path(tmp) / "beryl.log")
+            url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
+        else:
+            server = [sys.executable, str(HERE / "baseline_echo.py"), str(port)]
+            url = f"ws://127.0.0.1:{port}/"
+        client = ["node", str(HERE / "ping_client.js"), url, str(sockets), str(window),
+                  str(total), kind]
+        return best_of(server, port, client, rounds, "replies")
 
 
 def main() -> None:

@@ -1,0 +1,125 @@
+"""
+What the benchmarks share: free ports, pinning to a core, starting a
+server and running a load client while measuring the server's CPU time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def pinned(core: int, argv: list[str]) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core)] + argv
+    return argv
+
+
+def run_measured(argv: list[str], pids: list[int], timeout: float = 180) -> dict[str, float]:
+    """
+    Run a load client that prints READY when its measured phase starts and
+    then one JSON result line; add C{server_cpu}, the CPU seconds the
+    server processes C{pids} used in between.
+    """
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert client.stdout is not None
+    before = 0.0
+    line = ""
+    for line in client.stdout:
+        if line.strip() == "READY":
+            before = sum(cpu_seconds(pid) for pid in pids)
+        else:
+            break
+    after = sum(cpu_seconds(pid) for pid in pids)
+    client.wait(timeout)
+    result: dict[str, float] = json.loads(line)
+    if "error" in result:
+        raise RuntimeError(f"{argv[1]}: {result}")
+    result["server_cpu"] = after - before
+    return result
+
+
+def raise_file_limit() -> None:
+    """
+    Let this process and the servers and clients it starts open as many
+    sockets as the machine allows.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_seconds(pid: int) -> float:
+    """
+    User plus system CPU time of a process (and its children), from /proc.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def beryl_argv(port: int, log: Path, *options: str) -> list[str]:
+    """
+    A real C{twistd beryl} (the demo app) on loopback C{port}.
+    """
+    twistd = str(Path(sys.executable).parent / "twistd")
+    return [twistd, "-n", "--pidfile=", f"--logfile={log}", "beryl",
+            "--port", f"tcp:{port}:interface=127.0.0.1:backlog=4096", *options]
+
+
+def best_of(
+    server_argv: list[str], port: int, client_argv: list[str], rounds: int, count: str
+) -> tuple[float, float]:
+    """
+    Start a server pinned to core 0, run the client (pinned to core 1)
+    C{rounds} times, and return the best C{rate} with the server's CPU
+    microseconds per C{count} (the result field counting the work) in that
+    round.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(Path(tmp) / "server.err", "wb") as errors:
+            server = subprocess.Popen(
+                pinned(0, server_argv), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors
+            )
+        try:
+            wait_for(port)
+            best = (0.0, 0.0)
+            for _ in range(rounds):
+                result = run_measured(pinned(1, client_argv), [server.pid])
+                if result["rate"] > best[0]:
+                    best = (result["rate"], result["server_cpu"] * 1e6 / result[count])
+            return best
+        finally:
+            server.terminate()
+            server.wait(10)
