@@ -48,6 +48,20 @@ def endpoint_description(value: str) -> str:
     return f"tcp:{value}" if value.isdigit() else value
 
 
+def _server_endpoint(option: str, value: str) -> str:
+    """
+    The server endpoint description an option names, checked for syntax.
+
+    @raise usage.UsageError: naming the option, when it does not parse.
+    """
+    description = endpoint_description(value)
+    try:
+        serverFromString(MemoryReactor(), description)
+    except (ValueError, TypeError, KeyError) as error:
+        raise usage.UsageError(f"--{option}: {error}") from None
+    return description
+
+
 def _listen_address(description: str) -> tuple[str, int]:
     """
     The host and port a TCP server endpoint description listens on: its
@@ -149,11 +163,7 @@ class Options(usage.Options):
                         f"--{name}: expected a positive {what}, not {self[name]!r}"
                     )
                 self[name] = value
-        self["port"] = endpoint_description(self["port"])
-        try:
-            serverFromString(MemoryReactor(), self["port"])
-        except (ValueError, TypeError, KeyError) as error:
-            raise usage.UsageError(f"--port: {error}") from None
+        self["port"] = _server_endpoint("port", self["port"])
         if self["app"] is not None:
             try:
                 self["loaded_app"] = load_app(self["app"])
@@ -186,11 +196,7 @@ class Options(usage.Options):
                 if self[name] is not None:
                     raise usage.UsageError(f"--{name} needs --cluster-port")
             return None
-        listen = endpoint_description(port)
-        try:
-            serverFromString(MemoryReactor(), listen)
-        except (ValueError, TypeError, KeyError) as error:
-            raise usage.UsageError(f"--cluster-port: {error}") from None
+        listen = _server_endpoint("cluster-port", port)
         try:
             peers = tuple(
                 peer_endpoint_description(peer)
