@@ -93,9 +93,11 @@ class PubSub(Service):
         self._channel = f"pubsub:{name}"
         self._clock = clock
         self._count_report_delay = count_report_delay
-        self._subscriptions: dict[str, list[ISubscriber]] = {}
+        # Each tuple is replaced, never mutated, so delivery can iterate it
+        # while subscribers subscribe and unsubscribe.
+        self._subscriptions: dict[str, tuple[ISubscriber, ...]] = {}
+        # peer node name -> topic -> its (non-zero) subscriber count
         self._remote_counts: dict[str, dict[str, int]] = {}
-        self._remote_totals: dict[str, int] = {}
         self._changed_topics: set[str] = set()
         self._report_call: IDelayedCall | None = None
         self._messaging.add_handler(self._channel, self._received)
@@ -123,7 +125,7 @@ class PubSub(Service):
         """
         Subscribe C{subscriber} to C{topic}; subscribing twice delivers twice.
         """
-        self._subscriptions.setdefault(topic, []).append(subscriber)
+        self._subscriptions[topic] = self._subscriptions.get(topic, ()) + (subscriber,)
         self._count_changed(topic)
 
     def unsubscribe(self, topic: str, subscriber: ISubscriber) -> None:
@@ -133,7 +135,7 @@ class PubSub(Service):
         subscribers = self._subscriptions.get(topic)
         if subscribers is None:
             return
-        kept = [each for each in subscribers if each is not subscriber]
+        kept = tuple(each for each in subscribers if each is not subscriber)
         if len(kept) == len(subscribers):
             return
         if kept:
@@ -146,7 +148,7 @@ class PubSub(Service):
         """
         The subscribers of C{topic} on this node, once per subscription.
         """
-        return tuple(self._subscriptions.get(topic, ()))
+        return self._subscriptions.get(topic, ())
 
     def local_subscriber_count(self, topic: str) -> int:
         """
@@ -159,7 +161,9 @@ class PubSub(Service):
         The number of subscriptions to C{topic} on every node that is up, as
         last reported by the peers.
         """
-        return self.local_subscriber_count(topic) + self._remote_totals.get(topic, 0)
+        return self.local_subscriber_count(topic) + sum(
+            counts.get(topic, 0) for counts in self._remote_counts.values()
+        )
 
     # Broadcasts
 
@@ -194,14 +198,13 @@ class PubSub(Service):
         subscribers = self._subscriptions.get(topic)
         if not subscribers:
             return
+        encoded = isinstance(payload, orjson.Fragment)
         decoded: Payload = _UNDECODED
-        for subscriber in tuple(subscribers):
+        for subscriber in subscribers:
             if from_id is not None and subscriber.subscriber_id == from_id:
                 continue
             value = payload
-            if isinstance(payload, orjson.Fragment) and not getattr(
-                subscriber, "accepts_encoded_json", False
-            ):
+            if encoded and not getattr(subscriber, "accepts_encoded_json", False):
                 # Pre-encoded JSON (from a group broadcast) is for encoders;
                 # other subscribers get the value it stands for.
                 if decoded is _UNDECODED:
@@ -226,7 +229,7 @@ class PubSub(Service):
         """
         if node_name == self.node_name:
             self.local_broadcast(topic, event, payload)
-        elif node_name in self._messaging.peers():
+        else:
             self._messaging.send(
                 node_name, self._channel, encode_broadcast(topic, event, payload, None)
             )
@@ -280,27 +283,21 @@ class PubSub(Service):
         """
         Stop counting the subscribers of a peer that went down.
         """
-        self._set_remote_counts(node_name, {}, full=True)
+        self._remote_counts.pop(node_name, None)
 
     def _set_remote_counts(
         self, node_name: str, counts: dict[str, int], full: bool
     ) -> None:
-        known = self._remote_counts.setdefault(node_name, {})
-        if full:
-            counts = {**{topic: 0 for topic in known}, **counts}
+        known = {} if full else self._remote_counts.get(node_name, {})
         for topic, count in counts.items():
-            delta = count - known.get(topic, 0)
             if count:
                 known[topic] = count
             else:
                 known.pop(topic, None)
-            total = self._remote_totals.get(topic, 0) + delta
-            if total:
-                self._remote_totals[topic] = total
-            else:
-                self._remote_totals.pop(topic, None)
-        if not known:
-            del self._remote_counts[node_name]
+        if known:
+            self._remote_counts[node_name] = known
+        else:
+            self._remote_counts.pop(node_name, None)
 
     # Messages from peers
 

@@ -54,7 +54,6 @@ class Reassembler:
 
     max_chunks: int = 1 + (64 * 1024 * 1024) // CHUNK_SIZE
     _message_id: int | None = None
-    _expected: int = 0
     _count: int = 0
     _parts: list[bytes] = attrs.field(factory=list)
 
@@ -75,10 +74,12 @@ class Reassembler:
             if self._message_id is not None:
                 self._reset()
                 return ChunkError("a new message started before the last one ended")
-            self._start(message_id, count, data)
+            self._message_id = message_id
+            self._count = count
+            self._parts = [data]
         elif (
             message_id != self._message_id
-            or index != self._expected
+            or index != len(self._parts)
             or count != self._count
         ):
             self._reset()
@@ -87,21 +88,13 @@ class Reassembler:
             )
         else:
             self._parts.append(data)
-            self._expected += 1
-        if self._expected == self._count:
+        if len(self._parts) == self._count:
             message = b"".join(self._parts)
             self._reset()
             return message
         return None
 
-    def _start(self, message_id: int, count: int, data: bytes) -> None:
-        self._message_id = message_id
-        self._count = count
-        self._expected = 1
-        self._parts = [data]
-
     def _reset(self) -> None:
         self._message_id = None
-        self._expected = 0
         self._count = 0
         self._parts = []

@@ -65,7 +65,6 @@ class Hello(amp.Command):
         (b"secret_required", amp.Boolean()),
         (b"proof", amp.String()),
     ]
-    errors = {HandshakeRefused: b"HANDSHAKE_REFUSED"}
     fatalErrors = {HandshakeRefused: b"HANDSHAKE_REFUSED"}
 
 

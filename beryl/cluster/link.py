@@ -74,15 +74,13 @@ class ClusterLink(amp.AMP):
     """
     The AMP protocol of one cluster connection, on either side.
 
-    @ivar initiator: whether this node opened the connection.
     @ivar description: the client endpoint description this node dialled,
-        for a link it opened.
+        for a link it opened; L{None} for a link it accepted.
     @ivar peer_name: the peer's node name, once its L{Hello} is known.
     @ivar peer_incarnation: the peer's incarnation, likewise.
     @ivar peer_advertise: the address the peer advertises, or C{""}.
     @ivar link_key: C{(initiating node name, initiator's nonce)}: the same
         on both sides, so both keep the same one of two duplicate links.
-    @ivar is_up: whether the handshake succeeded and the link is open.
     @ivar was_up: whether the handshake ever succeeded.
     @ivar closed: fires when the connection is gone.
     """
@@ -93,19 +91,16 @@ class ClusterLink(amp.AMP):
         self,
         owner: LinkOwner,
         clock: IReactorTime,
-        initiator: bool,
         description: str | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self._owner = owner
         self._clock = clock
-        self.initiator = initiator
         self.description = description
         self.peer_name: str | None = None
         self.peer_incarnation: str | None = None
         self.peer_advertise = ""
         self.link_key: tuple[str, bytes] = ("", b"")
-        self.is_up = False
         self.was_up = False
         self.closed: Deferred[None] = Deferred()
         self._nonce = secrets.token_bytes(16)
@@ -116,6 +111,20 @@ class ClusterLink(amp.AMP):
         self._last_heard = 0.0
         self._next_message_id = 0
         self._reassembler = Reassembler()
+
+    @property
+    def initiator(self) -> bool:
+        """
+        Whether this node opened the connection.
+        """
+        return self.description is not None
+
+    @property
+    def is_up(self) -> bool:
+        """
+        Whether the handshake succeeded and the link is open.
+        """
+        return self._state == "up"
 
     @property
     def handshaking(self) -> bool:
@@ -157,7 +166,6 @@ class ClusterLink(amp.AMP):
         super().connectionLost(reason)  # type: ignore[no-untyped-call]
         self._stop_timers()
         self._state = "closed"
-        self.is_up = False
         self._owner.link_lost(self)
         self.closed.callback(None)
 
@@ -167,7 +175,6 @@ class ClusterLink(amp.AMP):
         sent or received.
         """
         self._stop_timers()
-        self.is_up = False
         if self._state != "closed":
             self._state = "closing"
         if self.transport is not None:
@@ -179,12 +186,15 @@ class ClusterLink(amp.AMP):
                 self.transport.loseConnection()
 
     def _stop_timers(self) -> None:
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
-        self._handshake_timer = None
+        self._cancel_handshake_timer()
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
         self._heartbeat = None
+
+    def _cancel_handshake_timer(self) -> None:
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
 
     def _handshake_timed_out(self) -> None:
         self._handshake_timer = None
@@ -315,11 +325,9 @@ class ClusterLink(amp.AMP):
         self._peer_nonce = nonce
 
     def _become_up(self) -> None:
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
-        self._handshake_timer = None
+        self._cancel_handshake_timer()
         self._state = "up"
-        self.is_up = self.was_up = True
+        self.was_up = True
         self._last_heard = self._clock.seconds()
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = self._clock

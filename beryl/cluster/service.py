@@ -47,17 +47,16 @@ class _LinkFactory(Factory):
     Builds the L{ClusterLink}s of one node, incoming or outgoing.
     """
 
-    def __init__(
-        self, service: ClusterService, initiator: bool, description: str | None
-    ) -> None:
+    def __init__(self, service: ClusterService, description: str | None) -> None:
+        """
+        @param description: the client endpoint description of the peer
+            dialled, or L{None} for the links this node accepts.
+        """
         self._service = service
-        self._initiator = initiator
         self._description = description
 
     def buildProtocol(self, addr: IAddress | None) -> ClusterLink:
-        link = ClusterLink(
-            self._service, self._service.clock, self._initiator, self._description
-        )
+        link = ClusterLink(self._service, self._service.clock, self._description)
         link.factory = self
         self._service.link_created(link)
         return link
@@ -173,8 +172,7 @@ class ClusterService(MultiService):
             if listen_description is None
             else serverFromString(reactor, listen_description)
         )
-        for description in peer_descriptions:
-            clientFromString(reactor, description)
+        # __init__ makes every peer's endpoint, so a bad one raises here.
         return cls(
             node_name,
             reactor,
@@ -204,7 +202,7 @@ class ClusterService(MultiService):
             peer.parked = False
         super().startService()  # type: ignore[no-untyped-call]
         if self._listen_endpoint is not None:
-            listening = self._listen_endpoint.listen(_LinkFactory(self, False, None))
+            listening = self._listen_endpoint.listen(_LinkFactory(self, None))
             listening.addCallbacks(self._listened, self._listen_failed)
 
     def _listened(self, port: IListeningPort) -> None:
@@ -304,13 +302,30 @@ class ClusterService(MultiService):
     def _add_peer(self, description: str, endpoint: IStreamClientEndpoint) -> None:
         service = ClientService(
             endpoint,
-            _LinkFactory(self, True, description),
+            _LinkFactory(self, description),
             retryPolicy=self._retry_policy,
             clock=self.clock,
         )
         self._peers[description] = _Peer(description, service)
         service.setName(f"peer {description}")
         service.setServiceParent(self)
+
+    def _peer_of(self, link: ClusterLink) -> _Peer | None:
+        """
+        The peer whose L{ClientService} opened C{link}, if this node opened
+        it and still has that peer.
+        """
+        if link.description is None:
+            return None
+        return self._peers.get(link.description)
+
+    def _park_link(self, link: ClusterLink) -> None:
+        """
+        Park the peer whose L{ClientService} opened C{link}, if any.
+        """
+        peer = self._peer_of(link)
+        if peer is not None:
+            self._park(peer)
 
     def _park(self, peer: _Peer) -> None:
         if not peer.parked:
@@ -345,8 +360,8 @@ class ClusterService(MultiService):
         """
         name, incarnation = link.peer_name, link.peer_incarnation
         assert name is not None and incarnation is not None
-        peer = self._peers.get(link.description or "")
-        if link.initiator and peer is not None:
+        peer = self._peer_of(link)
+        if peer is not None:
             peer.node_name = name
         if not self.running:
             link.close()
@@ -372,16 +387,18 @@ class ClusterService(MultiService):
             self._active[name] = keep
             self.log.debug("Closed a duplicate cluster link to {node}", node=name)
             drop.close()
-            dropped_peer = self._peers.get(drop.description or "")
-            if drop.initiator and dropped_peer is not None:
-                self._park(dropped_peer)
+            self._park_link(drop)
 
     def link_lost(self, link: ClusterLink) -> None:
         """
         A link closed or timed out: if it was its node's link, the node is
-        down, and our links to it try again.
+        down, and our links to it try again.  A link that timed out is
+        reported at once and again when its connection closes: the second
+        report does nothing.
         """
-        self._links.discard(link)
+        if link not in self._links:
+            return
+        self._links.remove(link)
         name = link.peer_name
         if name is not None and not link.was_up:
             self.log.info(
@@ -396,9 +413,7 @@ class ClusterService(MultiService):
                 # The peer dropped this link as the duplicate of one we
                 # have not finished yet; that one takes over.
                 self._replacing[name] = link
-                dropped_peer = self._peers.get(link.description or "")
-                if link.initiator and dropped_peer is not None:
-                    self._park(dropped_peer)
+                self._park_link(link)
                 return
             self._report_down(name, link)
             self._unpark(name)
@@ -425,9 +440,7 @@ class ClusterService(MultiService):
             "Cluster peer {address} is this node; not connecting to it",
             address=link.description,
         )
-        peer = self._peers.get(link.description or "")
-        if peer is not None:
-            self._park(peer)
+        self._park_link(link)
 
     def message_received(self, link: ClusterLink, channel: str, data: bytes) -> None:
         """
