@@ -47,7 +47,7 @@ from beryl.interfaces import (
 from beryl.presence.tracker import PresenceTracker
 from beryl.pubsub import PubSub
 from beryl.sockets import ChannelEnded, ChannelState, PendingInfo, SocketHandle
-from beryl.wire import Message, Payload, Serializer
+from beryl.wire import DecodeError, Message, Payload, Serializer
 
 __all__ = ["ChannelEnded", "Coordinator", "SocketHandle"]
 
@@ -298,6 +298,28 @@ class Coordinator(Service):
         )
         socket.connection.close(CLOSE_INVALID_DATA, reason[:120])
         self.socket_closed(socket)
+
+    def receive_data(
+        self, socket: SocketHandle, data: bytes | str, is_binary: bool
+    ) -> None:
+        """
+        Handle one inbound frame as it arrived: decode it with the socket's
+        serializer, then L{receive} the message, or L{reject_frame} one
+        that cannot be decoded.
+
+        @param data: a binary frame's bytes; a text frame's UTF-8 bytes or
+            its text.
+        """
+        serializer = socket.serializer
+        if is_binary:
+            assert isinstance(data, bytes), "a binary frame is bytes"
+            message = serializer.decode_binary(data)
+        else:
+            message = serializer.decode_text(data)
+        if isinstance(message, DecodeError):
+            self.reject_frame(socket, message.reason)
+        else:
+            self.receive(socket, message)
 
     # ICoordinator and the data plane
 

@@ -34,15 +34,12 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from beryl.app import App, ConnectError, ConnectInfo, ConnectResult
-from beryl.coordinator import Coordinator, SocketHandle
+from beryl.coordinator import CLOSE_POLICY, Coordinator, SocketHandle
 from beryl.interfaces import IConnection
 from beryl.server import Server, make_server
-from beryl.wire import DecodeError, Frame, Serializer, serializer_for_vsn
+from beryl.wire import Frame, serializer_for_vsn
 
 __all__ = ["Bridge", "HostConnectionAdapter", "IHostConnection", "start"]
-
-CLOSE_POLICY_VIOLATION = 1008
-"""The close code for a connection refused by the connect hook or the vsn."""
 
 
 class IHostConnection(Interface):
@@ -71,17 +68,6 @@ class IHostConnection(Interface):
         """
 
 
-@attrs.frozen
-class _Prepared:
-    """
-    A frame ready for any host connection: text decoded once per
-    broadcast, not once per recipient.
-    """
-
-    text: str | None
-    data: bytes
-
-
 @implementer(IConnection)
 class HostConnectionAdapter:
     """
@@ -102,28 +88,24 @@ class HostConnectionAdapter:
         """
         Write C{frame} as a binary or text message.
         """
-        if frame.is_binary:
-            self.host.send_bytes(frame.data)
-        else:
-            self.host.send_text(frame.data.decode("utf-8"))
+        self.send_prepared(self.prepare(frame))
 
-    def prepare(self, frame: Frame) -> object:
+    def prepare(self, frame: Frame) -> str | bytes:
         """
-        Decode a text frame once for every recipient of a broadcast.
+        A frame as the host takes it: the bytes of a binary frame, the text
+        of a text frame (decoded once for every recipient of a broadcast).
         """
-        if frame.is_binary:
-            return _Prepared(None, frame.data)
-        return _Prepared(frame.data.decode("utf-8"), frame.data)
+        return frame.data if frame.is_binary else frame.data.decode("utf-8")
 
     def send_prepared(self, prepared: object) -> None:
         """
-        Write a frame made by L{prepare}.
+        Write a frame made by L{prepare}: C{str} as text, C{bytes} as binary.
         """
-        assert isinstance(prepared, _Prepared)
-        if prepared.text is None:
-            self.host.send_bytes(prepared.data)
+        if isinstance(prepared, str):
+            self.host.send_text(prepared)
         else:
-            self.host.send_text(prepared.text)
+            assert isinstance(prepared, bytes)
+            self.host.send_bytes(prepared)
 
     def close(self, code: int, reason: str) -> None:
         """
@@ -136,16 +118,14 @@ class HostConnectionAdapter:
 @attrs.define(eq=False)
 class _HostSocket:
     """
-    The bridge's record of one host connection: its socket once the
-    connect hook accepted it, and the messages that came before that.
+    The bridge's record of one host connection (C{adapter.host}): its
+    socket once the connect hook accepted it, and the messages that came
+    before that.
     """
 
-    host: IHostConnection
     adapter: HostConnectionAdapter
-    serializer: Serializer
     handle: SocketHandle | None = None
     backlog: list[str | bytes] = attrs.field(factory=list)
-    gone: bool = False
 
 
 class Bridge:
@@ -202,31 +182,31 @@ class Bridge:
                 "Refused a host connection: unsupported protocol version {vsn!r}.",
                 vsn=vsn,
             )
-            conn.close(CLOSE_POLICY_VIOLATION, f"unsupported protocol version {vsn}")
+            conn.close(CLOSE_POLICY, f"unsupported protocol version {vsn}")
             return succeed(False)
+        coordinator = self.server.coordinator
         params = {} if params is None else params
         info = ConnectInfo() if connect_info is None else connect_info
-        entry = _HostSocket(
-            conn, HostConnectionAdapter(conn, lambda: self._closed_by_beryl(entry)), serializer
-        )
+        entry = _HostSocket(HostConnectionAdapter(conn, lambda: self._drop(entry)))
         self._connections[key] = entry
 
         def decided(result: ConnectResult) -> bool:
-            if entry.gone:
+            if self._connections.get(key) is not entry:
+                # Disconnected (or closed by Beryl) while the hook decided.
                 return False
             if isinstance(result, ConnectError):
-                self._forget(entry)
-                conn.close(CLOSE_POLICY_VIOLATION, f"connection refused ({result.status})")
+                self._drop(entry)
+                conn.close(CLOSE_POLICY, f"connection refused ({result.status})")
                 return False
-            entry.handle = self.server.coordinator.open_socket(
+            entry.handle = coordinator.open_socket(
                 entry.adapter, serializer, params, info, result.assigns
             )
             backlog, entry.backlog = entry.backlog, []
             for data in backlog:
-                self._receive(entry, entry.handle, data)
+                coordinator.receive_data(entry.handle, data, isinstance(data, bytes))
             return True
 
-        return self.server.coordinator.connect(params, info).addCallback(decided)
+        return coordinator.connect(params, info).addCallback(decided)
 
     def handle_raw_message(self, conn: IHostConnection, data: str | bytes) -> None:
         """
@@ -242,7 +222,9 @@ class Bridge:
         if entry.handle is None:
             entry.backlog.append(data)
             return
-        self._receive(entry, entry.handle, data)
+        self.server.coordinator.receive_data(
+            entry.handle, data, isinstance(data, bytes)
+        )
 
     def notify_disconnected(self, conn: IHostConnection) -> None:
         """
@@ -250,48 +232,28 @@ class Bridge:
         forgotten.  Safe to call for a connection the bridge already forgot.
         """
         entry = self._connections.get(id(conn))
-        if entry is None:
-            return
-        self._forget(entry)
-        if entry.handle is not None:
-            self.server.coordinator.socket_closed(entry.handle)
+        if entry is not None:
+            self._drop(entry)
 
     def stop(self) -> Deferred[None]:
         """
         Stop Beryl's services; every connection is closed with 1001.
         """
-        result = self.server.service.stopService()
-        return result if isinstance(result, Deferred) else succeed(None)
+        stopped: Deferred[object] = self.server.service.stopService()
+        return stopped.addCallback(lambda _: None)
 
-    def _closed_by_beryl(self, entry: _HostSocket) -> None:
+    def _drop(self, entry: _HostSocket) -> None:
         """
-        Beryl closed the connection (shutdown, idle, bad frame): the host
-        will not report it, so the socket is done now.
+        Forget a connection: the host reported it gone, the connect hook
+        refused it, or Beryl closed it (shutdown, idle, bad frame; the host
+        will not report that), so its socket, if any, is done now.
         """
-        self._forget(entry)
+        entry.backlog.clear()
+        key = id(entry.adapter.host)
+        if self._connections.get(key) is entry:
+            del self._connections[key]
         if entry.handle is not None:
             self.server.coordinator.socket_closed(entry.handle)
-
-    def _forget(self, entry: _HostSocket) -> None:
-        entry.gone = True
-        entry.backlog.clear()
-        if self._connections.get(id(entry.host)) is entry:
-            del self._connections[id(entry.host)]
-
-    def _receive(
-        self, entry: _HostSocket, handle: SocketHandle, data: str | bytes
-    ) -> None:
-        coordinator = self.server.coordinator
-        if isinstance(data, str):
-            message = entry.serializer.decode_text(
-                data.encode("utf-8", "surrogatepass")
-            )
-        else:
-            message = entry.serializer.decode_binary(data)
-        if isinstance(message, DecodeError):
-            coordinator.reject_frame(handle, message.reason)
-        else:
-            coordinator.receive(handle, message)
 
 
 def start(app: App, reactor: Any = None, **options: Any) -> Bridge:

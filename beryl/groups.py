@@ -23,7 +23,7 @@ from typing import Iterator, Protocol
 
 import orjson
 
-from beryl.wire import Binary, Payload
+from beryl.wire import Payload, encode_once
 
 __all__ = ["Broadcaster", "GroupError", "GroupExists", "Groups", "UnknownGroup"]
 
@@ -170,15 +170,13 @@ class Groups:
         topics = tuple(self._topic_set(group))
         if not topics:
             return 0
-        shared: Payload = payload
-        if not isinstance(payload, Binary):
-            try:
-                shared = orjson.Fragment(orjson.dumps(payload))
-            except orjson.JSONEncodeError as error:
-                raise TypeError(
-                    f"the payload of {event!r} to group {group!r} is not "
-                    f"JSON-serialisable: {error}"
-                ) from None
+        try:
+            shared = encode_once(payload)
+        except orjson.JSONEncodeError as error:
+            raise TypeError(
+                f"the payload of {event!r} to group {group!r} is not "
+                f"JSON-serialisable: {error}"
+            ) from None
         for topic in topics:
             self._broadcaster.broadcast(topic, event, shared)
         return len(topics)

@@ -24,6 +24,7 @@ __all__ = [
     "Serializer",
     "V1_JSON",
     "V2_JSON",
+    "encode_once",
     "serializer_for_vsn",
 ]
 
@@ -40,6 +41,20 @@ class Binary:
 
 Payload = Union[Binary, Any]
 """A message payload: any JSON value, or L{Binary}."""
+
+
+def encode_once(payload: Payload) -> Payload:
+    """
+    C{payload} encoded to JSON once, as an C{orjson.Fragment} that every
+    frame it goes into copies as is; a L{Binary} payload is returned
+    unchanged.
+
+    @raise orjson.JSONEncodeError: (a C{TypeError}) when C{payload} is not
+        JSON-serialisable.
+    """
+    if isinstance(payload, Binary):
+        return payload
+    return orjson.Fragment(orjson.dumps(payload))
 
 
 @attrs.frozen
@@ -154,9 +169,10 @@ class Serializer:
     vsn: str = ""
     supports_binary: bool = False
 
-    def decode_text(self, data: bytes) -> Message | DecodeError:
+    def decode_text(self, data: bytes | str) -> Message | DecodeError:
         """
-        Decode a text frame (bytes, expected to be UTF-8 JSON).
+        Decode a text frame: UTF-8 JSON bytes, or the JSON text as a
+        C{str} (one with lone surrogates is not valid UTF-8).
         """
         raise NotImplementedError()
 
@@ -222,7 +238,7 @@ class Serializer:
         return _binary_frame(kind, fields, payload.data)
 
 
-def _load_text(data: bytes) -> Any:
+def _load_text(data: bytes | str) -> Any:
     try:
         return _loads(data)
     except orjson.JSONDecodeError as error:
@@ -241,7 +257,7 @@ class V2JSONSerializer(Serializer):
     vsn = "2.0.0"
     supports_binary = True
 
-    def decode_text(self, data: bytes) -> Message | DecodeError:
+    def decode_text(self, data: bytes | str) -> Message | DecodeError:
         try:
             value = _load_text(data)
         except _JSONError as error:
@@ -272,7 +288,7 @@ class V1JSONSerializer(Serializer):
 
     vsn = "1.0.0"
 
-    def decode_text(self, data: bytes) -> Message | DecodeError:
+    def decode_text(self, data: bytes | str) -> Message | DecodeError:
         try:
             value = _load_text(data)
         except _JSONError as error:

@@ -28,7 +28,6 @@ from __future__ import annotations
 from typing import Callable, Mapping, Union
 
 import attrs
-import orjson
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -58,7 +57,7 @@ from beryl.levee.requests import (
 )
 from beryl.levee.sequencer import ClientRecord, DocumentSession, SessionConfig
 from beryl.levee.store import IDocumentStore, InMemoryDocumentStore
-from beryl.wire import Payload
+from beryl.wire import Payload, encode_once
 
 __all__ = [
     "DOCUMENT_PATTERN",
@@ -153,7 +152,8 @@ class LeveeRelay:
                 store if store is not None else InMemoryDocumentStore(), clock, config
             )
         )
-        self._routes: dict[tuple[str, str], dict[str, _Deliver]] = {}
+        # (tenant id, document id, client id) -> the push of its channel
+        self._routes: dict[tuple[str, str, str], _Deliver] = {}
 
     def channel(self) -> Channel[DocumentAssigns]:
         """
@@ -174,14 +174,13 @@ class LeveeRelay:
         Push every effect to each of its recipients, in order.  A payload
         going to several clients is encoded once.
         """
-        routes = self._routes.get((tenant_id, document_id), {})
         for effect in effects:
             recipients = effect.recipients
             payload: Payload = effect.payload
             if len(recipients) > 1:
-                payload = orjson.Fragment(orjson.dumps(payload))
+                payload = encode_once(payload)
             for client_id in recipients:
-                deliver = routes.get(client_id)
+                deliver = self._routes.get((tenant_id, document_id, client_id))
                 if deliver is None:
                     self.log.debug(
                         "No route to client {client_id} of {tenant_id}/{document_id} "
@@ -265,8 +264,9 @@ class LeveeRelay:
         if isinstance(connected, ConnectError):
             self.sessions.discard_if_idle(session)
             return Push("connect_document_error", connected.to_json(), assigns)
-        key = (assigns.tenant_id, assigns.document_id)
-        self._routes.setdefault(key, {})[connected.client_id] = ctx.push
+        self._routes[
+            (assigns.tenant_id, assigns.document_id, connected.client_id)
+        ] = ctx.push
         self._perform(assigns.tenant_id, assigns.document_id, connected.effects)
         return NoReply(
             DocumentConnection(
@@ -305,12 +305,9 @@ class LeveeRelay:
         assigns = ctx.assigns
         if not isinstance(assigns, DocumentConnection):
             return
-        key = (assigns.tenant_id, assigns.document_id)
-        routes = self._routes.get(key)
-        if routes is not None:
-            routes.pop(assigns.client_id, None)
-            if not routes:
-                del self._routes[key]
+        self._routes.pop(
+            (assigns.tenant_id, assigns.document_id, assigns.client_id), None
+        )
         session = self._session(assigns)
         if session is None:
             return

@@ -13,7 +13,7 @@ from typing import Any, Mapping, TypeGuard
 
 import attrs
 
-from beryl.levee.protocol import ConnectError, NackContent, NackMessage
+from beryl.levee.protocol import OPERATION, ConnectError, NackContent, NackMessage
 
 __all__ = [
     "ConnectRequest",
@@ -161,15 +161,26 @@ class SubmitOp:
     messages: tuple[DocumentMessage | MalformedMessage, ...]
 
 
-def bad_request_nack(message: str, code: int = 400) -> NackMessage:
+def bad_request_nack(
+    message: str,
+    code: int = 400,
+    *,
+    operation: Any = None,
+    sequence_number: int = -1,
+) -> NackMessage:
     """
-    A nack about a whole submission rather than one op, as the channel sends
-    it: C{operation} null and C{sequenceNumber} -1.
+    A nack with a refusal the client caused.  By default it is about a
+    whole submission rather than one op, as the channel sends it:
+    C{operation} null and C{sequenceNumber} -1.
 
     @param code: 400 gives a C{BadRequestError}, 403 an C{InvalidScopeError}.
+    @param operation: the refused op as the client sent it.
+    @param sequence_number: the MSN when the sequencer refused the op.
     """
     error_type = "InvalidScopeError" if code == 403 else "BadRequestError"
-    return NackMessage(None, -1, NackContent(code, error_type, message))
+    return NackMessage(
+        operation, sequence_number, NackContent(code, error_type, message)
+    )
 
 
 def _parse_document_message(raw: Any) -> DocumentMessage | MalformedMessage:
@@ -178,7 +189,7 @@ def _parse_document_message(raw: Any) -> DocumentMessage | MalformedMessage:
         return MalformedMessage(raw, "Malformed op: not an object")
     csn = raw.get("clientSequenceNumber")
     rsn = raw.get("referenceSequenceNumber")
-    op_type = raw.get("type", "op")
+    op_type = raw.get("type", OPERATION)
     compression = raw.get("compression")
     if not _is_int(csn) or not _is_int(rsn):
         return MalformedMessage(

@@ -55,7 +55,6 @@ from beryl.levee.protocol import (
     SUMMARY_WRITE,
     Claims,
     ConnectError,
-    NackContent,
     NackMessage,
     SequencedMessage,
     connected_response,
@@ -158,7 +157,6 @@ class Connected:
 
     client_id: str
     mode: str
-    claims: Claims
     effects: tuple[Effect, ...]
 
 
@@ -354,7 +352,7 @@ class DocumentSession:
             document_id=self.document_id,
             mode=grant.mode,
         )
-        return Connected(client_id, grant.mode, claims, tuple(effects))
+        return Connected(client_id, grant.mode, tuple(effects))
 
     def disconnect(self, client_id: str) -> tuple[Effect, ...]:
         """
@@ -384,11 +382,11 @@ class DocumentSession:
 
     def _nack(self, operation: Any, message: str, code: int = 400) -> NackMessage:
         """A sequencer nack, stamped with the current MSN as deli does."""
-        error_type = "InvalidScopeError" if code == 403 else "BadRequestError"
-        return NackMessage(
-            operation,
-            self._minimum_sequence_number,
-            NackContent(code, error_type, message),
+        return bad_request_nack(
+            message,
+            code,
+            operation=operation,
+            sequence_number=self._minimum_sequence_number,
         )
 
     def _admit(
@@ -520,9 +518,7 @@ class DocumentSession:
         self._recompute_minimum_sequence_number()
         return ()
 
-    def _signal_recipients(
-        self, sender: str, signal: SignalSubmission
-    ) -> tuple[str, ...]:
+    def _signal_recipients(self, signal: SignalSubmission) -> tuple[str, ...]:
         """
         Who gets a signal: the listed C{targetedClients}; else everyone but
         the C{ignoredClients}; else the C{targetClientId}; else everyone.
@@ -558,7 +554,7 @@ class DocumentSession:
             return ()
         effects: list[Effect] = []
         for signal in signals:
-            recipients = self._signal_recipients(client_id, signal)
+            recipients = self._signal_recipients(signal)
             if not recipients:
                 continue
             message: dict[str, Any] = {"clientId": client_id, "content": signal.content}

@@ -33,7 +33,7 @@ from beryl.transport.handshake import (
     parse_params,
     split_auth_token,
 )
-from beryl.wire import DecodeError, Frame, serializer_for_vsn
+from beryl.wire import Frame, serializer_for_vsn
 
 __all__ = ["PhoenixWebSocketFactory", "PhoenixWebSocketProtocol", "websocket_frame"]
 
@@ -321,17 +321,8 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         socket = self._socket
-        if socket is None:
-            return
-        serializer = socket.serializer
-        if isBinary:
-            message = serializer.decode_binary(payload)
-        else:
-            message = serializer.decode_text(payload)
-        if isinstance(message, DecodeError):
-            self.factory.coordinator.reject_frame(socket, message.reason)
-        else:
-            self.factory.coordinator.receive(socket, message)
+        if socket is not None:
+            self.factory.coordinator.receive_data(socket, payload, isBinary)
 
     def onPing(self, payload: bytes) -> None:
         if self._socket is not None:
