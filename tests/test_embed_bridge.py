@@ -7,10 +7,7 @@ to end, with the line-over-TCP host of C{docs/examples/bridge.py}.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import attrs
@@ -37,17 +34,7 @@ from beryl.channel import (
 from beryl.embed import HostConnectionAdapter, IHostConnection, start
 from beryl.interfaces import IConnection
 from beryl.wire import Payload
-
-EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "bridge.py"
-
-
-def load_example() -> ModuleType:
-    """Import docs/examples/bridge.py."""
-    spec = importlib.util.spec_from_file_location("beryl_bridge_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from docs.examples import bridge as bridge_example
 
 
 @implementer(IHostConnection)
@@ -113,7 +100,7 @@ class BridgeTests(SynchronousTestCase):
         """The adapter provides IConnection; the example's protocol provides IHostConnection."""
         verifyObject(IConnection, HostConnectionAdapter(FakeHostConnection(), lambda: None))
         verifyObject(IHostConnection, FakeHostConnection())
-        verifyClass(IHostConnection, load_example().PhoenixLineProtocol)
+        verifyClass(IHostConnection, bridge_example.PhoenixLineProtocol)
 
     def test_join_and_reply(self) -> None:
         """A joined host connection gets its join reply and push replies as text frames."""
@@ -321,7 +308,7 @@ class LoopbackTests(TestCase):
         return ensureDeferred(self._exchange(reactor))
 
     async def _exchange(self, reactor: Any) -> None:
-        example = load_example()
+        example = bridge_example
         bridge, listening = example.serve(reactor, "tcp:0:interface=127.0.0.1")
         self.addCleanup(bridge.stop)
         port = await listening

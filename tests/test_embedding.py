@@ -5,10 +5,6 @@ application (docs/examples/embed.py), exercised over real sockets.
 
 from __future__ import annotations
 
-import importlib.util
-import socket
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -22,22 +18,8 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
-EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "embed.py"
-
-
-def _load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("beryl_embed_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from docs.examples import embed as embed_example
+from tests.interop.harness import free_port
 
 
 class TickerClient(WebSocketClientProtocol):
@@ -61,7 +43,7 @@ class EmbeddingTests(TestCase):
     def test_embedded_in_host_application(self) -> None:
         """The host's own page and Beryl's channels are served from one site and one MultiService."""
         port = free_port()
-        application = _load_example().build(reactor, f"tcp:{port}:interface=127.0.0.1")
+        application = embed_example.build(reactor, f"tcp:{port}:interface=127.0.0.1")
         application.startService()
         self.addCleanup(application.stopService)
 
