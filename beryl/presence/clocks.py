@@ -44,14 +44,10 @@ def append_clock(
     """
     if not clock:
         return dict(clockset)
-    upper = upperbound(*clockset.values())
-    if dominates(clock, upper):
+    if dominates(clock, upperbound(*clockset.values())):
         return {replica: clock}
-    if dominates(upper, clock) and any(
-        dominates(other, clock) for other in clockset.values()
-    ):
+    if any(dominates(other, clock) for other in clockset.values()):
         return dict(clockset)
     kept = {r: c for r, c in clockset.items() if r != replica and not dominates(clock, c)}
-    if not any(dominates(other, clock) for other in kept.values()):
-        kept[replica] = clock
+    kept[replica] = clock
     return kept

@@ -89,23 +89,25 @@ class Delta:
         knows only those.  Whole replicas are dropped, never parts of one,
         so the result is still a complete delta.
         """
-        return Delta(
-            {r: c for r, c in self.start.items() if r in replicas},
-            {r: c for r, c in self.end.items() if r in replicas},
-            {r: set(dots) for r, dots in self.cloud.items() if r in replicas},
-            {tag: e for tag, e in self.values.items() if tag[0] in replicas},
-        )
+        return self._filtered(replicas, keep=True)
 
     def without(self, replica: Replica) -> Delta:
         """
         This delta with every trace of C{replica} removed (it was
         permanently downed).
         """
+        return self._filtered((replica,), keep=False)
+
+    def _filtered(self, replicas: Collection[Replica], keep: bool) -> Delta:
+        """
+        A copy with only the replicas whose membership in C{replicas} is
+        C{keep}.
+        """
         return Delta(
-            {r: c for r, c in self.start.items() if r != replica},
-            {r: c for r, c in self.end.items() if r != replica},
-            {r: set(dots) for r, dots in self.cloud.items() if r != replica},
-            {tag: e for tag, e in self.values.items() if tag[0] != replica},
+            {r: c for r, c in self.start.items() if (r in replicas) == keep},
+            {r: c for r, c in self.end.items() if (r in replicas) == keep},
+            {r: set(d) for r, d in self.cloud.items() if (r in replicas) == keep},
+            {t: e for t, e in self.values.items() if (t[0] in replicas) == keep},
         )
 
 
@@ -258,12 +260,3 @@ def dots_to_runs(dots: Iterable[int]) -> list[list[int]]:
             runs.append([dot, dot])
     return runs
 
-
-def runs_to_dots(runs: Iterable[Iterable[int]]) -> set[int]:
-    """
-    The inverse of L{dots_to_runs}.
-    """
-    dots: set[int] = set()
-    for first, last in runs:
-        dots.update(range(first, last + 1))
-    return dots

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any, Mapping
+from typing import AbstractSet, Any, Mapping
 
 import attrs
 
@@ -136,11 +136,12 @@ class NoPresenceError(LookupError):
 
 class Changes:
     """
-    The visible joins and leaves of one merge, with a join and a leave of
-    the same value cancelling out.
+    The visible joins and leaves of one merge (or, in the tracker, of one
+    topic since the last C{get_diff}), with a join and a leave of the same
+    value cancelling out.
     """
 
-    def __init__(self, down: set[Replica]) -> None:
+    def __init__(self, down: AbstractSet[Replica] = frozenset()) -> None:
         """
         @param down: The replicas whose values are hidden, so not reported.
         """

@@ -44,6 +44,7 @@ from beryl.presence.entries import (
     Entry,
     FullState,
     NoPresenceError,
+    ReadOnlyDict,
     Replica,
     Tag,
     random_ref,
@@ -127,12 +128,6 @@ class State:
 
     # Queries
 
-    def is_visible(self, tag: Tag) -> bool:
-        """
-        Whether the value C{tag} is held and its replica is not down.
-        """
-        return tag in self._values and tag[0] not in self._down
-
     def visible(self) -> dict[Tag, Entry]:
         """
         Every visible value.  O(state): for tests and tools, not hot paths.
@@ -169,9 +164,14 @@ class State:
         """
         The visible entries of C{topic} under C{key}, oldest first.
         """
-        tags = self._by_topic.get(topic, {}).get(key, {})
-        down = self._down
-        return [self._values[t] for t in tags if t[0] not in down]
+        keys = self._by_topic.get(topic)
+        tags = keys.get(key) if keys else None
+        if not tags:
+            return []
+        values, down = self._values, self._down
+        if down:
+            return [values[t] for t in tags if t[0] not in down]
+        return [values[t] for t in tags]
 
     def local(self, topic: str, key: str, owner: str) -> Entry | None:
         """
@@ -186,6 +186,12 @@ class State:
         so that no peer keeps asking for data it would reject.
         """
         return {r: c for r, c in self.context.items() if r not in self._down}
+
+    def is_up(self, replica: Replica) -> bool:
+        """
+        Whether C{replica} is known and not down.
+        """
+        return replica in self.context and replica not in self._down
 
     def replicas(self) -> dict[Replica, bool]:
         """
@@ -216,8 +222,7 @@ class State:
         element = (self.replica, topic, key, owner)
         if element in self._elements:
             raise AlreadyTrackedError(topic, key, owner)
-        new_meta = dict(meta)
-        new_meta["phx_ref"] = self._new_ref()
+        new_meta = ReadOnlyDict(meta, phx_ref=self._new_ref())
         return Diff(joins=[self._add_local(topic, key, owner, new_meta)])
 
     def leave(self, topic: str, key: str, owner: str) -> Diff:
@@ -262,9 +267,9 @@ class State:
         # The removal needs a dot of its own: a later delta may tombstone
         # the new add's dot, and covering that must not hide this removal.
         self._next_dot()
-        new_meta = dict(meta)
-        new_meta["phx_ref"] = self._new_ref()
-        new_meta["phx_ref_prev"] = old.meta.get("phx_ref")
+        new_meta = ReadOnlyDict(
+            meta, phx_ref=self._new_ref(), phx_ref_prev=old.meta.get("phx_ref")
+        )
         joined = self._add_local(topic, key, owner, new_meta)
         return Diff(joins=[joined], leaves=[(tag, old)])
 
@@ -276,7 +281,7 @@ class State:
         return clock
 
     def _add_local(
-        self, topic: str, key: str, owner: str, meta: dict[str, Any]
+        self, topic: str, key: str, owner: str, meta: ReadOnlyDict
     ) -> tuple[Tag, Entry]:
         tag = (self.replica, self._next_dot())
         entry = Entry(topic, key, owner, meta)
@@ -581,12 +586,7 @@ class State:
         del self.context[replica]
         self.clouds.pop(replica, None)
         self._down.discard(replica)
-        delta = self._delta
-        delta.start.pop(replica, None)
-        delta.end.pop(replica, None)
-        delta.cloud.pop(replica, None)
-        for tag in [t for t in delta.values if t[0] == replica]:
-            del delta.values[tag]
+        self._delta = self._delta.without(replica)
         self.generations.prune(replica)
         return Diff(leaves=leaves)
 

@@ -47,7 +47,14 @@ from beryl.presence.codec import (
     replica_to_json,
 )
 from beryl.presence.delta import DEFAULT_MAX_DELTA_SIZES, Delta
-from beryl.presence.entries import Entry, ReadOnlyDict, ReadOnlyList, Replica
+from beryl.presence.entries import (
+    Changes,
+    Entry,
+    ReadOnlyDict,
+    ReadOnlyList,
+    Replica,
+    Tag,
+)
 from beryl.presence.state import Diff, Remote, State, random_ref
 
 __all__ = ["CHANNEL", "PresenceTracker"]
@@ -57,30 +64,18 @@ CHANNEL = "presence"
 
 DiffCallback = Callable[[str, dict[str, PresenceList]], None]
 
-_DiffKey = tuple[str, Any]
+_Items = builtins.list[tuple[Tag, Entry]]
 
 
 @attrs.define
 class _Peer:
     """
-    What this node knows of a peer tracker.
+    What this node knows of a peer tracker; whether it is up is the
+    state's to say (L{State.is_up}).
     """
 
     replica: Replica
     last_seen: float
-    up: bool = True
-
-
-@attrs.define
-class _PendingDiff:
-    """
-    The joins and leaves of one topic not yet collected by C{get_diff}; a
-    join and a leave of the same meta cancel out, so it stays no larger than
-    the topic itself.
-    """
-
-    joins: dict[_DiffKey, tuple[str, dict[str, Any]]] = attrs.Factory(dict)
-    leaves: dict[_DiffKey, tuple[str, dict[str, Any]]] = attrs.Factory(dict)
 
 
 def _presence_list(items: Any) -> PresenceList:
@@ -153,10 +148,14 @@ class PresenceTracker(Service):
         self._ticks = 0
         self._tick_call: IDelayedCall | None = None
         self._subscribers: builtins.list[DiffCallback] = []
-        self._pending: dict[str, _PendingDiff] = {}
-        # topic -> key -> {"metas": [...]}: what list() answers, kept in
-        # step with every diff.  Everything in it is read-only and replaced
-        # rather than changed, so a shallow copy is a snapshot.
+        # topic -> its joins and leaves not yet collected by get_diff; a
+        # join and a leave of the same value cancel out, so each stays no
+        # larger than its topic.
+        self._pending: dict[str, Changes] = {}
+        # topic -> key -> {"metas": [...]}: what list() answers; each key a
+        # diff touches is rebuilt from the state.  Everything in it is
+        # read-only and replaced rather than changed, so a shallow copy is
+        # a snapshot.
         self._views: dict[str, dict[str, ReadOnlyDict]] = {}
         self._outbox: deque[tuple[str, dict[str, PresenceList]]] = deque()
         self._delivering = False
@@ -176,7 +175,8 @@ class PresenceTracker(Service):
         The peer trackers heard from: node name to replica and whether it
         is up.
         """
-        return {name: (p.replica, p.up) for name, p in self._peers.items()}
+        is_up = self.state.is_up
+        return {name: (p.replica, is_up(p.replica)) for name, p in self._peers.items()}
 
     # Service
 
@@ -266,19 +266,20 @@ class PresenceTracker(Service):
         nobody asks about cost nothing.
         """
         pending = self._pending.get(topic)
-        self._pending[topic] = _PendingDiff()
+        self._pending[topic] = Changes()
         if pending is None:
             return {"joins": {}, "leaves": {}}
         return {
-            "joins": _presence_list(pending.joins.values()),
-            "leaves": _presence_list(pending.leaves.values()),
+            "joins": _presence_list((e.key, dict(e.meta)) for e in pending.joins.values()),
+            "leaves": _presence_list((e.key, dict(e.meta)) for e in pending.leaves.values()),
         }
 
     def subscribe_diffs(self, callback: DiffCallback) -> Callable[[], None]:
         """
         Call C{callback(topic, diff)} for every change, local or merged from
         a peer, in order: one call per topic per batch of changes.  The
-        diff is shared between subscribers: do not mutate it.
+        diff and its metas are shared between subscribers and with the
+        tracker (the metas are read-only): do not mutate them.
         """
         self._subscribers.append(callback)
 
@@ -318,51 +319,53 @@ class PresenceTracker(Service):
         self._emit(diff)
 
     def _emit(self, diff: Diff) -> None:
+        """
+        Bring the views and the get_diff backlogs up to date with C{diff},
+        which the state has applied already, and queue it for the
+        subscribers, one payload per topic.
+        """
         if not diff:
             return
-        by_topic: dict[str, tuple[builtins.list[Any], builtins.list[Any]]] = {}
-        for _, entry in diff.joins:
-            by_topic.setdefault(entry.topic, ([], []))[0].append(entry)
-        for _, entry in diff.leaves:
-            by_topic.setdefault(entry.topic, ([], []))[1].append(entry)
+        by_topic: dict[str, tuple[_Items, _Items]] = {}
+        for item in diff.joins:
+            by_topic.setdefault(item[1].topic, ([], []))[0].append(item)
+        for item in diff.leaves:
+            by_topic.setdefault(item[1].topic, ([], []))[1].append(item)
         for topic, (joins, leaves) in by_topic.items():
             self._update_view(topic, joins, leaves)
             pending = self._pending.get(topic)
             if pending is not None:
-                for entry in leaves:
-                    item = (entry.key, entry.meta.get("phx_ref"))
-                    if pending.joins.pop(item, None) is None:
-                        pending.leaves[item] = (entry.key, dict(entry.meta))
-                for entry in joins:
-                    item = (entry.key, entry.meta.get("phx_ref"))
-                    if pending.leaves.pop(item, None) is None:
-                        pending.joins[item] = (entry.key, dict(entry.meta))
+                for tag, entry in leaves:
+                    pending.leave(tag, entry)
+                for tag, entry in joins:
+                    pending.join(tag, entry)
             if self._subscribers:
                 payload = {
-                    "joins": _presence_list((e.key, dict(e.meta)) for e in joins),
-                    "leaves": _presence_list((e.key, dict(e.meta)) for e in leaves),
+                    "joins": _presence_list((e.key, e.meta) for _, e in joins),
+                    "leaves": _presence_list((e.key, e.meta) for _, e in leaves),
                 }
                 self._outbox.append((topic, payload))
         self._deliver()
 
     def _update_view(
-        self, topic: str, joins: builtins.list[Entry], leaves: builtins.list[Entry]
+        self,
+        topic: str,
+        joins: _Items,
+        leaves: _Items,
     ) -> None:
+        """
+        Rebuild, from the state, the view of each key of C{topic} that the
+        changes touched: the view then lists metas in the state's order,
+        whatever happened before.
+        """
         view = self._views.setdefault(topic, {})
-        for entry in leaves:
-            current = view.get(entry.key)
-            if current is None:
-                continue
-            ref = entry.meta.get("phx_ref")
-            metas = [meta for meta in current["metas"] if meta.get("phx_ref") != ref]
+        get_by_key = self.state.get_by_key
+        for key in dict.fromkeys([e.key for _, e in leaves + joins]):
+            metas = [e.meta for e in get_by_key(topic, key)]
             if metas:
-                view[entry.key] = ReadOnlyDict(metas=ReadOnlyList(metas))
+                view[key] = ReadOnlyDict(metas=ReadOnlyList(metas))
             else:
-                del view[entry.key]
-        for entry in joins:
-            current = view.get(entry.key)
-            metas = [*current["metas"], entry.meta] if current else [entry.meta]
-            view[entry.key] = ReadOnlyDict(metas=ReadOnlyList(metas))
+                view.pop(key, None)
         if not view:
             del self._views[topic]
 
@@ -449,9 +452,8 @@ class PresenceTracker(Service):
                     "Presence peer {node} is permanently down", node=peer.replica[0]
                 )
                 self._forget(peer)
-            elif silence > self.down_period and peer.up:
+            elif silence > self.down_period and self.state.is_up(peer.replica):
                 self.log.info("Presence peer {node} is down", node=peer.replica[0])
-                peer.up = False
                 self._emit(self.state.replica_down(peer.replica))
 
     def _forget(self, peer: _Peer) -> None:
@@ -516,9 +518,8 @@ class PresenceTracker(Service):
             self._emit(self.state.replica_up(replica))
         else:
             peer.last_seen = now
-            if not peer.up:
+            if not self.state.is_up(replica):
                 self.log.info("Presence peer {node} is up again", node=name)
-                peer.up = True
                 self._emit(self.state.replica_up(replica))
         if remote is not None:
             self._emit(self.state.merge(remote))
