@@ -27,7 +27,7 @@ setup(
         "orjson>=3.9",
     ],
     extras_require={
-        "test": ["hypothesis>=6.80", "mypy>=1.8", "mypy-zope>=1.0"],
+        "test": ["hypothesis>=6.80", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.6"],
     },
     classifiers=[
         "Framework :: Twisted",

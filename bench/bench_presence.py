@@ -99,14 +99,21 @@ def converge(burst: int) -> None:
     idle_start, idle_clock = len(network.log), clock.seconds()
     for _ in range(int(33 / 0.25)):
         clock.advance(0.25)
-    idle_bytes = sum(len(s.data) for s in network.log[idle_start:] if s.channel == CHANNEL)
+    idle_bytes = sum(
+        len(s.data) for s in network.log[idle_start:] if s.channel == CHANNEL
+    )
     idle_ticks = (clock.seconds() - idle_clock) / PERIOD
 
     log_start = len(network.log)
     started = time.perf_counter()
     for index, tracker in enumerate(trackers):
         for number in range(burst):
-            tracker.track("room", f"user{index}-{number}", f"s{index}-{number}", {"online_at": number})
+            tracker.track(
+                "room",
+                f"user{index}-{number}",
+                f"s{index}-{number}",
+                {"online_at": number},
+            )
     tracked = time.perf_counter() - started
     began = clock.seconds()
     started = time.perf_counter()
@@ -133,11 +140,22 @@ def converge(burst: int) -> None:
     for tick in range(20):
         for index, tracker in enumerate(trackers):
             for number in range(10):
-                tracker.untrack("room", f"user{index}-{tick * 10 + number}", f"s{index}-{tick * 10 + number}")
-                tracker.track("room", f"churn{index}-{tick}-{number}", f"c{index}-{tick}-{number}", {"online_at": tick})
+                tracker.untrack(
+                    "room",
+                    f"user{index}-{tick * 10 + number}",
+                    f"s{index}-{tick * 10 + number}",
+                )
+                tracker.track(
+                    "room",
+                    f"churn{index}-{tick}-{number}",
+                    f"c{index}-{tick}-{number}",
+                    {"online_at": tick},
+                )
         for _ in range(6):
             clock.advance(PERIOD / 6)
-    churn_bytes = sum(len(s.data) for s in network.log[churn_start:] if s.channel == CHANNEL)
+    churn_bytes = sum(
+        len(s.data) for s in network.log[churn_start:] if s.channel == CHANNEL
+    )
     churn_ticks = (clock.seconds() - churn_clock) / PERIOD
     print(
         f"(c) wire, churn of 20 changes/node/tick: {churn_bytes / churn_ticks / 3:,.0f} B per node per tick "
@@ -158,7 +176,8 @@ def converge(burst: int) -> None:
             raise RuntimeError("late node did not catch up")
     wall = time.perf_counter() - started
     acks = [
-        s for s in network.log[late_start:]
+        s
+        for s in network.log[late_start:]
         if s.channel == CHANNEL and s.destination == "d" and b'"transfer_ack"' in s.data
     ]
     print(

@@ -21,7 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HERE, beryl_argv, raise_file_limit, ROOT, free_port, pinned, wait_for  # noqa: E402
+from harness import (
+    HERE,
+    ROOT,
+    beryl_argv,
+    free_port,
+    pinned,
+    raise_file_limit,
+    wait_for,
+)  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
@@ -47,10 +55,19 @@ def main() -> None:
             idle = rss_kib(server.pid)
             started = time.monotonic()
             client = subprocess.Popen(
-                pinned(1, ["node", str(HERE / "capacity_client.js"),
-                           f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
-                           str(args.sockets), str(args.per_room)]),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                pinned(
+                    1,
+                    [
+                        "node",
+                        str(HERE / "capacity_client.js"),
+                        f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
+                        str(args.sockets),
+                        str(args.per_room),
+                    ],
+                ),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             assert client.stdout is not None and client.stdin is not None
             line = client.stdout.readline().strip()

@@ -22,11 +22,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HERE, beryl_argv, ROOT, free_port, raise_file_limit, run_measured, wait_for  # noqa: E402
+from harness import (
+    HERE,
+    ROOT,
+    beryl_argv,
+    free_port,
+    raise_file_limit,
+    run_measured,
+    wait_for,
+)  # noqa: E402
 
 
-def start_node(port: int, cluster_port: int, peers: list[int], log: Path) -> subprocess.Popen[bytes]:
-    argv = beryl_argv(port, log, "--cluster-port", f"tcp:{cluster_port}:interface=127.0.0.1")
+def start_node(
+    port: int, cluster_port: int, peers: list[int], log: Path
+) -> subprocess.Popen[bytes]:
+    argv = beryl_argv(
+        port, log, "--cluster-port", f"tcp:{cluster_port}:interface=127.0.0.1"
+    )
     if peers:
         argv += ["--peers", ",".join(f"127.0.0.1:{p}" for p in peers)]
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -45,7 +57,9 @@ def wait_for_mesh(logs: list[Path], timeout: float = 20.0) -> None:
     raise RuntimeError("the cluster did not form")
 
 
-def measure(nodes: int, sockets: int, messages: int, rounds: int) -> tuple[float, float]:
+def measure(
+    nodes: int, sockets: int, messages: int, rounds: int
+) -> tuple[float, float]:
     ports = [free_port() for _ in range(nodes)]
     cluster_ports = [free_port() for _ in range(nodes)]
     processes = []
@@ -54,14 +68,23 @@ def measure(nodes: int, sockets: int, messages: int, rounds: int) -> tuple[float
         try:
             for i in range(nodes):
                 processes.append(
-                    start_node(ports[i], cluster_ports[i], cluster_ports[:1] if i else [], logs[i])
+                    start_node(
+                        ports[i],
+                        cluster_ports[i],
+                        cluster_ports[:1] if i else [],
+                        logs[i],
+                    )
                 )
             if nodes > 1:
                 wait_for_mesh(logs)
-            urls = ",".join(f"ws://127.0.0.1:{p}/socket/websocket?vsn=2.0.0" for p in ports)
+            urls = ",".join(
+                f"ws://127.0.0.1:{p}/socket/websocket?vsn=2.0.0" for p in ports
+            )
             best = (0.0, 0.0)
             for _ in range(rounds):
-                result = run_client_multi(urls, sockets, messages, [p.pid for p in processes])
+                result = run_client_multi(
+                    urls, sockets, messages, [p.pid for p in processes]
+                )
                 if result[0] > best[0]:
                     best = result
             return best
@@ -72,9 +95,19 @@ def measure(nodes: int, sockets: int, messages: int, rounds: int) -> tuple[float
                 process.wait(10)
 
 
-def run_client_multi(urls: str, sockets: int, messages: int, pids: list[int]) -> tuple[float, float]:
+def run_client_multi(
+    urls: str, sockets: int, messages: int, pids: list[int]
+) -> tuple[float, float]:
     result = run_measured(
-        ["node", str(HERE / "fanout_client.js"), urls, str(sockets), str(messages), "beryl", "1"],
+        [
+            "node",
+            str(HERE / "fanout_client.js"),
+            urls,
+            str(sockets),
+            str(messages),
+            "beryl",
+            "1",
+        ],
         pids,
     )
     return result["rate"], result["server_cpu"] * 1e6 / result["deliveries"]

@@ -17,10 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HERE, best_of, beryl_argv, free_port, raise_file_limit  # noqa: E402
+from harness import HERE, beryl_argv, best_of, free_port, raise_file_limit  # noqa: E402
 
 
-def measure(kind: str, sockets: int, messages: int, rounds: int, paced: bool) -> tuple[float, float]:
+def measure(
+    kind: str, sockets: int, messages: int, rounds: int, paced: bool
+) -> tuple[float, float]:
     """
     The best delivery rate over the rounds, and the server's CPU
     microseconds per delivery in that round.
@@ -33,8 +35,15 @@ def measure(kind: str, sockets: int, messages: int, rounds: int, paced: bool) ->
         else:
             server = [sys.executable, str(HERE / "baseline_autobahn.py"), str(port)]
             url = f"ws://127.0.0.1:{port}/"
-        client = ["node", str(HERE / "fanout_client.js"), url, str(sockets), str(messages),
-                  kind, "1" if paced else "0"]
+        client = [
+            "node",
+            str(HERE / "fanout_client.js"),
+            url,
+            str(sockets),
+            str(messages),
+            kind,
+            "1" if paced else "0",
+        ]
         return best_of(server, port, client, rounds, "deliveries")
 
 
@@ -44,14 +53,17 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--burst", action="store_true",
+        "--burst",
+        action="store_true",
         help="send all messages at once (broadcasts batch into one send() per socket)",
     )
     args = parser.parse_args()
     raise_file_limit()
     paced = not args.burst
     beryl, beryl_cpu = measure("beryl", args.sockets, args.messages, args.rounds, paced)
-    baseline, baseline_cpu = measure("baseline", args.sockets, args.messages, args.rounds, paced)
+    baseline, baseline_cpu = measure(
+        "baseline", args.sockets, args.messages, args.rounds, paced
+    )
     mode = "burst" if args.burst else "paced"
     print(
         f"fanout ({mode}) N={args.sockets} M={args.messages}: "

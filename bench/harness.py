@@ -42,7 +42,9 @@ def pinned(core: int, argv: list[str]) -> list[str]:
     return argv
 
 
-def run_measured(argv: list[str], pids: list[int], timeout: float = 180) -> dict[str, float]:
+def run_measured(
+    argv: list[str], pids: list[int], timeout: float = 180
+) -> dict[str, float]:
     """
     Run a load client that prints READY when its measured phase starts and
     then one JSON result line; add C{server_cpu}, the CPU seconds the
@@ -94,8 +96,16 @@ def beryl_argv(port: int, log: Path, *options: str) -> list[str]:
     A real C{twistd beryl} (the demo app) on loopback C{port}.
     """
     twistd = str(Path(sys.executable).parent / "twistd")
-    return [twistd, "-n", "--pidfile=", f"--logfile={log}", "beryl",
-            "--port", f"tcp:{port}:interface=127.0.0.1:backlog=4096", *options]
+    return [
+        twistd,
+        "-n",
+        "--pidfile=",
+        f"--logfile={log}",
+        "beryl",
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1:backlog=4096",
+        *options,
+    ]
 
 
 def best_of(
@@ -110,7 +120,10 @@ def best_of(
     with tempfile.TemporaryDirectory() as tmp:
         with open(Path(tmp) / "server.err", "wb") as errors:
             server = subprocess.Popen(
-                pinned(0, server_argv), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors
+                pinned(0, server_argv),
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
             )
         try:
             wait_for(port)

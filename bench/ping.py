@@ -16,10 +16,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HERE, best_of, beryl_argv, free_port, raise_file_limit  # noqa: E402
+from harness import HERE, beryl_argv, best_of, free_port, raise_file_limit  # noqa: E402
 
 
-def measure(kind: str, sockets: int, window: int, total: int, rounds: int) -> tuple[float, float]:
+def measure(
+    kind: str, sockets: int, window: int, total: int, rounds: int
+) -> tuple[float, float]:
     """
     The best reply rate over the rounds, and the server's CPU microseconds
     per reply in that round.
@@ -32,8 +34,15 @@ def measure(kind: str, sockets: int, window: int, total: int, rounds: int) -> tu
         else:
             server = [sys.executable, str(HERE / "baseline_echo.py"), str(port)]
             url = f"ws://127.0.0.1:{port}/"
-        client = ["node", str(HERE / "ping_client.js"), url, str(sockets), str(window),
-                  str(total), kind]
+        client = [
+            "node",
+            str(HERE / "ping_client.js"),
+            url,
+            str(sockets),
+            str(window),
+            str(total),
+            kind,
+        ]
         return best_of(server, port, client, rounds, "replies")
 
 
@@ -45,8 +54,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     raise_file_limit()
-    beryl, beryl_cpu = measure("beryl", args.sockets, args.window, args.total, args.rounds)
-    baseline, baseline_cpu = measure("baseline", args.sockets, args.window, args.total, args.rounds)
+    beryl, beryl_cpu = measure(
+        "beryl", args.sockets, args.window, args.total, args.rounds
+    )
+    baseline, baseline_cpu = measure(
+        "baseline", args.sockets, args.window, args.total, args.rounds
+    )
     print(
         f"ping S={args.sockets} window={args.window}: beryl {beryl:,.0f} replies/s "
         f"({beryl_cpu:.1f} us server CPU each), autobahn echo {baseline:,.0f} replies/s "

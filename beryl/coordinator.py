@@ -132,9 +132,7 @@ class Coordinator(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        self._stop_presence_diffs = self.presence.subscribe_diffs(
-            self._presence_diff
-        )
+        self._stop_presence_diffs = self.presence.subscribe_diffs(self._presence_diff)
         for callback in self.app.startup:
             try:
                 callback(self)
@@ -519,9 +517,7 @@ class Coordinator(Service):
             if len(self._subscriptions[state.topic]) == 1:
                 self.pubsub.subscribe(state.topic, self)
             response = {} if result.reply is None else result.reply
-            socket.reply(
-                state.join_ref, message.ref, state.topic, "ok", response
-            )
+            socket.reply(state.join_ref, message.ref, state.topic, "ok", response)
             if old is not None:
                 old.close_frame()
             state.joined = True
@@ -738,7 +734,9 @@ class Coordinator(Service):
         try:
             socket.connection.close(1011, "internal error")
         except Exception:
-            self.log.failure("Closing socket {socket_id} failed too.", socket_id=socket.socket_id)
+            self.log.failure(
+                "Closing socket {socket_id} failed too.", socket_id=socket.socket_id
+            )
         self.socket_closed(socket)
 
     # Timers and presence
@@ -765,5 +763,3 @@ class Coordinator(Service):
         # Every node computes diffs from its own view, so they go to local
         # subscribers only.
         self.local_broadcast(topic, "presence_diff", diff)
-
-

@@ -72,9 +72,7 @@ class IPubSub(Interface):
         Deliver to every subscriber of C{topic} on every node.
         """
 
-    def broadcast_from(
-        from_id: str, topic: str, event: str, payload: Payload
-    ) -> None:
+    def broadcast_from(from_id: str, topic: str, event: str, payload: Payload) -> None:
         """
         Deliver to every subscriber of C{topic} on every node, except the
         subscriber (or, inside an aggregate subscriber, the receiver) whose
@@ -177,7 +175,7 @@ class IPresence(Interface):
         """
 
     def subscribe_diffs(
-        callback: Callable[[str, dict[str, PresenceList]], None]
+        callback: Callable[[str, dict[str, PresenceList]], None],
     ) -> Callable[[], None]:
         """
         Call C{callback(topic, diff)} for every change, in order, and return

@@ -75,7 +75,9 @@ def _listen_address(description: str) -> tuple[str, int]:
     kwargs = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
     port = kwargs.get("port") or (args[0] if args else "")
     if not port.isdigit():
-        raise usage.UsageError(f"--cluster-port: cannot find a port number in {description!r}")
+        raise usage.UsageError(
+            f"--cluster-port: cannot find a port number in {description!r}"
+        )
     interface = kwargs.get("interface", "")
     if interface in ("", "0.0.0.0", "::"):
         interface = socket.gethostname()
@@ -122,27 +124,95 @@ class Options(usage.Options):
     )
 
     optFlags = [
-        ["levee", None, "Serve Levee (Fluid relay) documents on document:<tenantId>:<documentId>."],
-        ["levee-insecure-dev-tokens", None, "With --levee: accept any token with full scopes (development only; logged as a warning)."],
+        [
+            "levee",
+            None,
+            "Serve Levee (Fluid relay) documents on document:<tenantId>:<documentId>.",
+        ],
+        [
+            "levee-insecure-dev-tokens",
+            None,
+            "With --levee: accept any token with full scopes (development only; logged as a warning).",
+        ],
     ]
 
     optParameters = [
-        ["port", "p", "4000", "Listen here: a port number or a Twisted server endpoint string (tcp:4000:interface=127.0.0.1, ssl:...)."],
-        ["app", "a", None, "The application to serve, as package.module:attribute (a beryl.App or a function returning one)."],
-        ["cluster-port", None, None, "Listen for cluster peers here: a port number or a server endpoint string."],
-        ["peers", None, None, "Comma-separated cluster ports of other nodes: host:port or client endpoint strings."],
-        ["node-name", None, None, "This node's name in the cluster (default: host:cluster-port)."],
+        [
+            "port",
+            "p",
+            "4000",
+            "Listen here: a port number or a Twisted server endpoint string (tcp:4000:interface=127.0.0.1, ssl:...).",
+        ],
+        [
+            "app",
+            "a",
+            None,
+            "The application to serve, as package.module:attribute (a beryl.App or a function returning one).",
+        ],
+        [
+            "cluster-port",
+            None,
+            None,
+            "Listen for cluster peers here: a port number or a server endpoint string.",
+        ],
+        [
+            "peers",
+            None,
+            None,
+            "Comma-separated cluster ports of other nodes: host:port or client endpoint strings.",
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            "This node's name in the cluster (default: host:cluster-port).",
+        ],
         ["cluster-secret", None, None, "Shared secret that cluster peers must know."],
         ["cluster-secret-file", None, None, "Read the cluster secret from this file."],
-        ["cluster-advertise", None, None, "host:port at which other nodes reach this node's cluster port (default: the cluster port's interface, or this host's name)."],
-        ["heartbeat-timeout", None, 60.0, "Close sockets that send nothing for this many seconds."],
-        ["max-frame-size", None, 8 * 1024 * 1024, "Largest inbound WebSocket message in bytes; larger closes with 1009."],
+        [
+            "cluster-advertise",
+            None,
+            None,
+            "host:port at which other nodes reach this node's cluster port (default: the cluster port's interface, or this host's name).",
+        ],
+        [
+            "heartbeat-timeout",
+            None,
+            60.0,
+            "Close sockets that send nothing for this many seconds.",
+        ],
+        [
+            "max-frame-size",
+            None,
+            8 * 1024 * 1024,
+            "Largest inbound WebSocket message in bytes; larger closes with 1009.",
+        ],
         ["max-channels", None, 100, "Most channels one socket may join."],
-        ["check-origin", None, "host", "Origin check: 'host' (origin host equals Host header), 'off', or comma-separated allowed origins (https://example.com,//*.example.com)."],
+        [
+            "check-origin",
+            None,
+            "host",
+            "Origin check: 'host' (origin host equals Host header), 'off', or comma-separated allowed origins (https://example.com,//*.example.com).",
+        ],
         ["broadcast-period", None, 1.5, "Presence: seconds between replication ticks."],
-        ["max-silent-periods", None, 10, "Presence: ticks without changes before an empty heartbeat."],
-        ["down-period", None, 30.0, "Presence: seconds of silence before a peer is down."],
-        ["permdown-period", None, 1200.0, "Presence: seconds before a down peer's presences are deleted."],
+        [
+            "max-silent-periods",
+            None,
+            10,
+            "Presence: ticks without changes before an empty heartbeat.",
+        ],
+        [
+            "down-period",
+            None,
+            30.0,
+            "Presence: seconds of silence before a peer is down.",
+        ],
+        [
+            "permdown-period",
+            None,
+            1200.0,
+            "Presence: seconds before a down peer's presences are deleted.",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -178,9 +248,13 @@ class Options(usage.Options):
             self["origin_rule"] = [o.strip() for o in origin.split(",") if o.strip()]
         self["cluster"] = self._cluster_config()
         if self["down-period"] < 2 * self["broadcast-period"]:
-            raise usage.UsageError("--down-period must be at least twice --broadcast-period")
+            raise usage.UsageError(
+                "--down-period must be at least twice --broadcast-period"
+            )
         if self["permdown-period"] <= self["down-period"]:
-            raise usage.UsageError("--permdown-period must be longer than --down-period")
+            raise usage.UsageError(
+                "--permdown-period must be longer than --down-period"
+            )
         if self["levee"] and self["cluster"] is not None:
             raise usage.UsageError(
                 "--levee is single-node for now (each node would sequence the same "
@@ -192,7 +266,12 @@ class Options(usage.Options):
     def _cluster_config(self) -> ClusterConfig | None:
         port = self["cluster-port"]
         if port is None:
-            for name in ("peers", "cluster-secret", "cluster-secret-file", "cluster-advertise"):
+            for name in (
+                "peers",
+                "cluster-secret",
+                "cluster-secret-file",
+                "cluster-advertise",
+            ):
                 if self[name] is not None:
                     raise usage.UsageError(f"--{name} needs --cluster-port")
             return None
@@ -205,8 +284,13 @@ class Options(usage.Options):
             )
         except ValueError as error:
             raise usage.UsageError(f"--peers: {error}") from None
-        if self["cluster-secret"] is not None and self["cluster-secret-file"] is not None:
-            raise usage.UsageError("give --cluster-secret or --cluster-secret-file, not both")
+        if (
+            self["cluster-secret"] is not None
+            and self["cluster-secret-file"] is not None
+        ):
+            raise usage.UsageError(
+                "give --cluster-secret or --cluster-secret-file, not both"
+            )
         secret: bytes | None = None
         if self["cluster-secret"] is not None:
             secret = self["cluster-secret"].encode("utf-8")
@@ -215,7 +299,9 @@ class Options(usage.Options):
                 with open(self["cluster-secret-file"], "rb") as file:
                     secret = file.read().strip()
             except OSError as error:
-                raise usage.UsageError(f"--cluster-secret-file: {error.strerror}") from None
+                raise usage.UsageError(
+                    f"--cluster-secret-file: {error.strerror}"
+                ) from None
             if not secret:
                 raise usage.UsageError("--cluster-secret-file: the file is empty")
         host, number = _listen_address(listen)

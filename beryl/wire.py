@@ -218,7 +218,9 @@ class Serializer:
         """
         if isinstance(payload, Binary):
             return self._binary(
-                _KIND_PUSH, (_ref_text(join_ref), topic.encode(), event.encode()), payload
+                _KIND_PUSH,
+                (_ref_text(join_ref), topic.encode(), event.encode()),
+                payload,
             )
         return self.encode(join_ref, None, topic, event, payload)
 
@@ -263,7 +265,9 @@ class V2JSONSerializer(Serializer):
         except _JSONError as error:
             return DecodeError(str(error))
         if not isinstance(value, list):
-            return DecodeError("expected a JSON array [join_ref, ref, topic, event, payload]")
+            return DecodeError(
+                "expected a JSON array [join_ref, ref, topic, event, payload]"
+            )
         if len(value) < 5:
             return DecodeError(
                 f"expected 5 elements [join_ref, ref, topic, event, payload], got {len(value)}"
@@ -295,7 +299,9 @@ class V1JSONSerializer(Serializer):
             return DecodeError(str(error))
         if not isinstance(value, dict):
             return DecodeError("expected a JSON object {topic, event, payload, ref}")
-        missing = [key for key in ("topic", "event", "payload", "ref") if key not in value]
+        missing = [
+            key for key in ("topic", "event", "payload", "ref") if key not in value
+        ]
         if missing:
             return DecodeError(f"missing key(s): {', '.join(missing)}")
         return _checked(
@@ -310,9 +316,7 @@ class V1JSONSerializer(Serializer):
         self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
     ) -> Frame:
         return Frame(
-            _dumps(
-                {"topic": topic, "event": event, "payload": payload, "ref": ref}
-            )
+            _dumps({"topic": topic, "event": event, "payload": payload, "ref": ref})
         )
 
 
@@ -343,9 +347,7 @@ def serializer_for_vsn(vsn: str | None) -> Serializer | None:
     if vsn is None:
         return V1_JSON
     parts = vsn.split(".")
-    if len(parts) != 3 or not all(
-        part.isascii() and part.isdigit() for part in parts
-    ):
+    if len(parts) != 3 or not all(part.isascii() and part.isdigit() for part in parts):
         return None
     if parts[0] == "1" and parts[1] == "0":
         return V1_JSON

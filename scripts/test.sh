@@ -24,6 +24,10 @@ else
   echo "scripts/test.sh: node/npm not found; the interop tests will be skipped" >&2
 fi
 
+echo "== ruff"
+.venv/bin/ruff check beryl tests bench docs twisted
+.venv/bin/ruff format --check beryl tests bench docs twisted
+
 echo "== mypy --strict beryl"
 .venv/bin/mypy --strict beryl
 

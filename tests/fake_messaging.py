@@ -151,7 +151,9 @@ class FakeNetwork:
             and destination in self.nodes
             and self.reachable(source, destination)
         )
-        self.log.append(Sent(source, destination, channel, data, ok, self.clock.seconds()))
+        self.log.append(
+            Sent(source, destination, channel, data, ok, self.clock.seconds())
+        )
         if not ok:
             return
         receiver = self.nodes[destination]
@@ -171,4 +173,6 @@ class FakeNetwork:
         """
         The total size of the messages delivered on C{channel}.
         """
-        return sum(len(s.data) for s in self.log if s.channel == channel and s.delivered)
+        return sum(
+            len(s.data) for s in self.log if s.channel == channel and s.delivered
+        )

@@ -41,7 +41,12 @@ def visible_set(state: State) -> dict[Tag, tuple[str, str, str, bytes]]:
     The visible values of C{state} in a comparable form.
     """
     return {
-        tag: (e.topic, e.key, e.owner, orjson.dumps(e.meta, option=orjson.OPT_SORT_KEYS))
+        tag: (
+            e.topic,
+            e.key,
+            e.owner,
+            orjson.dumps(e.meta, option=orjson.OPT_SORT_KEYS),
+        )
         for tag, e in state.visible().items()
     }
 
@@ -59,7 +64,9 @@ def shape(state: State) -> tuple[Any, ...]:
     )
 
 
-def checked(test: SynchronousTestCase, state: State, change: Callable[[], Diff]) -> Diff:
+def checked(
+    test: SynchronousTestCase, state: State, change: Callable[[], Diff]
+) -> Diff:
     """
     Apply C{change} to C{state} and assert that the diff it reports is
     exactly the difference of the visible sets before and after.
@@ -201,7 +208,7 @@ class Cluster:
         """
         for _ in range(10):
             changed = False
-            for who, state in enumerate(self.states):
+            for state in self.states:
                 for other in self.states:
                     if other is state:
                         continue
@@ -209,7 +216,7 @@ class Cluster:
                         other.take_delta()
                     before = shape(state)
                     payload = other.extract(state.replica, state.clock())
-                    checked(self.test, state, lambda: state.merge(payload))
+                    checked(self.test, state, lambda: state.merge(payload))  # noqa: B023
                     changed = changed or shape(state) != before
                     if state.has_delta():
                         state.take_delta()

@@ -5,11 +5,12 @@ Tests for L{beryl.cluster}: AMP cluster links, membership and messaging.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 from twisted.application.internet import backoffPolicy
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -21,7 +22,7 @@ from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.protocols import amp
 from twisted.test import iosim
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -89,7 +90,9 @@ class Connection:
 
     @property
     def open(self) -> bool:
-        return not (self.pump.clientIO.disconnecting or self.pump.serverIO.disconnecting)
+        return not (
+            self.pump.clientIO.disconnecting or self.pump.serverIO.disconnecting
+        )
 
     @property
     def finished(self) -> bool:
@@ -203,7 +206,7 @@ class ClusterHarness:
     def node(
         self,
         name: str,
-        peers: list[str] = [],
+        peers: Sequence[str] = (),
         secret: bytes | None = None,
         start: bool = True,
     ) -> ClusterService:
@@ -217,7 +220,9 @@ class ClusterHarness:
             advertise=address(name),
             heartbeat_interval=1.0,
             heartbeat_timeout=5.0,
-            retry_policy=backoffPolicy(initialDelay=1.0, maxDelay=8.0, jitter=lambda: 0),
+            retry_policy=backoffPolicy(
+                initialDelay=1.0, maxDelay=8.0, jitter=lambda: 0
+            ),
         )
         observer = self.observers[name] = Observer()
         received = self.received[name] = []
@@ -320,7 +325,9 @@ class ClusterServiceTests(SynchronousTestCase):
 
     def test_interface(self) -> None:
         """ClusterService and LocalMessaging provide INodeMessaging."""
-        self.assertTrue(verifyObject(INodeMessaging, self.cluster.node("a", start=False)))
+        self.assertTrue(
+            verifyObject(INodeMessaging, self.cluster.node("a", start=False))
+        )
         local = LocalMessaging("solo")
         self.assertTrue(verifyObject(INodeMessaging, local))
         self.assertEqual((local.node_name, dict(local.peers())), ("solo", {}))
@@ -332,8 +339,12 @@ class ClusterServiceTests(SynchronousTestCase):
         self.network.flush()
         self.assertEqual(dict(a.peers()), {"b": b.incarnation})
         self.assertEqual(dict(b.peers()), {"a": a.incarnation})
-        self.assertEqual(self.cluster.observers["a"].events, [("up", "b", b.incarnation)])
-        self.assertEqual(self.cluster.observers["b"].events, [("up", "a", a.incarnation)])
+        self.assertEqual(
+            self.cluster.observers["a"].events, [("up", "b", b.incarnation)]
+        )
+        self.assertEqual(
+            self.cluster.observers["b"].events, [("up", "a", a.incarnation)]
+        )
 
     def test_send(self) -> None:
         """send reaches one peer's channel handler, send_all every peer's."""
@@ -357,7 +368,9 @@ class ClusterServiceTests(SynchronousTestCase):
         a.members_received(None, [("evil", "unix:/run/docker.sock")])  # type: ignore[arg-type]
         self.network.run(5)
         self.assertEqual(sorted(a.peers()), ["b"])
-        self.assertNotIn("unix:/run/docker.sock", [p.description for p in a._peers.values()])
+        self.assertNotIn(
+            "unix:/run/docker.sock", [p.description for p in a._peers.values()]
+        )
         del b
 
     def test_membership_spreads(self) -> None:
@@ -382,8 +395,12 @@ class ClusterServiceTests(SynchronousTestCase):
         b = self.cluster.node("b", peers=["a"])
         self.network.run(30)
         self.assertEqual(len(self.network.open_connections()), 1)
-        self.assertEqual(self.cluster.observers["a"].events, [("up", "b", b.incarnation)])
-        self.assertEqual(self.cluster.observers["b"].events, [("up", "a", a.incarnation)])
+        self.assertEqual(
+            self.cluster.observers["a"].events, [("up", "b", b.incarnation)]
+        )
+        self.assertEqual(
+            self.cluster.observers["b"].events, [("up", "a", a.incarnation)]
+        )
         a.send("b", "test", b"once")
         self.network.flush()
         self.assertEqual(self.cluster.received["b"], [("a", b"once")])
@@ -406,8 +423,12 @@ class ClusterServiceTests(SynchronousTestCase):
         self.assertEqual(dict(b.peers()), {"a": a.incarnation})
         self.network.run(20)
         self.assertEqual(len(self.network.open_connections()), 1)
-        self.assertEqual(self.cluster.observers["a"].events, [("up", "b", b.incarnation)])
-        self.assertEqual(self.cluster.observers["b"].events, [("up", "a", a.incarnation)])
+        self.assertEqual(
+            self.cluster.observers["a"].events, [("up", "b", b.incarnation)]
+        )
+        self.assertEqual(
+            self.cluster.observers["b"].events, [("up", "a", a.incarnation)]
+        )
         b.send("a", "test", b"through the twin")
         self.network.flush()
         self.assertEqual(self.cluster.received["a"], [("b", b"through the twin")])
@@ -588,8 +609,12 @@ class ClusterServiceTests(SynchronousTestCase):
         stopped = a.stopService()
         self.network.flush()
         self.successResultOf(stopped)
-        self.assertEqual(self.cluster.observers["a"].events[-1], ("down", "b", b.incarnation))
-        self.assertEqual(self.cluster.observers["b"].events[-1], ("down", "a", a.incarnation))
+        self.assertEqual(
+            self.cluster.observers["a"].events[-1], ("down", "b", b.incarnation)
+        )
+        self.assertEqual(
+            self.cluster.observers["b"].events[-1], ("down", "a", a.incarnation)
+        )
         self.assertEqual(self.network.open_connections(), [])
 
     def test_pubsub_over_cluster(self) -> None:
@@ -605,7 +630,9 @@ class ClusterServiceTests(SynchronousTestCase):
         class Subscriber:
             subscriber_id = "s1"
 
-            def deliver(self, topic: str, event: str, payload: Any, from_id: str | None) -> None:
+            def deliver(
+                self, topic: str, event: str, payload: Any, from_id: str | None
+            ) -> None:
                 got.append((topic, event, payload, from_id))
 
         pubsub_b.subscribe("room", Subscriber())
@@ -621,61 +648,3 @@ class ClusterServiceTests(SynchronousTestCase):
                 ("room", "bin", Binary(b"\x00\xff" * 40000), None),
             ],
         )
-
-
-class RealNetworkTests(TestCase):
-    """
-    Three cluster services over loopback TCP with the real reactor.
-    """
-
-    timeout = 30
-
-    async def _three_nodes(self) -> None:
-        from twisted.internet import reactor
-
-        waiting: dict[str, Deferred[None]] = {}
-        services: list[ClusterService] = []
-
-        @implementer(IMembershipObserver)
-        class Waiter:
-            def __init__(self, service: ClusterService) -> None:
-                self.service = service
-
-            def node_up(self, node_name: str, incarnation: str) -> None:
-                if len(self.service.peers()) == 2:
-                    waiting.pop(self.service.node_name).callback(None)
-
-            def node_down(self, node_name: str, incarnation: str) -> None:
-                pass
-
-        received: list[tuple[str, bytes]] = []
-        peers: list[str] = []
-        for name in ["a", "b", "c"]:
-            service = ClusterService.from_descriptions(
-                reactor,
-                name,
-                "tcp:0:interface=127.0.0.1",
-                peers,
-                secret=b"loopback",
-                heartbeat_interval=0.2,
-            )
-            waiting[name] = Deferred()
-            service.add_membership_observer(Waiter(service))
-            service.startService()
-            services.append(service)
-            self.addCleanup(service.stopService)
-            port = await service.when_listening()
-            service.advertise = f"tcp:host=127.0.0.1:port={port.getHost().port}"  # type: ignore[attr-defined]
-            if not peers:
-                peers = [service.advertise]
-        services[2].add_handler("test", lambda node, data: received.append((node, data)))
-        await gatherResults(list(waiting.values()))
-        arrived: Deferred[None] = Deferred()
-        services[2].add_handler("test", lambda node, data: arrived.callback(None))
-        services[1].send("c", "test", b"x" * 200_000)
-        await arrived
-        self.assertEqual(received, [("b", b"x" * 200_000)])
-
-    def test_three_nodes(self) -> Deferred[None]:
-        """Three nodes given one peer each form a mesh and exchange messages."""
-        return Deferred.fromCoroutine(self._three_nodes())

@@ -130,7 +130,9 @@ class Recorder:
         )
 
 
-def _reply(join_ref: Any, ref: Any, topic: str, status: str, response: Any) -> list[Any]:
+def _reply(
+    join_ref: Any, ref: Any, topic: str, status: str, response: Any
+) -> list[Any]:
     return [join_ref, ref, topic, "phx_reply", {"status": status, "response": response}]
 
 
@@ -229,7 +231,8 @@ class LifecycleTests(CoordinatorTestCase):
         client = self.client()
         client.send("3", "3", "nope", "phx_join", {})
         self.assertEqual(
-            client.take(), [_reply(None, "3", "nope", "error", {"reason": "unmatched topic"})]
+            client.take(),
+            [_reply(None, "3", "nope", "error", {"reason": "unmatched topic"})],
         )
 
     def test_duplicate_join(self) -> None:
@@ -245,7 +248,9 @@ class LifecycleTests(CoordinatorTestCase):
         )
         self.assertEqual(self.recorder.terminated, [("room:a", "duplicate join")])
         client.send("2", "3", "room:a", "count", {})
-        self.assertEqual(client.take(), [_reply("2", "3", "room:a", "ok", {"count": 1})])
+        self.assertEqual(
+            client.take(), [_reply("2", "3", "room:a", "ok", {"count": 1})]
+        )
 
     def test_leave(self) -> None:
         """Leaving replies ok, then sends phx_close with join_ref as ref, then terminates."""
@@ -253,7 +258,10 @@ class LifecycleTests(CoordinatorTestCase):
         client.send("1", "5", "room:a", "phx_leave", {})
         self.assertEqual(
             client.take(),
-            [_reply("1", "5", "room:a", "ok", {}), ["1", "1", "room:a", "phx_close", {}]],
+            [
+                _reply("1", "5", "room:a", "ok", {}),
+                ["1", "1", "room:a", "phx_close", {}],
+            ],
         )
         self.assertEqual(self.recorder.terminated, [("room:a", "leave")])
 
@@ -263,7 +271,10 @@ class LifecycleTests(CoordinatorTestCase):
         client.send(None, "5", "room:a", "phx_leave", {})
         self.assertEqual(
             client.take(),
-            [_reply("1", "5", "room:a", "ok", {}), ["1", "1", "room:a", "phx_close", {}]],
+            [
+                _reply("1", "5", "room:a", "ok", {}),
+                ["1", "1", "room:a", "phx_close", {}],
+            ],
         )
 
     def test_leave_stale_join_ref(self) -> None:
@@ -284,7 +295,8 @@ class LifecycleTests(CoordinatorTestCase):
         client = self.client()
         client.send("4", "5", "room:b", "echo", {})
         self.assertEqual(
-            client.take(), [_reply(None, "5", "room:b", "error", {"reason": "unmatched topic"})]
+            client.take(),
+            [_reply(None, "5", "room:b", "error", {"reason": "unmatched topic"})],
         )
 
     def test_stale_join_ref_dropped(self) -> None:
@@ -326,7 +338,8 @@ class LifecycleTests(CoordinatorTestCase):
         client = self.joined()
         client.send("1", "2", "room:a", "fail", {})
         self.assertEqual(
-            client.take(), [["1", "1", "room:a", "phx_error", {"reason": "channel_crash"}]]
+            client.take(),
+            [["1", "1", "room:a", "phx_error", {"reason": "channel_crash"}]],
         )
         self.assertEqual(self.recorder.terminated, [("room:a", "bad thing")])
 
@@ -354,7 +367,8 @@ class LifecycleTests(CoordinatorTestCase):
         client = self.joined()
         client.send("1", "2", "room:a", "bad", {})
         self.assertEqual(
-            client.take(), [["1", "1", "room:a", "phx_error", {"reason": "channel_crash"}]]
+            client.take(),
+            [["1", "1", "room:a", "phx_error", {"reason": "channel_crash"}]],
         )
         self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
 
@@ -367,7 +381,11 @@ class LifecycleTests(CoordinatorTestCase):
         client.send("9", "9", "room:9", "phx_join", {})
         self.assertEqual(
             client.take(),
-            [_reply("9", "9", "room:9", "error", {"reason": "too many channels joined"})],
+            [
+                _reply(
+                    "9", "9", "room:9", "error", {"reason": "too many channels joined"}
+                )
+            ],
         )
 
     def test_disconnect_terminates(self) -> None:
@@ -376,7 +394,8 @@ class LifecycleTests(CoordinatorTestCase):
         client.send("2", "2", "room:b", "phx_join", {})
         client.disconnect()
         self.assertEqual(
-            sorted(self.recorder.terminated), [("room:a", "closed"), ("room:b", "closed")]
+            sorted(self.recorder.terminated),
+            [("room:a", "closed"), ("room:b", "closed")],
         )
         self.assertEqual(self.coordinator.socket_count(), 0)
         self.assertEqual(self.coordinator.local_subscriber_count("room:a"), 0)
@@ -452,7 +471,9 @@ class AsyncTests(CoordinatorTestCase):
     def test_coroutine_join(self) -> None:
         """A join may be a coroutine."""
 
-        async def join(topic: str, payload: Payload, ctx: JoinContext) -> JoinResult[Counter]:
+        async def join(
+            topic: str, payload: Payload, ctx: JoinContext
+        ) -> JoinResult[Counter]:
             return JoinOk(Counter(7))
 
         self.app.channel("async:*", Channel.create(join))
@@ -515,7 +536,9 @@ class AsyncTests(CoordinatorTestCase):
         self.clock.advance(4)
         self.assertEqual(client.take(), [])
         self.clock.advance(1)
-        self.assertEqual(client.take(), [["1", None, "room:a", "info", {"message": "tick"}]])
+        self.assertEqual(
+            client.take(), [["1", None, "room:a", "info", {"message": "tick"}]]
+        )
 
     def test_timers_cancelled_on_leave(self) -> None:
         """A channel's pending infos are cancelled when it ends."""
@@ -532,7 +555,9 @@ class LifecycleEdgeTests(CoordinatorTestCase):
     def test_refused_join_leaves_no_presence_or_timers(self) -> None:
         """A join that tracks and sets a timer, then refuses, leaves neither behind."""
         client = self.client()
-        client.send("1", "1", "room:a", "phx_join", {"track": "ghost", "then_refuse": True})
+        client.send(
+            "1", "1", "room:a", "phx_join", {"track": "ghost", "then_refuse": True}
+        )
         self.assertEqual(self.coordinator.presence.list("room:a"), {})
         self.clock.advance(5)
         self.assertEqual(self.recorder.infos, [])
@@ -555,7 +580,8 @@ class LifecycleEdgeTests(CoordinatorTestCase):
         pending.errback(RuntimeError("auth backend down"))
         self.assertEqual(self.coordinator.presence.list("slow:x"), {})
         self.assertEqual(
-            client.take(), [_reply("1", "1", "slow:x", "error", {"reason": "join crashed"})]
+            client.take(),
+            [_reply("1", "1", "slow:x", "error", {"reason": "join crashed"})],
         )
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -579,7 +605,9 @@ class LifecycleEdgeTests(CoordinatorTestCase):
             ctx.send_info_later(1, "early timer")
             return pending
 
-        self.app.channel("slow:*", Channel.create(join).with_handle_info(self.recorder.handle_info))
+        self.app.channel(
+            "slow:*", Channel.create(join).with_handle_info(self.recorder.handle_info)
+        )
         client = self.client()
         client.send("1", "1", "slow:x", "phx_join", {})
         self.clock.advance(2)
@@ -619,7 +647,9 @@ class LifecycleEdgeTests(CoordinatorTestCase):
         client.send("1", "3", "room:a", "count", {})
         self.assertEqual(client.take(), [])
         self.recorder.pending_info.callback(NoReply(Counter(10)))
-        self.assertEqual(client.take(), [_reply("1", "3", "room:a", "ok", {"count": 11})])
+        self.assertEqual(
+            client.take(), [_reply("1", "3", "room:a", "ok", {"count": 11})]
+        )
 
 
 class ExplodingConnection(FakeConnection):
@@ -656,9 +686,10 @@ class BroadcastTests(CoordinatorTestCase):
     def test_encode_once_per_serializer(self) -> None:
         """A broadcast is prepared once per serializer, and all sockets get the same bytes."""
         CountingConnection.prepared = 0
-        clients = [
-            self.client(connection=CountingConnection()) for _ in range(5)
-        ] + [self.client(connection=CountingConnection(), serializer=V1_JSON) for _ in range(3)]
+        clients = [self.client(connection=CountingConnection()) for _ in range(5)] + [
+            self.client(connection=CountingConnection(), serializer=V1_JSON)
+            for _ in range(3)
+        ]
         for client in clients:
             client.send("1", "1", "room:a", "phx_join", {})
             client.take()
@@ -700,7 +731,9 @@ class BroadcastTests(CoordinatorTestCase):
         client = self.joined()
         socket_id = client.socket.socket_id
         self.assertTrue(self.coordinator.push_to_socket(socket_id, "room:a", "hi", {}))
-        self.assertFalse(self.coordinator.push_to_socket(socket_id, "room:zz", "hi", {}))
+        self.assertFalse(
+            self.coordinator.push_to_socket(socket_id, "room:zz", "hi", {})
+        )
         self.assertFalse(self.coordinator.push_to_socket("nobody", "room:a", "hi", {}))
         self.assertEqual(client.take(), [["1", None, "room:a", "hi", {}]])
 

@@ -36,7 +36,9 @@ class ParseParamsTests(SynchronousTestCase):
         the last duplicate plain key wins.
         """
         self.assertEqual(
-            parse_params("/socket/websocket?a[b]=1&ids[0]=x&ids[1]=y&t=1&t=2&vsn=2.0.0"),
+            parse_params(
+                "/socket/websocket?a[b]=1&ids[0]=x&ids[1]=y&t=1&t=2&vsn=2.0.0"
+            ),
             {"a": {"b": "1"}, "ids": {"0": "x", "1": "y"}, "t": "2", "vsn": "2.0.0"},
         )
 
@@ -60,7 +62,9 @@ class ParseParamsTests(SynchronousTestCase):
         Several bracket levels nest as deep as written and merge.
         """
         self.assertEqual(
-            parse_params("/?user[address][city]=Paris&user[address][zip]=75&user[name]=A"),
+            parse_params(
+                "/?user[address][city]=Paris&user[address][zip]=75&user[name]=A"
+            ),
             {"user": {"address": {"city": "Paris", "zip": "75"}, "name": "A"}},
         )
 
@@ -120,7 +124,9 @@ class ParseParamsTests(SynchronousTestCase):
         """
         Only the first C{=} separates name from value.
         """
-        self.assertEqual(parse_params("/?token=abc==&b=x=y"), {"token": "abc==", "b": "x=y"})
+        self.assertEqual(
+            parse_params("/?token=abc==&b=x=y"), {"token": "abc==", "b": "x=y"}
+        )
 
     def test_unclosedBracket(self) -> None:
         """
@@ -185,7 +191,9 @@ class SplitAuthTokenTests(SynchronousTestCase):
         Without a token subprotocol the list is returned unchanged with no
         token.
         """
-        self.assertEqual(split_auth_token(["phoenix", "mqtt"]), (["phoenix", "mqtt"], None))
+        self.assertEqual(
+            split_auth_token(["phoenix", "mqtt"]), (["phoenix", "mqtt"], None)
+        )
         self.assertEqual(split_auth_token([]), ([], None))
 
     def test_standardAlphabet(self) -> None:
@@ -219,7 +227,9 @@ class SplitAuthTokenTests(SynchronousTestCase):
         self.assertEqual(
             split_auth_token([AUTH_TOKEN_PREFIX + "dG9rZW4="]), ([], b"token")
         )
-        self.assertEqual(split_auth_token([AUTH_TOKEN_PREFIX + "dG9rZW4"]), ([], b"token"))
+        self.assertEqual(
+            split_auth_token([AUTH_TOKEN_PREFIX + "dG9rZW4"]), ([], b"token")
+        )
 
     @given(token=st.binary(), url_safe=st.booleans())
     def test_roundTrip(self, token: bytes, url_safe: bool) -> None:
@@ -419,9 +429,7 @@ class CheckOriginTests(SynchronousTestCase):
         list and ignores the request's host.
         """
         self.assertTrue(check_origin("https://example.com", "https://example.com", "x"))
-        self.assertFalse(
-            check_origin("https://example.com", "https://x", "x")
-        )
+        self.assertFalse(check_origin("https://example.com", "https://x", "x"))
 
     def test_callable(self) -> None:
         """

@@ -7,7 +7,6 @@ client on the official C{phoenix} npm client against a real C{twistd beryl}.
 from __future__ import annotations
 
 import json
-import subprocess
 from itertools import count
 from typing import Any
 
@@ -22,7 +21,6 @@ from beryl.levee.protocol import DOC_READ, DOC_WRITE, Claims, ConnectError
 from beryl.levee.registry import DocumentSessions
 from beryl.levee.store import InMemoryDocumentStore
 from beryl.testing import FakeClient
-from tests.interop.harness import INTEROP_DIR, node_executable, start_server
 
 TENANT = "acme"
 DOCUMENT = "doc"
@@ -50,7 +48,10 @@ def op(csn: int, rsn: int, contents: Any = None, type: str = "op") -> dict[str, 
 
 
 def connect_payload(
-    mode: str = "write", token: str = "rw", user: str = "alice", document: str = DOCUMENT
+    mode: str = "write",
+    token: str = "rw",
+    user: str = "alice",
+    document: str = DOCUMENT,
 ) -> dict[str, Any]:
     """A driver's C{connect_document} payload."""
     return {
@@ -128,7 +129,7 @@ class DocumentClient:
     def collect(self) -> list[tuple[str, Any]]:
         """Move received frames into the inbox; return the new pushes."""
         new = []
-        for join_ref, ref, topic, event, payload in self.socket.take():
+        for _join_ref, _ref, topic, event, payload in self.socket.take():
             assert topic == self.topic, (topic, event)
             if event == "phx_reply":
                 self.replies.append(payload)
@@ -137,7 +138,9 @@ class DocumentClient:
         self.inbox += new
         return new
 
-    def connect(self, mode: str = "write", token: str = "rw", user: str = "alice") -> Any:
+    def connect(
+        self, mode: str = "write", token: str = "rw", user: str = "alice"
+    ) -> Any:
         """Send C{connect_document}; return the success payload and keep the client id."""
         self.push("connect_document", connect_payload(mode, token, user))
         [response] = [
@@ -249,7 +252,9 @@ class ConnectTests(SynchronousTestCase):
         self.assertEqual(reader.ops(), [])
         self.assertEqual(alice.ops(), [])
         [signal] = alice.events("signal")
-        self.assertEqual(json.loads(signal["content"])["content"]["clientId"], "client-2")
+        self.assertEqual(
+            json.loads(signal["content"])["content"]["clientId"], "client-2"
+        )
 
     def test_write_with_read_token_downgraded(self) -> None:
         """A write request with a read-only token connects in read mode."""
@@ -264,14 +269,23 @@ class ConnectTests(SynchronousTestCase):
             ("nope", {"code": 400, "message": "Invalid connect_document payload"}),
             (
                 {"tenantId": TENANT},
-                {"code": 400, "message": "Missing required fields: tenantId, id, token, client"},
+                {
+                    "code": 400,
+                    "message": "Missing required fields: tenantId, id, token, client",
+                },
             ),
             (
                 {**good, "id": "other"},
                 {"code": 400, "message": "Tenant/document ID mismatch with topic"},
             ),
-            ({**good, "token": ""}, {"code": 401, "message": "Missing authentication token"}),
-            ({**good, "token": "forged"}, {"code": 401, "message": "Invalid authentication token"}),
+            (
+                {**good, "token": ""},
+                {"code": 401, "message": "Missing authentication token"},
+            ),
+            (
+                {**good, "token": "forged"},
+                {"code": 401, "message": "Invalid authentication token"},
+            ),
             (
                 {**good, "versions": ["^9.0.0"]},
                 {
@@ -283,7 +297,9 @@ class ConnectTests(SynchronousTestCase):
         ]
         for payload, error in cases:
             client.push("connect_document", payload)
-            self.assertEqual(client.collect(), [("connect_document_error", error)], payload)
+            self.assertEqual(
+                client.collect(), [("connect_document_error", error)], payload
+            )
         self.assertEqual(self.relay.relay.sessions.get(TENANT, DOCUMENT), None)
         client.connect()
 
@@ -294,7 +310,9 @@ class ConnectTests(SynchronousTestCase):
         alice.clear()
         alice.push("connect_document", connect_payload())
         self.assertEqual(alice.collect(), [])
-        self.assertEqual(list(self.relay.relay.connected_clients(TENANT, DOCUMENT)), ["client-1"])
+        self.assertEqual(
+            list(self.relay.relay.connected_clients(TENANT, DOCUMENT)), ["client-1"]
+        )
 
     def test_mount_levee_with_dev_tokens(self) -> None:
         """mount_levee registers document:* and serves it with the given validator."""
@@ -307,7 +325,9 @@ class ConnectTests(SynchronousTestCase):
         payload = connect_payload(token="anything")
         socket.send("1", "2", TOPIC, "connect_document", payload)
         events = [frame[3] for frame in socket.take()]
-        self.assertEqual(events, ["phx_reply", "signal", "op", "connect_document_success"])
+        self.assertEqual(
+            events, ["phx_reply", "signal", "op", "connect_document_success"]
+        )
 
     def test_default_refuses_tokens(self) -> None:
         """Without a validator, mount_levee refuses every token."""
@@ -319,8 +339,13 @@ class ConnectTests(SynchronousTestCase):
         socket.send("1", "2", TOPIC, "connect_document", payload)
         self.assertEqual(
             socket.take()[1],
-            ["1", None, TOPIC, "connect_document_error",
-             {"code": 401, "message": "Invalid authentication token"}],
+            [
+                "1",
+                None,
+                TOPIC,
+                "connect_document_error",
+                {"code": 401, "message": "Invalid authentication token"},
+            ],
         )
 
 
@@ -343,12 +368,20 @@ class OrderingTests(SynchronousTestCase):
         self.bob.submit(op(1, 3))
         self.alice.submit(op(3, 4))
         streams = [
-            [(o["sequenceNumber"], o["clientId"], o["clientSequenceNumber"]) for o in c.ops()]
+            [
+                (o["sequenceNumber"], o["clientId"], o["clientSequenceNumber"])
+                for o in c.ops()
+            ]
             for c in self.everyone
         ]
         self.assertEqual(
             streams[0][-4:],
-            [(3, "client-1", 1), (4, "client-1", 2), (5, "client-2", 1), (6, "client-1", 3)],
+            [
+                (3, "client-1", 1),
+                (4, "client-1", 2),
+                (5, "client-2", 1),
+                (6, "client-1", 3),
+            ],
         )
         self.assertEqual([sn for sn, _, _ in streams[0]], [1, 2, 3, 4, 5, 6])
         # Bob connected after alice's join op, the reader after both.
@@ -358,10 +391,14 @@ class OrderingTests(SynchronousTestCase):
     def test_minimum_sequence_number(self) -> None:
         """The MSN follows the lowest reference SN of the writers, moved by noop too."""
         self.alice.submit(op(1, 2))
-        self.bob.push("noop", {"clientId": self.bob.client_id, "referenceSequenceNumber": 3})
+        self.bob.push(
+            "noop", {"clientId": self.bob.client_id, "referenceSequenceNumber": 3}
+        )
         self.bob.submit(op(1, 3))
         self.alice.submit(op(2, 4))
-        msns = [(o["sequenceNumber"], o["minimumSequenceNumber"]) for o in self.reader.ops()]
+        msns = [
+            (o["sequenceNumber"], o["minimumSequenceNumber"]) for o in self.reader.ops()
+        ]
         self.assertEqual(msns, [(3, 0), (4, 2), (5, 3)])
         self.assertEqual(self.bob.events("noop"), [])
 
@@ -472,8 +509,12 @@ class SignalTests(SynchronousTestCase):
     def test_ignored_signals(self) -> None:
         """Signals before connecting, with another clientId or malformed are dropped silently."""
         pending = self.relay.client()
-        pending.push("submitSignal", {"clientId": "client-1", "contentBatches": [["x"]]})
-        self.alice.push("submitSignal", {"clientId": "client-2", "contentBatches": [["x"]]})
+        pending.push(
+            "submitSignal", {"clientId": "client-1", "contentBatches": [["x"]]}
+        )
+        self.alice.push(
+            "submitSignal", {"clientId": "client-2", "contentBatches": [["x"]]}
+        )
         self.alice.push("submitSignal", {"clientId": "client-1"})
         for client in (pending, self.alice, self.bob):
             self.assertEqual(client.events("signal"), [])
@@ -545,7 +586,9 @@ class LeaveTests(SynchronousTestCase):
         """A dropped socket sequences a leave op that the others see."""
         self.alice.socket.disconnect()
         self.assert_left("client-1", 3)
-        self.assertEqual(list(self.relay.relay.connected_clients(TENANT, DOCUMENT)), ["client-2"])
+        self.assertEqual(
+            list(self.relay.relay.connected_clients(TENANT, DOCUMENT)), ["client-2"]
+        )
 
     def test_rejoin_same_socket(self) -> None:
         """Joining the topic again on the same socket ends the old connection with a leave op."""
@@ -586,72 +629,3 @@ class LeaveTests(SynchronousTestCase):
         self.alice.submit(op(1, 2))
         self.assertEqual(other.collect(), [])
         self.assertEqual(len(self.bob.ops()), 1)
-
-
-def run_node(testcase: SynchronousTestCase, script: str, **args: Any) -> Any:
-    """Run a node script from tests/interop to completion; return its C{result}."""
-    node = node_executable(testcase)
-    process = subprocess.run(
-        [node, script, json.dumps(args)],
-        cwd=INTEROP_DIR,
-        capture_output=True,
-        timeout=60,
-    )
-    lines = process.stdout.decode(errors="replace").strip().splitlines()
-    report = json.loads(lines[-1]) if lines else {}
-    if process.returncode != 0 or "result" not in report:
-        testcase.fail(
-            f"{script} exited with {process.returncode}: {lines[-1:] or 'no output'}\n"
-            f"stderr:\n{process.stderr.decode(errors='replace')}"
-        )
-    return report["result"]
-
-
-class InteropTests(SynchronousTestCase):
-    """A scripted Fluid-like phoenix client against a real `twistd beryl --levee`."""
-
-    def test_fluid_like_session(self) -> None:
-        """Writers and a reader through twistd: ordered ops, MSN, signals, nacks, catch-up, leave, reconnect."""
-        server = start_server(self, "--levee", "--levee-insecure-dev-tokens")
-        result = run_node(self, "levee_client.js", url=server.url)
-        alice, bob, rita = result["alice"], result["bob"], result["rita"]
-        ids = {alice["clientId"], bob["clientId"], rita["clientId"]}
-        self.assertEqual(len(ids), 3)
-        self.assertEqual(
-            [(c["mode"], c["nonce"]) for c in (alice, bob, rita)],
-            [("write", "alice-nonce"), ("write", "bob-nonce"), ("read", "rita-nonce")],
-        )
-        self.assertEqual(
-            rita["initialClients"], [alice["clientId"], bob["clientId"], rita["clientId"]]
-        )
-        # Everyone saw one and the same consecutive stream from where it came in.
-        self.assertEqual([op[0] for op in alice["ops"]], [1, 2, 3, 4, 5])
-        self.assertEqual(bob["ops"][:-1], alice["ops"][1:])
-        self.assertEqual(rita["ops"], bob["ops"][1:])
-        self.assertEqual(
-            [op[1] for op in alice["ops"][:2]], ["join", "join"]
-        )
-        self.assertEqual(
-            sorted((op[2], op[3]) for op in alice["ops"][2:]),
-            sorted(
-                [(alice["clientId"], 1), (alice["clientId"], 2), (bob["clientId"], 1)]
-            ),
-        )
-        self.assertEqual(bob["ops"][-1][:3], [6, "leave", None])
-        for client in (alice, bob, rita):
-            self.assertEqual(client["msns"], sorted(client["msns"]))
-            self.assertEqual(client["signals"], [[alice["clientId"], '{"cursor":7}']])
-        self.assertEqual(bob["nacks"], [[[400, "Gap detected in incoming op"]]])
-        self.assertEqual(alice["nacks"] + rita["nacks"], [])
-        self.assertEqual(rita["replay"], [[1, 2, 3, 4, 5]])
-        self.assertEqual(alice["replay"] + bob["replay"], [])
-        self.assertEqual(bob["systemSignals"], ["join", "join", "leave"])
-        carl = result["carl"]
-        # noops raised both writers' references, so the MSN moved up.
-        self.assertGreater(carl["msnAfter"], carl["msnBefore"])
-        self.assertLessEqual(carl["msnAfter"], carl["sequenceNumberAfter"])
-        ((code, message),) = carl["staleNack"]
-        self.assertEqual(code, 400)
-        self.assertTrue(message.startswith("Refseq 0 < "), message)
-        self.assertNotEqual(carl["oldId"], carl["newId"])
-        self.assertTrue(carl["bobSawNewJoin"])

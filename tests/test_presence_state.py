@@ -98,7 +98,10 @@ class LocalOperationTests(SynchronousTestCase):
         """phx_refs are 16 URL-safe base64 characters."""
         ref = random_ref()
         self.assertEqual(len(ref), 16)
-        self.assertTrue(set(ref) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"))
+        self.assertTrue(
+            set(ref)
+            <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        )
 
     def test_clock_accounting(self) -> None:
         """Join, leave, join on A moves B's view of A's clock 1, 2, 3 with empty clouds."""
@@ -369,7 +372,9 @@ class DeltaTests(SynchronousTestCase):
         # middle one's window.
         self.assertEqual(sizes, [2, 4, 4])
         self.assertEqual([g.end[a.replica] for g in generations.generations], [4, 4, 4])
-        self.assertEqual([g.start[a.replica] for g in generations.generations], [3, 2, 2])
+        self.assertEqual(
+            [g.start[a.replica] for g in generations.generations], [3, 2, 2]
+        )
         before = list(generations.generations)
         generations.push(Delta(start={a.replica: 4}, end={a.replica: 4}))
         self.assertEqual(generations.generations, before)
@@ -408,7 +413,9 @@ def _append_clock_before(
         dominates(other, clock) for other in clockset.values()
     ):
         return dict(clockset)
-    kept = {r: c for r, c in clockset.items() if r != replica and not dominates(clock, c)}
+    kept = {
+        r: c for r, c in clockset.items() if r != replica and not dominates(clock, c)
+    }
     if not any(dominates(other, clock) for other in kept.values()):
         kept[replica] = clock
     return kept
@@ -473,9 +480,27 @@ class CodecTests(SynchronousTestCase):
             None,
             {"kind": "delta"},
             {"kind": "x", "replicas": [], "cloud": [], "values": []},
-            {"kind": "delta", "replicas": [["a", "1"]], "range": [], "cloud": [[3, []]], "values": []},
-            {"kind": "delta", "replicas": [["a", "1"]], "range": [], "cloud": [[0, [[5, 2]]]], "values": []},
-            {"kind": "state", "replicas": [], "context": [], "cloud": [], "values": [[0, 1, "t", "k", "o", {}]]},
+            {
+                "kind": "delta",
+                "replicas": [["a", "1"]],
+                "range": [],
+                "cloud": [[3, []]],
+                "values": [],
+            },
+            {
+                "kind": "delta",
+                "replicas": [["a", "1"]],
+                "range": [],
+                "cloud": [[0, [[5, 2]]]],
+                "values": [],
+            },
+            {
+                "kind": "state",
+                "replicas": [],
+                "context": [],
+                "cloud": [],
+                "values": [[0, 1, "t", "k", "o", {}]],
+            },
         ]:
             self.assertRaises(CodecError, remote_from_json, bad)
 
@@ -599,7 +624,9 @@ class PropertyTests(SynchronousTestCase):
 
     @PROPERTY
     @given(SCENARIOS, st.integers(0, 3))
-    def test_down_up_permdown(self, scenario: tuple[int, list[Any]], which: int) -> None:
+    def test_down_up_permdown(
+        self, scenario: tuple[int, list[Any]], which: int
+    ) -> None:
         """Down reports a replica's values as leaves, up restores them without a trace, permdown deletes them for good."""
         count, steps = scenario
         cluster = Cluster(self, count)
@@ -612,7 +639,7 @@ class PropertyTests(SynchronousTestCase):
         self.assertEqual({t for t, _ in down.leaves}, held)
         self.assertNotIn(gone, observer.clock())
         for delta in cluster.sent:
-            checked(self, observer, lambda: observer.merge(delta))
+            checked(self, observer, lambda: observer.merge(delta))  # noqa: B023
             twin.merge(delta)
         self.assertFalse(any(t[0] == gone for t in observer.visible()))
         held = {t for t, _ in observer.entries() if t[0] == gone}

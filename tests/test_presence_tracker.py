@@ -14,7 +14,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from beryl.interfaces import IMembershipObserver, INodeMessaging, IPresence, PresenceList
+from beryl.interfaces import (
+    IMembershipObserver,
+    INodeMessaging,
+    IPresence,
+    PresenceList,
+)
 from beryl.presence.state import AlreadyTrackedError, NoPresenceError
 from beryl.presence.tracker import CHANNEL, PresenceTracker
 from tests.fake_messaging import FakeMessaging, FakeNetwork
@@ -149,14 +154,18 @@ class InterfaceTests(TrackerTestCase):
         tracker, _ = self.tracker("a")
         self.assertTrue(verifyObject(IPresence, tracker))
         self.assertTrue(verifyObject(IMembershipObserver, tracker))
-        self.assertTrue(verifyObject(INodeMessaging, FakeMessaging(self.network, "x", "1")))
+        self.assertTrue(
+            verifyObject(INodeMessaging, FakeMessaging(self.network, "x", "1"))
+        )
         single = PresenceTracker(None, self.clock)
         self.assertTrue(verifyObject(IPresence, single))
 
     def test_periods_validated(self) -> None:
         """down_period must cover two ticks and permdown_period exceed down_period."""
         self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 10, 1.5)
-        self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 10, 30.0, 30.0)
+        self.assertRaises(
+            ValueError, PresenceTracker, None, self.clock, 1.0, 10, 30.0, 30.0
+        )
 
 
 class SingleNodeTests(SynchronousTestCase):
@@ -191,10 +200,14 @@ class SingleNodeTests(SynchronousTestCase):
             },
         )
         self.assertEqual(set(listed), {"alice", "bob"})
-        self.assertEqual([m["device"] for m in t.get_by_key("room", "alice")], ["web", "phone"])
+        self.assertEqual(
+            [m["device"] for m in t.get_by_key("room", "alice")], ["web", "phone"]
+        )
         self.assertEqual(t.get_by_key("room", "nobody"), [])
         t.untrack("room", "alice", "s2")
-        self.assertEqual(keys(t.list("room")), {"alice": [ref], "bob": ["r" + "3".rjust(15, "0")]})
+        self.assertEqual(
+            keys(t.list("room")), {"alice": [ref], "bob": ["r" + "3".rjust(15, "0")]}
+        )
         t.untrack_all("s1")
         self.assertEqual(set(t.list("room")), {"bob"})
         self.assertEqual(t.list("other"), {})
@@ -225,7 +238,9 @@ class SingleNodeTests(SynchronousTestCase):
     def test_errors(self) -> None:
         """Tracking twice and updating nothing raise."""
         self.tracker.track("room", "alice", "s1", {})
-        self.assertRaises(AlreadyTrackedError, self.tracker.track, "room", "alice", "s1", {})
+        self.assertRaises(
+            AlreadyTrackedError, self.tracker.track, "room", "alice", "s1", {}
+        )
         self.assertRaises(NoPresenceError, self.tracker.update, "room", "bob", "s1", {})
 
     def test_diffs_in_order(self) -> None:
@@ -238,10 +253,32 @@ class SingleNodeTests(SynchronousTestCase):
         self.assertEqual(
             self.diffs,
             [
-                ("room", {"joins": {"alice": {"metas": [{"phx_ref": a}]}}, "leaves": {}}),
-                ("lobby", {"joins": {"alice": {"metas": [{"phx_ref": "r" + "2".rjust(15, "0")}]}}, "leaves": {}}),
-                ("room", {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": a}]}}}),
-                ("lobby", {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": "r" + "2".rjust(15, "0")}]}}}),
+                (
+                    "room",
+                    {"joins": {"alice": {"metas": [{"phx_ref": a}]}}, "leaves": {}},
+                ),
+                (
+                    "lobby",
+                    {
+                        "joins": {
+                            "alice": {"metas": [{"phx_ref": "r" + "2".rjust(15, "0")}]}
+                        },
+                        "leaves": {},
+                    },
+                ),
+                (
+                    "room",
+                    {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": a}]}}},
+                ),
+                (
+                    "lobby",
+                    {
+                        "joins": {},
+                        "leaves": {
+                            "alice": {"metas": [{"phx_ref": "r" + "2".rjust(15, "0")}]}
+                        },
+                    },
+                ),
             ],
         )
 
@@ -255,12 +292,27 @@ class SingleNodeTests(SynchronousTestCase):
             (
                 "room",
                 {
-                    "joins": {"alice": {"metas": [{"status": "here", "phx_ref": new, "phx_ref_prev": old}]}},
-                    "leaves": {"alice": {"metas": [{"status": "away", "phx_ref": old}]}},
+                    "joins": {
+                        "alice": {
+                            "metas": [
+                                {"status": "here", "phx_ref": new, "phx_ref_prev": old}
+                            ]
+                        }
+                    },
+                    "leaves": {
+                        "alice": {"metas": [{"status": "away", "phx_ref": old}]}
+                    },
                 },
             ),
         )
-        self.assertEqual(t.list("room"), {"alice": {"metas": [{"status": "here", "phx_ref": new, "phx_ref_prev": old}]}})
+        self.assertEqual(
+            t.list("room"),
+            {
+                "alice": {
+                    "metas": [{"status": "here", "phx_ref": new, "phx_ref_prev": old}]
+                }
+            },
+        )
 
     def test_get_diff_accumulates(self) -> None:
         """get_diff returns the net joins and leaves since its last call for that topic."""
@@ -275,10 +327,16 @@ class SingleNodeTests(SynchronousTestCase):
         t.track("room", "bob", "s2", {})
         t.untrack("room", "bob", "s2")
         t.track("lobby", "carol", "s3", {})
-        self.assertEqual(t.get_diff("room"), {"joins": {"alice": {"metas": [{"phx_ref": kept}]}}, "leaves": {}})
+        self.assertEqual(
+            t.get_diff("room"),
+            {"joins": {"alice": {"metas": [{"phx_ref": kept}]}}, "leaves": {}},
+        )
         self.assertEqual(t.get_diff("room"), {"joins": {}, "leaves": {}})
         t.untrack("room", "alice", "s1")
-        self.assertEqual(t.get_diff("room"), {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": kept}]}}})
+        self.assertEqual(
+            t.get_diff("room"),
+            {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": kept}]}}},
+        )
         self.assertEqual(set(t.get_diff("lobby")["joins"]), {"carol"})
 
     def test_unsubscribe_and_failing_subscriber(self) -> None:
@@ -324,12 +382,34 @@ class ReplicationTests(TrackerTestCase):
         self.pump(2 * PERIOD)
         ref = a.track("room", "alice", "s1", {"x": 1})
         self.pump(1.5 * PERIOD)
-        self.assertEqual(b.list("room"), {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}})
-        self.assertEqual(b_diffs, [("room", {"joins": {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}}, "leaves": {}})])
+        self.assertEqual(
+            b.list("room"), {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}}
+        )
+        self.assertEqual(
+            b_diffs,
+            [
+                (
+                    "room",
+                    {
+                        "joins": {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}},
+                        "leaves": {},
+                    },
+                )
+            ],
+        )
         a.untrack("room", "alice", "s1")
         self.pump(1.5 * PERIOD)
         self.assertEqual(b.list("room"), {})
-        self.assertEqual(b_diffs[-1], ("room", {"joins": {}, "leaves": {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}}}))
+        self.assertEqual(
+            b_diffs[-1],
+            (
+                "room",
+                {
+                    "joins": {},
+                    "leaves": {"alice": {"metas": [{"x": 1, "phx_ref": ref}]}},
+                },
+            ),
+        )
 
     def test_remote_batch_one_diff_per_topic(self) -> None:
         """Changes merged from one heartbeat reach subscribers as one diff per topic, in order."""
@@ -340,7 +420,10 @@ class ReplicationTests(TrackerTestCase):
         a.track("room", "bob", "s2", {})
         a.track("lobby", "carol", "s3", {})
         self.pump(1.5 * PERIOD)
-        self.assertEqual([(t, sorted(d["joins"]), d["leaves"]) for t, d in b_diffs], [("room", ["alice", "bob"], {}), ("lobby", ["carol"], {})])
+        self.assertEqual(
+            [(t, sorted(d["joins"]), d["leaves"]) for t, d in b_diffs],
+            [("room", ["alice", "bob"], {}), ("lobby", ["carol"], {})],
+        )
 
     def test_remote_update_diff_shape(self) -> None:
         """A remote update reaches subscribers as one diff with the new meta joined and the old one left."""
@@ -356,12 +439,19 @@ class ReplicationTests(TrackerTestCase):
             (
                 "room",
                 {
-                    "joins": {"alice": {"metas": [{"v": 2, "phx_ref": new, "phx_ref_prev": old}]}},
+                    "joins": {
+                        "alice": {
+                            "metas": [{"v": 2, "phx_ref": new, "phx_ref_prev": old}]
+                        }
+                    },
                     "leaves": {"alice": {"metas": [{"v": 1, "phx_ref": old}]}},
                 },
             ),
         )
-        self.assertEqual(b.get_by_key("room", "alice"), [{"v": 2, "phx_ref": new, "phx_ref_prev": old}])
+        self.assertEqual(
+            b.get_by_key("room", "alice"),
+            [{"v": 2, "phx_ref": new, "phx_ref_prev": old}],
+        )
 
     def test_late_node_gets_transfer(self) -> None:
         """A node that joins late asks for a transfer and gets everything tracked before."""
@@ -407,12 +497,18 @@ class ReplicationTests(TrackerTestCase):
         self.assertEqual(set(b.list("room")), {"alice"})
         self.pump(PERIOD + 0.2)
         self.assertEqual(b.list("room"), {})
-        self.assertEqual(b_diffs[-1], ("room", {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": ref}]}}}))
+        self.assertEqual(
+            b_diffs[-1],
+            ("room", {"joins": {}, "leaves": {"alice": {"metas": [{"phx_ref": ref}]}}}),
+        )
         self.assertEqual(b.peers()["a"][1], False)
         self.network.heal("a", "b")
         self.pump(4 * PERIOD)
         self.assertEqual(keys(b.list("room")), {"alice": [ref]})
-        self.assertEqual(b_diffs[-1], ("room", {"joins": {"alice": {"metas": [{"phx_ref": ref}]}}, "leaves": {}}))
+        self.assertEqual(
+            b_diffs[-1],
+            ("room", {"joins": {"alice": {"metas": [{"phx_ref": ref}]}}, "leaves": {}}),
+        )
         self.assertEqual(b.peers()["a"][1], True)
 
     def test_down_then_up_keeps_meta_order(self) -> None:
@@ -510,8 +606,17 @@ class ReplicationTests(TrackerTestCase):
         for data in [
             b"not json",
             b"[]",
-            orjson.dumps({"type": "heartbeat", "replica": ["c", "1"], "clock": [], "delta": None}),
-            orjson.dumps({"type": "heartbeat", "replica": ["b", "1"], "clock": "x", "delta": None}),
+            orjson.dumps(
+                {"type": "heartbeat", "replica": ["c", "1"], "clock": [], "delta": None}
+            ),
+            orjson.dumps(
+                {
+                    "type": "heartbeat",
+                    "replica": ["b", "1"],
+                    "clock": "x",
+                    "delta": None,
+                }
+            ),
             orjson.dumps({"type": "nonsense", "replica": ["b", "1"]}),
         ]:
             handler("b", data)

@@ -196,7 +196,9 @@ class LocalTests(SynchronousTestCase):
         class Subscribing:
             subscriber_id = "subscribing"
 
-            def deliver(self, topic: str, event: str, payload: Any, from_id: str | None) -> None:
+            def deliver(
+                self, topic: str, event: str, payload: Any, from_id: str | None
+            ) -> None:
                 pubsub.subscribe(topic, late)
 
         pubsub = self.pubsub
@@ -240,7 +242,9 @@ class ClusterTests(SynchronousTestCase):
 
     def test_one_message_per_node(self) -> None:
         """A broadcast costs one message per remote node, whatever the subscribers."""
-        subscribers = {name: [Recorder(f"{name}{i}") for i in range(3)] for name in "bc"}
+        subscribers = {
+            name: [Recorder(f"{name}{i}") for i in range(3)] for name in "bc"
+        }
         for name, recorders in subscribers.items():
             for recorder in recorders:
                 self.pubsub[name].subscribe("t", recorder)
@@ -248,9 +252,7 @@ class ClusterTests(SynchronousTestCase):
         self.network.flush()
         self.messaging["a"].sent.clear()
         self.pubsub["a"].broadcast("t", "e", {"x": [1, 2]})
-        self.assertEqual(
-            [node for node, _, _ in self.messaging["a"].sent], ["b", "c"]
-        )
+        self.assertEqual([node for node, _, _ in self.messaging["a"].sent], ["b", "c"])
         self.network.flush()
         for recorders in subscribers.values():
             for recorder in recorders:

@@ -77,7 +77,9 @@ class OptionsTests(SynchronousTestCase):
     def test_numbers_parsed(self) -> None:
         """Numeric options arrive as numbers."""
         options = self.parse("--heartbeat-timeout", "2.5", "--max-channels", "7")
-        self.assertEqual((options["heartbeat-timeout"], options["max-channels"]), (2.5, 7))
+        self.assertEqual(
+            (options["heartbeat-timeout"], options["max-channels"]), (2.5, 7)
+        )
 
     def test_check_origin(self) -> None:
         """--check-origin takes off, host, or a list of origins."""
@@ -89,7 +91,9 @@ class OptionsTests(SynchronousTestCase):
 
     def test_app(self) -> None:
         """--app loads an App, or calls a function that returns one."""
-        self.assertIs(self.parse("--app", f"{__name__}:example_app")["loaded_app"], example_app)
+        self.assertIs(
+            self.parse("--app", f"{__name__}:example_app")["loaded_app"], example_app
+        )
         self.assertIsInstance(
             self.parse("--app", f"{__name__}:make_example_app")["loaded_app"], App
         )
@@ -109,12 +113,17 @@ class OptionsTests(SynchronousTestCase):
     def test_cluster_options(self) -> None:
         """Cluster options become a ClusterConfig: peers as endpoints, default name and advertise."""
         options = self.parse(
-            "--cluster-port", "tcp:5001:interface=127.0.0.1",
-            "--peers", "127.0.0.1:5002, 127.0.0.1:5003", "--cluster-secret", "s3",
+            "--cluster-port",
+            "tcp:5001:interface=127.0.0.1",
+            "--peers",
+            "127.0.0.1:5002, 127.0.0.1:5003",
+            "--cluster-secret",
+            "s3",
         )
         cluster = options["cluster"]
         self.assertEqual(
-            cluster.peers, ("tcp:host=127.0.0.1:port=5002", "tcp:host=127.0.0.1:port=5003")
+            cluster.peers,
+            ("tcp:host=127.0.0.1:port=5002", "tcp:host=127.0.0.1:port=5003"),
         )
         self.assertEqual(cluster.advertise, "tcp:host=127.0.0.1:port=5001")
         self.assertTrue(cluster.node_name.endswith(":5001"))
@@ -122,7 +131,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertNotIn("s3", repr(cluster))
         endpoint = "tcp:host=10.0.0.9:port=5001:timeout=3"
         self.assertEqual(
-            self.parse("--cluster-port", "5001", "--peers", endpoint)["cluster"].peers, (endpoint,)
+            self.parse("--cluster-port", "5001", "--peers", endpoint)["cluster"].peers,
+            (endpoint,),
         )
         named = self.parse("--cluster-port", "5001", "--node-name", "n1")["cluster"]
         self.assertEqual(named.node_name, "n1")
@@ -137,7 +147,12 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse("--cluster-port", "5001", "--cluster-secret-file", path)
         self.assertEqual(options["cluster"].secret, b"from-a-file")
         error = self.assertRaises(
-            UsageError, self.parse, "--cluster-port", "5001", "--cluster-secret-file", path + ".no"
+            UsageError,
+            self.parse,
+            "--cluster-port",
+            "5001",
+            "--cluster-secret-file",
+            path + ".no",
         )
         self.assertIn("--cluster-secret-file", str(error))
 
@@ -147,7 +162,17 @@ class OptionsTests(SynchronousTestCase):
             (["--peers", "h:1"], "needs --cluster-port"),
             (["--cluster-port", "5001", "--peers", "nonsense"], "--peers"),
             (["--cluster-port", "bogus:1"], "--cluster-port"),
-            (["--cluster-port", "5001", "--cluster-secret", "a", "--cluster-secret-file", "f"], "not both"),
+            (
+                [
+                    "--cluster-port",
+                    "5001",
+                    "--cluster-secret",
+                    "a",
+                    "--cluster-secret-file",
+                    "f",
+                ],
+                "not both",
+            ),
             (["--broadcast-period", "2", "--down-period", "3"], "--down-period"),
             (["--down-period", "30", "--permdown-period", "30"], "--permdown-period"),
             (["--levee", "--cluster-port", "5001"], "single-node"),
@@ -168,7 +193,10 @@ class ServiceTests(SynchronousTestCase):
         options.parseOptions(["--port", "tcp:4321:interface=127.0.0.1"])
         reactor = MemoryReactorClock()
         service = make_beryl_service(options, reactor)
-        self.assertEqual([child.name for child in service], ["pubsub", "presence", "coordinator", "web"])
+        self.assertEqual(
+            [child.name for child in service],
+            ["pubsub", "presence", "coordinator", "web"],
+        )
         service.startService()
         self.addCleanup(service.stopService)
         ((port, factory, backlog, interface),) = reactor.tcpServers
@@ -178,16 +206,25 @@ class ServiceTests(SynchronousTestCase):
         """With --cluster-port the cluster links come first and listen on that port."""
         options = Options()
         options.parseOptions(
-            ["--port", "tcp:4321:interface=127.0.0.1",
-             "--cluster-port", "tcp:4322:interface=127.0.0.1", "--peers", "127.0.0.1:4400"]
+            [
+                "--port",
+                "tcp:4321:interface=127.0.0.1",
+                "--cluster-port",
+                "tcp:4322:interface=127.0.0.1",
+                "--peers",
+                "127.0.0.1:4400",
+            ]
         )
         reactor = MemoryReactorClock()
         service = make_beryl_service(options, reactor)
         self.assertEqual(
-            [child.name for child in service], ["cluster", "pubsub", "presence", "coordinator", "web"]
+            [child.name for child in service],
+            ["cluster", "pubsub", "presence", "coordinator", "web"],
         )
         service.startService()
         self.addCleanup(service.stopService)
-        ports = sorted((port, interface) for port, _, _, interface in reactor.tcpServers)
+        ports = sorted(
+            (port, interface) for port, _, _, interface in reactor.tcpServers
+        )
         self.assertEqual(ports, [(4321, "127.0.0.1"), (4322, "127.0.0.1")])
         self.assertIn(("127.0.0.1", 4400), [(h, p) for h, p, *_ in reactor.tcpClients])

@@ -226,9 +226,9 @@ class RouterTests(SynchronousTestCase):
 
     @given(
         routes=st.lists(
-            st.tuples(plain, st.booleans()).map(
-                lambda pair: pair[0] + ("*" if pair[1] else "")
-            ).filter(bool),
+            st.tuples(plain, st.booleans())
+            .map(lambda pair: pair[0] + ("*" if pair[1] else ""))
+            .filter(bool),
             max_size=6,
         ),
         topic=st.text(max_size=10),

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.trial.unittest import SynchronousTestCase
-
 from mypy import api
+from twisted.trial.unittest import SynchronousTestCase
 
 HERE = Path(__file__).parent / "typing"
 

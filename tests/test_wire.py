@@ -41,8 +41,9 @@ json_scalars = (
 
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(texts, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -90,7 +91,7 @@ def parse_server_binary(data: bytes) -> dict[str, Any]:
     lengths = data[1 : 1 + len(names)]
     offset = 1 + len(names)
     result: dict[str, Any] = {"kind": kind}
-    for name, length in zip(names, lengths):
+    for name, length in zip(names, lengths, strict=True):
         result[name] = data[offset : offset + length].decode("utf-8")
         offset += length
     result["payload"] = data[offset:]
@@ -155,7 +156,13 @@ class V2TextTests(SynchronousTestCase):
         self.assertFalse(frame.is_binary)
         self.assertEqual(
             orjson.loads(frame.data),
-            [join_ref, ref, topic, "phx_reply", {"status": status, "response": response}],
+            [
+                join_ref,
+                ref,
+                topic,
+                "phx_reply",
+                {"status": status, "response": response},
+            ],
         )
 
     @given(join_ref=refs, topic=texts, event=texts, payload=json_objects)
@@ -364,7 +371,9 @@ class V1TextTests(SynchronousTestCase):
         binary frames.
         """
         payload = Binary(b"abc")
-        self.assertRaises(ValueError, V1_JSON.encode_reply, "1", "1", "t", "ok", payload)
+        self.assertRaises(
+            ValueError, V1_JSON.encode_reply, "1", "1", "t", "ok", payload
+        )
         self.assertRaises(ValueError, V1_JSON.encode_push, "1", "t", "e", payload)
         self.assertRaises(ValueError, V1_JSON.encode_broadcast, "t", "e", payload)
         self.assertIsInstance(
@@ -389,7 +398,14 @@ class V2BinaryTests(SynchronousTestCase):
         The Phoenix suite's client push vector decodes to its fields with
         the payload tagged as binary.
         """
-        data = bytes([0, 2, 3, 5, 5]) + b"12" + b"123" + b"topic" + b"event" + b"\x65\x66\x67"
+        data = (
+            bytes([0, 2, 3, 5, 5])
+            + b"12"
+            + b"123"
+            + b"topic"
+            + b"event"
+            + b"\x65\x66\x67"
+        )
         self.assertEqual(
             V2_JSON.decode_binary(data),
             Message("12", "123", "topic", "event", Binary(b"\x65\x66\x67")),
@@ -402,7 +418,12 @@ class V2BinaryTests(SynchronousTestCase):
         self.assertEqual(
             V2_JSON.encode_reply("12", "123", "topic", "ok", Binary(b"\x65\x66\x67")),
             Frame(
-                bytes([1, 2, 3, 5, 2]) + b"12" + b"123" + b"topic" + b"ok" + b"\x65\x66\x67",
+                bytes([1, 2, 3, 5, 2])
+                + b"12"
+                + b"123"
+                + b"topic"
+                + b"ok"
+                + b"\x65\x66\x67",
                 True,
             ),
         )
@@ -513,7 +534,10 @@ class V2BinaryTests(SynchronousTestCase):
         )
 
     @given(
-        join_ref=header_texts, topic=header_texts, event=header_texts, payload=st.binary()
+        join_ref=header_texts,
+        topic=header_texts,
+        event=header_texts,
+        payload=st.binary(),
     )
     def test_pushRoundTrip(
         self, join_ref: str, topic: str, event: str, payload: bytes
@@ -595,7 +619,9 @@ class DecodeErrorTests(SynchronousTestCase):
         Text that is not JSON is reported as malformed JSON by both formats.
         """
         for serializer in (V1_JSON, V2_JSON):
-            self.assertDecodeError(serializer.decode_text(b'[null,"1",'), "malformed JSON")
+            self.assertDecodeError(
+                serializer.decode_text(b'[null,"1",'), "malformed JSON"
+            )
             self.assertDecodeError(serializer.decode_text(b""), "malformed JSON")
             self.assertDecodeError(serializer.decode_text(b"NaN"), "malformed JSON")
 
@@ -689,7 +715,9 @@ class DecodeErrorTests(SynchronousTestCase):
         self.assertDecodeError(
             V2_JSON.decode_text(b'[null,{"a":1},"t","e",{}]'), "ref must be"
         )
-        self.assertDecodeError(V2_JSON.decode_text(b'[null,[1],"t","e",{}]'), "ref must be")
+        self.assertDecodeError(
+            V2_JSON.decode_text(b'[null,[1],"t","e",{}]'), "ref must be"
+        )
         self.assertDecodeError(
             V2_JSON.decode_text(b'[{},null,"t","e",{}]'), "join_ref must be"
         )
@@ -749,7 +777,8 @@ class DecodeErrorTests(SynchronousTestCase):
         """
         frame = client_push("1", "2", "t", "e", b"\xff\xfe\x00")
         self.assertEqual(
-            V2_JSON.decode_binary(frame), Message("1", "2", "t", "e", Binary(b"\xff\xfe\x00"))
+            V2_JSON.decode_binary(frame),
+            Message("1", "2", "t", "e", Binary(b"\xff\xfe\x00")),
         )
 
 
@@ -776,7 +805,9 @@ class TotalityTests(SynchronousTestCase):
         error.
         """
         for serializer in SERIALIZERS:
-            self.assertIsInstance(serializer.decode_binary(data), (Message, DecodeError))
+            self.assertIsInstance(
+                serializer.decode_binary(data), (Message, DecodeError)
+            )
 
     @given(data=st.binary().map(lambda b: b"\x00" + b))
     def test_decodeKindZeroArbitraryBytes(self, data: bytes) -> None:

@@ -277,7 +277,10 @@ class ClusterLink(amp.AMP):
             raise HandshakeRefused("handshake out of order")
         if version != PROTOCOL_VERSION:
             raise HandshakeRefused(f"unsupported protocol version {version}")
-        if node_name == self._owner.node_name and incarnation != self._owner.incarnation:
+        if (
+            node_name == self._owner.node_name
+            and incarnation != self._owner.incarnation
+        ):
             self.log.error(
                 "Refused cluster link: another node is named {node} too",
                 node=node_name,
@@ -436,4 +439,3 @@ class ClusterLink(amp.AMP):
             failure,
             node=self.peer_name,
         )
-

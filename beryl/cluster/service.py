@@ -217,7 +217,9 @@ class ClusterService(MultiService):
             waiter.callback(port)
 
     def _listen_failed(self, failure: Failure) -> None:
-        self.log.failure("Cluster node {node} cannot listen", failure, node=self.node_name)
+        self.log.failure(
+            "Cluster node {node} cannot listen", failure, node=self.node_name
+        )
         waiting, self._listening = self._listening, []
         for waiter in waiting:
             waiter.errback(failure)
@@ -495,7 +497,9 @@ class ClusterService(MultiService):
                 )
                 continue
             self.log.info(
-                "Learned of cluster node {node} at {address}", node=name, address=address
+                "Learned of cluster node {node} at {address}",
+                node=name,
+                address=address,
             )
             self._add_peer(address, endpoint)
 

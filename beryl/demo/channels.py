@@ -62,7 +62,9 @@ def join_feed(topic: str, payload: Payload, ctx: JoinContext) -> JoinResult[Memb
     return JoinOk(Member(user if isinstance(user, str) else None), reply={})
 
 
-def handle_in(event: str, payload: Payload, ctx: SocketContext[Member]) -> HandleResult[Member]:
+def handle_in(
+    event: str, payload: Payload, ctx: SocketContext[Member]
+) -> HandleResult[Member]:
     """
     C{new_msg}, C{typing} and C{ping}; anything else is answered with an
     error naming the event.
@@ -94,7 +96,9 @@ def room_info(message: object, ctx: SocketContext[Member]) -> InfoResult[Member]
     return NoReply(member)
 
 
-room_channel = Channel.create(join_room).with_handle_in(handle_in).with_handle_info(room_info)
+room_channel = (
+    Channel.create(join_room).with_handle_in(handle_in).with_handle_info(room_info)
+)
 feed_channel = Channel.create(join_feed).with_handle_in(handle_in)
 
 

@@ -264,9 +264,9 @@ class LeveeRelay:
         if isinstance(connected, ConnectError):
             self.sessions.discard_if_idle(session)
             return Push("connect_document_error", connected.to_json(), assigns)
-        self._routes[
-            (assigns.tenant_id, assigns.document_id, connected.client_id)
-        ] = ctx.push
+        self._routes[(assigns.tenant_id, assigns.document_id, connected.client_id)] = (
+            ctx.push
+        )
         self._perform(assigns.tenant_id, assigns.document_id, connected.effects)
         return NoReply(
             DocumentConnection(

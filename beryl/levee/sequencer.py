@@ -345,8 +345,7 @@ class DocumentSession:
         )
         effects.append(SendTo(client_id, "connect_document_success", response))
         self.log.info(
-            "Client {client_id} connected to {tenant_id}/{document_id} "
-            "in {mode} mode",
+            "Client {client_id} connected to {tenant_id}/{document_id} in {mode} mode",
             client_id=client_id,
             tenant_id=self.tenant_id,
             document_id=self.document_id,

@@ -48,6 +48,8 @@ def append_clock(
         return {replica: clock}
     if any(dominates(other, clock) for other in clockset.values()):
         return dict(clockset)
-    kept = {r: c for r, c in clockset.items() if r != replica and not dominates(clock, c)}
+    kept = {
+        r: c for r, c in clockset.items() if r != replica and not dominates(clock, c)
+    }
     kept[replica] = clock
     return kept

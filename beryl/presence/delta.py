@@ -259,4 +259,3 @@ def dots_to_runs(dots: Iterable[int]) -> list[list[int]]:
         else:
             runs.append([dot, dot])
     return runs
-

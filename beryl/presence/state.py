@@ -210,9 +210,7 @@ class State:
 
     # Local operations
 
-    def join(
-        self, topic: str, key: str, owner: str, meta: Mapping[str, Any]
-    ) -> Diff:
+    def join(self, topic: str, key: str, owner: str, meta: Mapping[str, Any]) -> Diff:
         """
         Track C{owner} under C{key} on C{topic}; its meta gets a new
         C{phx_ref}.
@@ -250,9 +248,7 @@ class State:
         self._next_dot()
         return Diff(leaves=leaves)
 
-    def update(
-        self, topic: str, key: str, owner: str, meta: Mapping[str, Any]
-    ) -> Diff:
+    def update(self, topic: str, key: str, owner: str, meta: Mapping[str, Any]) -> Diff:
         """
         Replace the meta of a tracked presence: a leave and a join, two
         dots.  The new meta gets a new C{phx_ref} and the old one as
@@ -516,9 +512,7 @@ class State:
         requester itself.  Our own changes not yet broadcast are left to
         the next heartbeat when a delta is sent.
         """
-        shared = [
-            r for r in requester_clock if r in self.context and r != requester
-        ]
+        shared = [r for r in requester_clock if r in self.context and r != requester]
         behind: dict[Replica, Behind] = {}
         for replica in shared:
             if replica == self.replica:

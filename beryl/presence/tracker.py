@@ -270,8 +270,12 @@ class PresenceTracker(Service):
         if pending is None:
             return {"joins": {}, "leaves": {}}
         return {
-            "joins": _presence_list((e.key, dict(e.meta)) for e in pending.joins.values()),
-            "leaves": _presence_list((e.key, dict(e.meta)) for e in pending.leaves.values()),
+            "joins": _presence_list(
+                (e.key, dict(e.meta)) for e in pending.joins.values()
+            ),
+            "leaves": _presence_list(
+                (e.key, dict(e.meta)) for e in pending.leaves.values()
+            ),
         }
 
     def subscribe_diffs(self, callback: DiffCallback) -> Callable[[], None]:

@@ -127,8 +127,13 @@ def direct_writer(
     """
     write: Callable[[bytes], None] = transport.write
     sock = getattr(transport, "socket", None)
-    if not isinstance(transport, tcp.Connection) or sock is None or not all(
-        hasattr(transport, name) for name in ("dataBuffer", "offset", "_tempDataLen")
+    if (
+        not isinstance(transport, tcp.Connection)
+        or sock is None
+        or not all(
+            hasattr(transport, name)
+            for name in ("dataBuffer", "offset", "_tempDataLen")
+        )
     ):
         return write
     send = sock.send
@@ -201,7 +206,9 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
                 raise HandshakeRefused("no supported subprotocol offered")
             params = parse_params(self.http_request_uri)
             vsn = params.get("vsn")
-            serializer = serializer_for_vsn(vsn) if isinstance(vsn, (str, type(None))) else None
+            serializer = (
+                serializer_for_vsn(vsn) if isinstance(vsn, (str, type(None))) else None
+            )
             if serializer is None:
                 raise HandshakeRefused(f"unsupported protocol version {vsn!r}")
         except HandshakeRefused as refusal:
@@ -210,7 +217,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
                 peer=request.peer,
                 reason=refusal.reason,
             )
-            raise ConnectionDeny(403, "Forbidden")
+            raise ConnectionDeny(403, "Forbidden") from None
         info = ConnectInfo(
             auth_token=token,
             origin=origin,

@@ -54,7 +54,9 @@ def join_room(topic: str, payload: Payload, ctx: JoinContext) -> JoinResult[None
     return JoinOk(None)
 
 
-def room_event(event: str, payload: Payload, ctx: SocketContext[None]) -> HandleResult[None]:
+def room_event(
+    event: str, payload: Payload, ctx: SocketContext[None]
+) -> HandleResult[None]:
     """
     C{shout} is broadcast to the room (and answered ok); C{ping} is answered
     with its own payload, JSON or binary.
@@ -90,14 +92,18 @@ class PhoenixLineProtocol(LineReceiver):
     def connectionMade(self) -> None:
         assert self.transport is not None
         peer = self.transport.getPeer()
-        info = ConnectInfo(peer=f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}")
+        info = ConnectInfo(
+            peer=f"{getattr(peer, 'host', '')}:{getattr(peer, 'port', '')}"
+        )
         self.bridge.notify_connected(self, params={}, connect_info=info)
 
     def lineReceived(self, line: bytes) -> None:
         line = line.rstrip(b"\r")
         if line.startswith(b"="):
             try:
-                self.bridge.handle_raw_message(self, base64.b64decode(line[1:], validate=True))
+                self.bridge.handle_raw_message(
+                    self, base64.b64decode(line[1:], validate=True)
+                )
             except binascii.Error:
                 self.close(1007, "bad base64")
             return

@@ -48,12 +48,20 @@ def connect(params: Mapping[str, Any], info: ConnectInfo) -> ConnectOk | Connect
 
 def join(topic: str, payload: Payload, ctx: JoinContext) -> JoinResult[Chat]:
     room = extract_topic_id("chat:*", topic)
-    return JoinOk(Chat(user=ctx.socket_assigns["user"], room=room), reply={"room": room})
+    return JoinOk(
+        Chat(user=ctx.socket_assigns["user"], room=room), reply={"room": room}
+    )
 
 
-def handle_in(event: str, payload: Payload, ctx: SocketContext[Chat]) -> HandleResult[Chat]:
+def handle_in(
+    event: str, payload: Payload, ctx: SocketContext[Chat]
+) -> HandleResult[Chat]:
     chat = ctx.assigns
-    if event == "say" and isinstance(payload, dict) and isinstance(payload.get("text"), str):
+    if (
+        event == "say"
+        and isinstance(payload, dict)
+        and isinstance(payload.get("text"), str)
+    ):
         ctx.broadcast("said", {"user": chat.user, "text": payload["text"]})
         return NoReply(attrs.evolve(chat, sent=chat.sent + 1))
     if event == "count":
@@ -61,4 +69,6 @@ def handle_in(event: str, payload: Payload, ctx: SocketContext[Chat]) -> HandleR
     return Reply("error", {"reason": "unknown event"}, chat)
 
 
-app = App(connect=connect).channel("chat:*", Channel.create(join).with_handle_in(handle_in))
+app = App(connect=connect).channel(
+    "chat:*", Channel.create(join).with_handle_in(handle_in)
+)

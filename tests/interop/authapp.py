@@ -44,7 +44,9 @@ def join_private(topic: str, payload: Payload, ctx: JoinContext) -> JoinResult[N
     return JoinOk(None, reply={"socket_user": ctx.socket_assigns["user"]})
 
 
-def handle_in(event: str, payload: Payload, ctx: SocketContext[None]) -> HandleResult[None]:
+def handle_in(
+    event: str, payload: Payload, ctx: SocketContext[None]
+) -> HandleResult[None]:
     """
     Echo everything back.
     """

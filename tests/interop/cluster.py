@@ -36,8 +36,10 @@ class Node:
         self.cluster_port = free_port()
         self.directory = directory
         self.options = [
-            "--node-name", name,
-            "--cluster-port", f"tcp:{self.cluster_port}:interface=127.0.0.1",
+            "--node-name",
+            name,
+            "--cluster-port",
+            f"tcp:{self.cluster_port}:interface=127.0.0.1",
             *options,
         ]
         if peers:

@@ -1,5 +1,5 @@
 // Two phoenix clients in two rooms of a group, plus an outsider, for
-// tests/test_groups.py.
+// tests/integration/test_groups_clients.py.
 //
 //   node groups_clients.js '{"url": "ws://127.0.0.1:PORT/socket"}'
 //

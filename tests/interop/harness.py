@@ -50,7 +50,9 @@ SCENARIOS = INTEROP_DIR / "scenarios.js"
 
 # Runs twistd with this very interpreter, wherever the venv put (or did not
 # put) its console scripts.
-_TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+_TWISTD = (
+    "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+)
 
 OK_EMPTY = {"status": "ok", "response": {}}
 """What phoenix.js reports for an ok reply with an empty response."""
@@ -70,7 +72,9 @@ def _unavailable(testcase: SynchronousTestCase, reason: str) -> None:
     silently skipped interop suite would hide a broken build.
     """
     if _in_ci():
-        testcase.fail(f"interop prerequisite missing (CI=true, so this fails): {reason}")
+        testcase.fail(
+            f"interop prerequisite missing (CI=true, so this fails): {reason}"
+        )
     raise unittest.SkipTest(reason)
 
 
@@ -81,7 +85,9 @@ def node_executable(testcase: SynchronousTestCase) -> str:
     """
     node = shutil.which("node")
     if node is None:
-        _unavailable(testcase, "node is not installed (needed to drive the phoenix client)")
+        _unavailable(
+            testcase, "node is not installed (needed to drive the phoenix client)"
+        )
         raise AssertionError("unreachable")
     for package in ("phoenix", "ws"):
         if not (INTEROP_DIR / "node_modules" / package / "package.json").is_file():
@@ -218,7 +224,9 @@ def start_server(
     directory.mkdir(parents=True)
     count = len(list(directory.glob("beryl*.log")))
     server = BerylServer(
-        directory / f"beryl{count}.log", options, port if port is not None else free_port()
+        directory / f"beryl{count}.log",
+        options,
+        port if port is not None else free_port(),
     )
     testcase.addCleanup(server.stop)
     server.start()
@@ -307,7 +315,9 @@ class NodeScenario:
             raise AssertionError(self._explain(f"printed non-JSON {line!r}")) from None
         if "error" in result:
             self.kill()
-            raise AssertionError(self._explain(f"gave up: {json.dumps(result, indent=1)}"))
+            raise AssertionError(
+                self._explain(f"gave up: {json.dumps(result, indent=1)}")
+            )
         return result
 
     def send(self, message: Mapping[str, Any]) -> None:
@@ -327,7 +337,9 @@ class NodeScenario:
             status = self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(self._explain("did not exit after its result")) from None
+            raise AssertionError(
+                self._explain("did not exit after its result")
+            ) from None
         if status != 0:
             raise AssertionError(self._explain(f"exited with {status}"))
         return result
@@ -385,13 +397,17 @@ def _read_http_head(sock: socket.socket) -> tuple[bytes, bytes]:
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
         if not chunk:
-            raise ConnectionError(f"connection closed during the handshake after {data!r}")
+            raise ConnectionError(
+                f"connection closed during the handshake after {data!r}"
+            )
         data += chunk
     head, _, rest = data.partition(b"\r\n\r\n")
     return head, rest
 
 
-def assert_refused(testcase: SynchronousTestCase, port: int, **kwargs: Any) -> HandshakeRefused:
+def assert_refused(
+    testcase: SynchronousTestCase, port: int, **kwargs: Any
+) -> HandshakeRefused:
     """
     Check that a handshake made with C{kwargs} (see L{RawWebSocket.connect})
     is answered with HTTP 403 and no upgrade.
@@ -414,7 +430,9 @@ class RawWebSocket:
     close frames included.
     """
 
-    def __init__(self, sock: socket.socket, buffer: bytes, headers: dict[str, str]) -> None:
+    def __init__(
+        self, sock: socket.socket, buffer: bytes, headers: dict[str, str]
+    ) -> None:
         self.sock = sock
         self._buffer = buffer
         self.headers = headers
@@ -474,7 +492,9 @@ class RawWebSocket:
                 pass
             sock.close()
             raise HandshakeRefused(status, response_headers, body)
-        expected = base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()
+        expected = base64.b64encode(
+            hashlib.sha1(key.encode() + _GUID).digest()
+        ).decode()
         if response_headers.get("sec-websocket-accept") != expected:
             sock.close()
             raise AssertionError(f"bad Sec-WebSocket-Accept in {response_headers!r}")
@@ -502,7 +522,9 @@ class RawWebSocket:
         """
         A text frame; bytes are sent as they are (even if not UTF-8).
         """
-        self.send_frame(OP_TEXT, data.encode("utf-8") if isinstance(data, str) else data)
+        self.send_frame(
+            OP_TEXT, data.encode("utf-8") if isinstance(data, str) else data
+        )
 
     def send_binary(self, data: bytes) -> None:
         """
@@ -522,14 +544,18 @@ class RawWebSocket:
         while len(self._buffer) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no complete frame within the timeout; have {self._buffer!r}")
+                raise TimeoutError(
+                    f"no complete frame within the timeout; have {self._buffer!r}"
+                )
             self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 continue
             if not chunk:
-                raise ConnectionClosed(None, "TCP connection closed without a close frame")
+                raise ConnectionClosed(
+                    None, "TCP connection closed without a close frame"
+                )
             self._buffer += chunk
         data, self._buffer = self._buffer[:count], self._buffer[count:]
         return data
@@ -571,7 +597,9 @@ class RawWebSocket:
         while True:
             opcode, payload = self.recv_frame(timeout)
             if opcode == OP_CLOSE:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                code = (
+                    struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                )
                 reason = payload[2:].decode("utf-8", "replace")
                 self.closed = (code, reason)
                 try:
@@ -592,10 +620,14 @@ class RawWebSocket:
         """
         opcode, payload = self.recv_data(timeout)
         if opcode != OP_TEXT:
-            raise AssertionError(f"expected a text frame, got opcode {opcode}: {payload!r}")
+            raise AssertionError(
+                f"expected a text frame, got opcode {opcode}: {payload!r}"
+            )
         return json.loads(payload.decode("utf-8"))
 
-    def recv_close(self, timeout: float = 10.0) -> tuple[int | None, str, list[tuple[int, bytes]]]:
+    def recv_close(
+        self, timeout: float = 10.0
+    ) -> tuple[int | None, str, list[tuple[int, bytes]]]:
         """
         Read until the server closes: the close code, its reason and the
         messages that came before it.

@@ -1,5 +1,5 @@
 // A scripted Fluid-like client of the Levee document channel, on the
-// official phoenix client, for tests/test_levee_channel.py.
+// official phoenix client, for tests/integration/test_levee_clients.py.
 //
 //   node levee_client.js '{"url": "ws://127.0.0.1:PORT/socket"}'
 //

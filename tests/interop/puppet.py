@@ -63,11 +63,15 @@ class Puppet:
             remaining = deadline - time.monotonic()
             ready, _, _ = select.select([fd], [], [], max(remaining, 0))
             if not ready:
-                self.testcase.fail(f"puppet gave no answer to {op} {fields} in {timeout} s")
+                self.testcase.fail(
+                    f"puppet gave no answer to {op} {fields} in {timeout} s"
+                )
             chunk = os.read(fd, 1 << 20)
             if not chunk:
                 stderr = self.process.stderr.read() if self.process.stderr else b""
-                self.testcase.fail(f"puppet exited during {op}: {stderr.decode(errors='replace')}")
+                self.testcase.fail(
+                    f"puppet exited during {op}: {stderr.decode(errors='replace')}"
+                )
             self._buffer += chunk
         line, _, self._buffer = self._buffer.partition(b"\n")
         answer = json.loads(line)
@@ -93,14 +97,20 @@ class Puppet:
         """
         self.command("cast", id=client, event=event, payload=payload or {})
 
-    def wait(self, client: str, event: str, count: int = 1, timeout: float = 20.0) -> list[Any]:
+    def wait(
+        self, client: str, event: str, count: int = 1, timeout: float = 20.0
+    ) -> list[Any]:
         """
         Wait until C{client} has received C{count} C{event}s; all of them.
         """
-        result: list[Any] = self.command("wait", timeout, id=client, event=event, count=count)
+        result: list[Any] = self.command(
+            "wait", timeout, id=client, event=event, count=count
+        )
         return result
 
-    def wait_for(self, client: str, event: str, payload: Any, timeout: float = 20.0) -> list[Any]:
+    def wait_for(
+        self, client: str, event: str, payload: Any, timeout: float = 20.0
+    ) -> list[Any]:
         """
         Wait until C{client} has received C{event} with exactly C{payload};
         all the C{event}s it received.
@@ -124,7 +134,9 @@ class Puppet:
         Wait until C{client}'s Presence lists exactly C{keys} (key: number
         of metas).
         """
-        result: dict[str, int] = self.command("wait_presence", timeout, id=client, keys=keys)
+        result: dict[str, int] = self.command(
+            "wait_presence", timeout, id=client, keys=keys
+        )
         return result
 
     def presence(self, client: str) -> dict[str, Any]:

@@ -52,7 +52,11 @@ class AuthTokenTests(SynchronousTestCase):
         the connect hook assigned.
         """
         result = run_scenario(
-            self, "auth", self.server, topic=unique_topic("private"), authToken="secret-token"
+            self,
+            "auth",
+            self.server,
+            topic=unique_topic("private"),
+            authToken="secret-token",
         )
         self.assertEqual(
             result,
@@ -77,7 +81,11 @@ class AuthTokenTests(SynchronousTestCase):
             self.assertEqual(result["opened"], 0)
             self.assertGreaterEqual(result["errors"], 2)
         result = run_scenario(
-            self, "auth", self.server, topic=unique_topic("private"), authToken="secret-token"
+            self,
+            "auth",
+            self.server,
+            topic=unique_topic("private"),
+            authToken="secret-token",
         )
         self.assertEqual(result["opened"], 1)
 
@@ -90,14 +98,21 @@ class AuthTokenTests(SynchronousTestCase):
         padded = PREFIX + base64.b64encode(token).decode()
         urlsafe = PREFIX + base64.urlsafe_b64encode(token).decode().rstrip("=")
         for protocol in [token_protocol(token), padded, urlsafe]:
-            client = RawWebSocket.connect(self.server.port, protocols=["phoenix", protocol])
+            client = RawWebSocket.connect(
+                self.server.port, protocols=["phoenix", protocol]
+            )
             self.addCleanup(client.close)
             self.assertEqual(client.headers.get("sec-websocket-protocol"), "phoenix")
             topic = unique_topic("private")
             self.assertEqual(
                 client.request(["1", "1", topic, "phx_join", {}]),
-                ["1", "1", topic, "phx_reply",
-                 {"status": "ok", "response": {"socket_user": "token-holder"}}],
+                [
+                    "1",
+                    "1",
+                    topic,
+                    "phx_reply",
+                    {"status": "ok", "response": {"socket_user": "token-holder"}},
+                ],
             )
 
     def test_refusals(self) -> None:

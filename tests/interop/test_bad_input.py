@@ -14,8 +14,8 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.interop.harness import (
-    BerylServer,
     OK_EMPTY,
+    BerylServer,
     RawWebSocket,
     assert_refused,
     node_executable,
@@ -44,7 +44,9 @@ class Bystander:
         self.client = RawWebSocket.connect(server.port)
         testcase.addCleanup(self.client.close)
         testcase.assertEqual(
-            self.client.request(["1", "1", self.topic, "phx_join", {"user": "bystander"}]),
+            self.client.request(
+                ["1", "1", self.topic, "phx_join", {"user": "bystander"}]
+            ),
             ["1", "1", self.topic, "phx_reply", OK_EMPTY],
         )
         self.count = 0
@@ -56,12 +58,20 @@ class Bystander:
         self.count += 1
         ref = f"m{self.count}"
         self.client.send_json(["1", ref, self.topic, "new_msg", {"body": ref}])
-        frames = sorted([self.client.recv_json(), self.client.recv_json()], key=json.dumps)
+        frames = sorted(
+            [self.client.recv_json(), self.client.recv_json()], key=json.dumps
+        )
         self.testcase.assertEqual(
             frames,
             sorted(
                 [
-                    [None, None, self.topic, "new_msg", {"user": "bystander", "body": ref}],
+                    [
+                        None,
+                        None,
+                        self.topic,
+                        "new_msg",
+                        {"user": "bystander", "body": ref},
+                    ],
                     ["1", ref, self.topic, "phx_reply", OK_EMPTY],
                 ],
                 key=json.dumps,
@@ -87,7 +97,9 @@ class BadInputTestCase(SynchronousTestCase):
         trip.
         """
         self.bystander.round_trip()
-        result = run_scenario(self, "roundtrip", self.server, topic=unique_topic("room"))
+        result = run_scenario(
+            self, "roundtrip", self.server, topic=unique_topic("room")
+        )
         self.assertEqual(
             result,
             {
@@ -159,7 +171,8 @@ class UndecodableFrameTests(BadInputTestCase):
         A V2 array of four elements.
         """
         self.assertUndecodable(
-            lambda c: c.send_json(["1", "2", self.topic, "ping"]), "[join_ref, ref, topic, event, payload]"
+            lambda c: c.send_json(["1", "2", self.topic, "ping"]),
+            "[join_ref, ref, topic, event, payload]",
         )
 
     def test_object_under_v2(self) -> None:
@@ -167,7 +180,9 @@ class UndecodableFrameTests(BadInputTestCase):
         A V1-style object on a V2 socket.
         """
         self.assertUndecodable(
-            lambda c: c.send_json({"topic": self.topic, "event": "ping", "payload": {}, "ref": "2"}),
+            lambda c: c.send_json(
+                {"topic": self.topic, "event": "ping", "payload": {}, "ref": "2"}
+            ),
             "expected a JSON array",
         )
 
@@ -184,7 +199,8 @@ class UndecodableFrameTests(BadInputTestCase):
         Null where the event should be.
         """
         self.assertUndecodable(
-            lambda c: c.send_json(["1", "2", self.topic, None, {}]), "event must be a string"
+            lambda c: c.send_json(["1", "2", self.topic, None, {}]),
+            "event must be a string",
         )
 
     def test_wrong_ref_type(self) -> None:
@@ -192,7 +208,8 @@ class UndecodableFrameTests(BadInputTestCase):
         An object where the ref should be.
         """
         self.assertUndecodable(
-            lambda c: c.send_json(["1", {"r": 2}, self.topic, "ping", {}]), "ref must be"
+            lambda c: c.send_json(["1", {"r": 2}, self.topic, "ping", {}]),
+            "ref must be",
         )
 
     def test_binary_garbage(self) -> None:
@@ -200,7 +217,8 @@ class UndecodableFrameTests(BadInputTestCase):
         A binary frame of an unknown kind.
         """
         self.assertUndecodable(
-            lambda c: c.send_binary(b"\x07\xff\xfe garbage"), "unsupported binary frame kind"
+            lambda c: c.send_binary(b"\x07\xff\xfe garbage"),
+            "unsupported binary frame kind",
         )
 
     def test_truncated_binary(self) -> None:
@@ -236,12 +254,21 @@ class OtherBadInputTests(BadInputTestCase):
                 "2",
                 self.topic,
                 "phx_reply",
-                {"status": "error", "response": {"reason": "unknown event 'frobnicate'"}},
+                {
+                    "status": "error",
+                    "response": {"reason": "unknown event 'frobnicate'"},
+                },
             ],
         )
         self.assertEqual(
             client.request(["1", "3", self.topic, "ping", {"after": True}]),
-            ["1", "3", self.topic, "phx_reply", {"status": "ok", "response": {"after": True}}],
+            [
+                "1",
+                "3",
+                self.topic,
+                "phx_reply",
+                {"status": "ok", "response": {"after": True}},
+            ],
         )
         self.assertStillServes()
 
@@ -250,7 +277,9 @@ class OtherBadInputTests(BadInputTestCase):
         A text frame that is not UTF-8 closes the socket with 1007.
         """
         client = self.offender()
-        client.send_text(b'["1","2","' + self.topic.encode() + b'","ping",{"b":"\xff\xfe"}]')
+        client.send_text(
+            b'["1","2","' + self.topic.encode() + b'","ping",{"b":"\xff\xfe"}]'
+        )
         self.assertClosed(client, CLOSE_INVALID_DATA)
         self.assertStillServes()
 
@@ -285,7 +314,9 @@ class ProtocolErrorLogTests(BadInputTestCase):
         Invalid UTF-8 (1007): a log line names the offending socket.
         """
         client = self.offender()
-        client.send_text(b'["1","2","' + self.topic.encode() + b'","ping",{"b":"\xff"}]')
+        client.send_text(
+            b'["1","2","' + self.topic.encode() + b'","ping",{"b":"\xff"}]'
+        )
         self.assertClosed(client, CLOSE_INVALID_DATA)
         self.assertStillServes()
         self.assertLoggedWithPeer(client, CLOSE_INVALID_DATA)
@@ -334,8 +365,16 @@ class RefusedHandshakeTests(BadInputTestCase):
         Versions other than 1.0.x and 2.0.x, and a non-string vsn, are
         refused.
         """
-        for query in ["vsn=3.0.0", "vsn=2.0", "vsn=2.1.0", "vsn=abc", "vsn=2.0.%C2%B2",
-                      "vsn=", "vsn[]=2.0.0", "vsn[a]=2.0.0"]:
+        for query in [
+            "vsn=3.0.0",
+            "vsn=2.0",
+            "vsn=2.1.0",
+            "vsn=abc",
+            "vsn=2.0.%C2%B2",
+            "vsn=",
+            "vsn[]=2.0.0",
+            "vsn[a]=2.0.0",
+        ]:
             self.assertRefused(query=query)
         self.offender(query="vsn=2.0.7")
         self.offender(query="vsn=1.0.0", join=False)

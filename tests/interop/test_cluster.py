@@ -19,7 +19,7 @@ class ClusterBroadcastTests(SynchronousTestCase):
         self.nodes = start_cluster(self)
         self.puppet = Puppet(self)
         self.topic = unique_topic("room")
-        for client, node in zip("abc", self.nodes):
+        for client, node in zip("abc", self.nodes, strict=True):
             reply = self.puppet.join(client, node.url, self.topic, user=client)
             self.assertEqual(reply, {"status": "ok", "response": {}})
 
@@ -45,7 +45,9 @@ class ClusterBroadcastTests(SynchronousTestCase):
     def test_one_mebibyte_payload(self) -> None:
         """A 1 MiB message body crosses the cluster intact (AMP values are 64 KiB at most)."""
         body = "<" + "x" * (1024 * 1024 - 2) + ">"
-        self.assertEqual(self.puppet.push("a", "new_msg", {"body": body})["status"], "ok")
+        self.assertEqual(
+            self.puppet.push("a", "new_msg", {"body": body})["status"], "ok"
+        )
         expected = [{"user": "a", "body": "<1048576 chars <xxxxxxx..xxxxxxx>>"}]
         for client in "bc":
             self.assertEqual(self.puppet.wait(client, "new_msg"), expected)
@@ -64,7 +66,7 @@ class ClusterFailureTests(SynchronousTestCase):
         n1, n2, n3 = start_cluster(self)
         puppet = Puppet(self)
         topic = unique_topic("room")
-        for client, node in zip("abc", (n1, n2, n3)):
+        for client, node in zip("abc", (n1, n2, n3), strict=True):
             puppet.join(client, node.url, topic, user=client)
 
         n3.kill()

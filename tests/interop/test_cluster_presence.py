@@ -16,10 +16,14 @@ from tests.interop.puppet import Puppet
 
 # Short replication timings, so that "down" happens within a test.
 FAST_PRESENCE = (
-    "--broadcast-period", "0.2",
-    "--max-silent-periods", "2",
-    "--down-period", "1.0",
-    "--permdown-period", "3.0",
+    "--broadcast-period",
+    "0.2",
+    "--max-silent-periods",
+    "2",
+    "--down-period",
+    "1.0",
+    "--permdown-period",
+    "3.0",
 )
 
 

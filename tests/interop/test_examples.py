@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.harness import RawWebSocket, assert_refused, start_server, unique_topic
+from tests.interop.harness import (
+    RawWebSocket,
+    assert_refused,
+    start_server,
+    unique_topic,
+)
 
 
 class ChatAppExampleTests(SynchronousTestCase):
@@ -32,7 +37,13 @@ class ChatAppExampleTests(SynchronousTestCase):
         for client in (alice, bob):
             self.assertEqual(
                 client.request(["1", "1", topic, "phx_join", {}]),
-                ["1", "1", topic, "phx_reply", {"status": "ok", "response": {"room": room}}],
+                [
+                    "1",
+                    "1",
+                    topic,
+                    "phx_reply",
+                    {"status": "ok", "response": {"room": room}},
+                ],
             )
         alice.send_json(["1", "2", topic, "say", {"text": "hello"}])
         said = [None, None, topic, "said", {"user": "alice", "text": "hello"}]

@@ -21,9 +21,11 @@ class NodeDiscoveryTests(SynchronousTestCase):
     def setUp(self) -> None:
         saved = os.environ.get("CI")
         self.addCleanup(
-            lambda: os.environ.__setitem__("CI", saved)
-            if saved is not None
-            else os.environ.pop("CI", None)
+            lambda: (
+                os.environ.__setitem__("CI", saved)
+                if saved is not None
+                else os.environ.pop("CI", None)
+            )
         )
 
     def test_missing_node_skips(self) -> None:

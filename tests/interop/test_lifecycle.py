@@ -19,6 +19,8 @@ from tests.interop.harness import (
 )
 
 CLOSE_GOING_AWAY = 1001
+
+
 class IdleTimeoutTests(SynchronousTestCase):
     """
     C{--heartbeat-timeout 2}.
@@ -47,7 +49,9 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertEqual(result["joined"], OK_EMPTY)
         self.assertEqual(result["closes"], [])
         self.assertTrue(result["connected"])
-        self.assertEqual(result["pong"], {"status": "ok", "response": {"still": "here"}})
+        self.assertEqual(
+            result["pong"], {"status": "ok", "response": {"still": "here"}}
+        )
         self.assertGreaterEqual(len(result["heartbeats"]), 2)
         self.assertEqual(set(result["heartbeats"]), {"ok"})
 
@@ -92,13 +96,21 @@ class DisconnectTests(SynchronousTestCase):
         self.assertEqual(ghost.recv_json()[3], "phx_reply")
         arrival = watcher.recv_json()
         self.assertEqual(arrival[:4], [None, None, topic, "presence_diff"])
-        self.assertEqual((list(arrival[4]["joins"]), arrival[4]["leaves"]), (["ghost"], {}))
+        self.assertEqual(
+            (list(arrival[4]["joins"]), arrival[4]["leaves"]), (["ghost"], {})
+        )
         ghost_meta = arrival[4]["joins"]["ghost"]
         ghost.close()
         departure = watcher.recv_json()
         self.assertEqual(
             departure,
-            [None, None, topic, "presence_diff", {"joins": {}, "leaves": {"ghost": ghost_meta}}],
+            [
+                None,
+                None,
+                topic,
+                "presence_diff",
+                {"joins": {}, "leaves": {"ghost": ghost_meta}},
+            ],
         )
 
     def test_shutdown_closes_with_1001(self) -> None:
@@ -117,7 +129,9 @@ class DisconnectTests(SynchronousTestCase):
         server.stop()
         self.assertIn("Server Shut Down.", server.log())
         code, reason, before = client.recv_close()
-        self.assertEqual((code, reason, before), (CLOSE_GOING_AWAY, "server shutting down", []))
+        self.assertEqual(
+            (code, reason, before), (CLOSE_GOING_AWAY, "server shutting down", [])
+        )
 
 
 class RestartTests(SynchronousTestCase):
@@ -140,11 +154,17 @@ class RestartTests(SynchronousTestCase):
         start_server(self, port=server.port)
         scenario.send({"restarted": True})
         result = scenario.result()
-        self.assertEqual(result["closes"][0], {"code": CLOSE_GOING_AWAY, "reason": "server shutting down"})
+        self.assertEqual(
+            result["closes"][0],
+            {"code": CLOSE_GOING_AWAY, "reason": "server shutting down"},
+        )
         self.assertEqual(result["joins"], [OK_EMPTY, OK_EMPTY])
         self.assertEqual(result["states"], 2)
         self.assertEqual(result["after"], OK_EMPTY)
         self.assertEqual(
             result["messages"],
-            [{"user": "phoenix", "body": "before"}, {"user": "phoenix", "body": "after"}],
+            [
+                {"user": "phoenix", "body": "before"},
+                {"user": "phoenix", "body": "after"},
+            ],
         )

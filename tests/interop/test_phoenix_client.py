@@ -51,7 +51,8 @@ class JoinTests(SynchronousTestCase):
         self.assertIsInstance(meta["online_at"], int)
         refused = {"status": "error", "response": {"reason": "user required"}}
         self.assertEqual(
-            result["refusals"], {"missing": refused, "empty": refused, "number": refused}
+            result["refusals"],
+            {"missing": refused, "empty": refused, "number": refused},
         )
 
     def test_feed(self) -> None:
@@ -69,7 +70,11 @@ class JoinTests(SynchronousTestCase):
         self.assertEqual(
             events,
             [
-                {"who": who, "event": "new_msg", "payload": {"user": user, "body": body}}
+                {
+                    "who": who,
+                    "event": "new_msg",
+                    "payload": {"user": user, "body": body},
+                }
                 for user, body in [("dash", "from dash"), (None, "from nobody")]
                 for who in ["anonymous", "dash"]
             ],
@@ -107,7 +112,9 @@ class PresenceTests(SynchronousTestCase):
         """
         server = start_server(self)
         result = run_scenario(self, "presence", server, topic=unique_topic("room"))
-        self.assertEqual(result["joins"], {name: OK_EMPTY for name in ["alice", "bob", "carol"]})
+        self.assertEqual(
+            result["joins"], {name: OK_EMPTY for name in ["alice", "bob", "carol"]}
+        )
         self.assertEqual(result["left"], OK_EMPTY)
         everyone = ["alice", "bob", "carol"]
         self.assertEqual(
@@ -144,11 +151,18 @@ class PresenceTests(SynchronousTestCase):
         self.assertEqual(both["keys"], ["alice", "bob"])
         self.assertEqual(len(set(both["refs"])), 2)
         self.assertEqual(both["metaKeys"], [["online_at", "phx_ref"]] * 2)
-        self.assertEqual(result["after"], {"keys": ["alice", "bob"], "refs": both["refs"][:1]})
+        self.assertEqual(
+            result["after"], {"keys": ["alice", "bob"], "refs": both["refs"][:1]}
+        )
         self.assertEqual(result["logAfterClose"], [left("alice", remaining=1)])
         self.assertEqual(
             result["log"],
-            [joined("bob"), joined("alice"), joined("alice", first=False), left("alice", 1)],
+            [
+                joined("bob"),
+                joined("alice"),
+                joined("alice", first=False),
+                left("alice", 1),
+            ],
         )
 
 
@@ -179,14 +193,25 @@ class MessageTests(SynchronousTestCase):
 
     def _ping(self, topic: str, params: dict[str, Any]) -> None:
         server = start_server(self)
-        payload = {"nested": [1, 2.5, None, True, {"text": "ünïcødé ✓ 🙂"}], "empty": {}}
+        payload = {
+            "nested": [1, 2.5, None, True, {"text": "ünïcødé ✓ 🙂"}],
+            "empty": {},
+        }
         data = list(range(256)) + [0, 255]
         result = run_scenario(
-            self, "ping", server, topic=topic, params=params, payload=payload, bytes=data
+            self,
+            "ping",
+            server,
+            topic=topic,
+            params=params,
+            payload=payload,
+            bytes=data,
         )
         self.assertEqual(result["joined"], OK_EMPTY)
         self.assertEqual(result["json"], {"status": "ok", "response": payload})
-        self.assertEqual(result["binary"], {"status": "ok", "response": {"binary": data}})
+        self.assertEqual(
+            result["binary"], {"status": "ok", "response": {"binary": data}}
+        )
         self.assertEqual(result["empty"], {"status": "ok", "response": {"binary": []}})
 
     def test_ping_room(self) -> None:

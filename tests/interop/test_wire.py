@@ -109,7 +109,9 @@ class JoinLeaveTests(SynchronousTestCase):
         self.join("1")
         self.client.send_json(["2", "2", self.topic, "phx_join", {}])
         self.assertEqual(self.client.recv_json(), reply("2", "2", self.topic, "ok", {}))
-        self.assertEqual(self.client.recv_json(), ["1", "1", self.topic, "phx_close", {}])
+        self.assertEqual(
+            self.client.recv_json(), ["1", "1", self.topic, "phx_close", {}]
+        )
         self.assertEqual(
             self.client.request(["2", "3", self.topic, "ping", {"n": 1}]),
             reply("2", "3", self.topic, "ok", {"n": 1}),
@@ -124,7 +126,9 @@ class JoinLeaveTests(SynchronousTestCase):
         topic = unique_topic("room")
         self.client.send_json(["1", "1", topic, "phx_join", {"user": "dup"}])
         self.assertEqual(self.client.recv_json(), reply("1", "1", topic, "ok", {}))
-        self.assertEqual(self.client.recv_json(), ["1", None, topic, "presence_state", {}])
+        self.assertEqual(
+            self.client.recv_json(), ["1", None, topic, "presence_state", {}]
+        )
         self.assertEqual(self.client.recv_json()[3], "presence_diff")
         self.client.send_json(["2", "2", topic, "phx_join", {"user": "dup"}])
         frames = []
@@ -154,9 +158,12 @@ class JoinLeaveTests(SynchronousTestCase):
         self.join("1")
         self.client.send_json(["1", "2", self.topic, "phx_leave", {}])
         self.assertEqual(self.client.recv_json(), reply("1", "2", self.topic, "ok", {}))
-        self.assertEqual(self.client.recv_json(), ["1", "1", self.topic, "phx_close", {}])
         self.assertEqual(
-            self.client.request(["1", "3", self.topic, "ping", {}]), unmatched("3", self.topic)
+            self.client.recv_json(), ["1", "1", self.topic, "phx_close", {}]
+        )
+        self.assertEqual(
+            self.client.request(["1", "3", self.topic, "ping", {}]),
+            unmatched("3", self.topic),
         )
 
     def test_leave_null_join_ref(self) -> None:
@@ -166,7 +173,9 @@ class JoinLeaveTests(SynchronousTestCase):
         self.join("4")
         self.client.send_json([None, "5", self.topic, "phx_leave", {}])
         self.assertEqual(self.client.recv_json(), reply("4", "5", self.topic, "ok", {}))
-        self.assertEqual(self.client.recv_json(), ["4", "4", self.topic, "phx_close", {}])
+        self.assertEqual(
+            self.client.recv_json(), ["4", "4", self.topic, "phx_close", {}]
+        )
 
     def test_leave_unjoined(self) -> None:
         """
@@ -177,7 +186,9 @@ class JoinLeaveTests(SynchronousTestCase):
             self.client.request(["7", "8", self.topic, "phx_leave", {}]),
             reply("7", "8", self.topic, "ok", {}),
         )
-        self.assertEqual(self.client.heartbeat("9"), reply(None, "9", "phoenix", "ok", {}))
+        self.assertEqual(
+            self.client.heartbeat("9"), reply(None, "9", "phoenix", "ok", {})
+        )
 
     def test_unmatched_topic(self) -> None:
         """
@@ -200,7 +211,9 @@ class JoinLeaveTests(SynchronousTestCase):
         """
         self.join("1")
         self.client.send_json(["99", "2", self.topic, "ping", {"stale": True}])
-        self.assertEqual(self.client.heartbeat("3"), reply(None, "3", "phoenix", "ok", {}))
+        self.assertEqual(
+            self.client.heartbeat("3"), reply(None, "3", "phoenix", "ok", {})
+        )
         self.assertEqual(
             self.client.request([None, "4", self.topic, "ping", {"a": 1}]),
             reply("1", "4", self.topic, "ok", {"a": 1}),
@@ -246,7 +259,15 @@ class JoinLeaveTests(SynchronousTestCase):
         )
         self.assertEqual(
             self.client.recv_data(),
-            (OP_BINARY, bytes([1, 2, 3, len(topic), 2]) + b"12" + b"123" + topic + b"ok" + b"ABC"),
+            (
+                OP_BINARY,
+                bytes([1, 2, 3, len(topic), 2])
+                + b"12"
+                + b"123"
+                + topic
+                + b"ok"
+                + b"ABC",
+            ),
         )
 
 
@@ -275,7 +296,9 @@ class V1Tests(SynchronousTestCase):
         frames = [client.recv_json() for _ in range(3)]
         send("new_msg", {"body": "v1"}, "2")
         frames += [client.recv_json() for _ in range(2)]
-        client.send_json({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "3"})
+        client.send_json(
+            {"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "3"}
+        )
         frames.append(client.recv_json())
         send("phx_leave", {}, "4", join_ref=None)
         frames += [client.recv_json() for _ in range(2)]
@@ -288,17 +311,37 @@ class V1Tests(SynchronousTestCase):
         self.assertEqual(
             frames,
             [
-                {"topic": topic, "event": "phx_reply", "ref": "1",
-                 "payload": {"status": "ok", "response": {}}},
+                {
+                    "topic": topic,
+                    "event": "phx_reply",
+                    "ref": "1",
+                    "payload": {"status": "ok", "response": {}},
+                },
                 {"topic": topic, "event": "presence_state", "ref": None, "payload": {}},
-                {"topic": topic, "event": "new_msg", "ref": None,
-                 "payload": {"user": "old", "body": "v1"}},
-                {"topic": topic, "event": "phx_reply", "ref": "2",
-                 "payload": {"status": "ok", "response": {}}},
-                {"topic": "phoenix", "event": "phx_reply", "ref": "3",
-                 "payload": {"status": "ok", "response": {}}},
-                {"topic": topic, "event": "phx_reply", "ref": "4",
-                 "payload": {"status": "ok", "response": {}}},
+                {
+                    "topic": topic,
+                    "event": "new_msg",
+                    "ref": None,
+                    "payload": {"user": "old", "body": "v1"},
+                },
+                {
+                    "topic": topic,
+                    "event": "phx_reply",
+                    "ref": "2",
+                    "payload": {"status": "ok", "response": {}},
+                },
+                {
+                    "topic": "phoenix",
+                    "event": "phx_reply",
+                    "ref": "3",
+                    "payload": {"status": "ok", "response": {}},
+                },
+                {
+                    "topic": topic,
+                    "event": "phx_reply",
+                    "ref": "4",
+                    "payload": {"status": "ok", "response": {}},
+                },
                 {"topic": topic, "event": "phx_close", "ref": "1", "payload": {}},
             ],
         )

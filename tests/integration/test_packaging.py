@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class WheelTests(SynchronousTestCase):
@@ -22,7 +22,17 @@ class WheelTests(SynchronousTestCase):
         out = Path(self.mktemp())
         out.mkdir(parents=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(ROOT)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--no-deps",
+                "-w",
+                str(out),
+                str(ROOT),
+            ],
             check=True,
             capture_output=True,
         )

@@ -47,7 +47,9 @@ class EmbeddingTests(TestCase):
         application.startService()
         self.addCleanup(application.stopService)
 
-        factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0")
+        factory = WebSocketClientFactory(
+            f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
+        )
         factory.protocol = TickerClient
         factory.done = Deferred()
         connectWS(factory)
@@ -55,7 +57,8 @@ class EmbeddingTests(TestCase):
         def check(seen: list[Any]) -> Deferred[bytes]:
             reply, tick = seen
             self.assertEqual(
-                reply, ["1", "1", "ticker", "phx_reply", {"status": "ok", "response": {}}]
+                reply,
+                ["1", "1", "ticker", "phx_reply", {"status": "ok", "response": {}}],
             )
             self.assertEqual(tick[:4], [None, None, "ticker", "tick"])
             self.assertIsInstance(tick[4]["n"], int)

@@ -77,7 +77,9 @@ class TransportTests(TestCase):
         self.addCleanup(server.service.stopService)
         self.server = server
         port = reactor.listenTCP(
-            0, Site(root_resource(server.websocket_factory, demo=False)), interface="127.0.0.1"
+            0,
+            Site(root_resource(server.websocket_factory, demo=False)),
+            interface="127.0.0.1",
         )
         self.addCleanup(port.stopListening)
         return int(port.getHost().port)
@@ -96,7 +98,9 @@ class TransportTests(TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 101"), data)
         return data
 
-    async def exchange(self, client: socket.socket, chunks: list[bytes], count: int) -> list[tuple[int, bytes]]:
+    async def exchange(
+        self, client: socket.socket, chunks: list[bytes], count: int
+    ) -> list[tuple[int, bytes]]:
         """
         Send C{chunks} one by one (each its own TCP write), then collect
         C{count} server frames.
@@ -139,7 +143,15 @@ class TransportTests(TestCase):
         control = client_frame(b"hi", opcode=9)
         frames = await self.exchange(
             client,
-            [whole, split[:3], split[3:40], split[40:], client_frame(ping(5, large)), fragmented, control],
+            [
+                whole,
+                split[:3],
+                split[3:40],
+                split[40:],
+                client_frame(ping(5, large)),
+                fragmented,
+                control,
+            ],
             6,
         )
         self.assertEqual(len(frames), 6)
@@ -162,10 +174,15 @@ class TransportTests(TestCase):
         message = b'["1","1","feed:x","phx_join",{}]'
         frames = await self.exchange(
             client,
-            [client_frame(message[:10], fin=False), client_frame(b'["1","2","phoenix","heartbeat",{}]')],
+            [
+                client_frame(message[:10], fin=False),
+                client_frame(b'["1","2","phoenix","heartbeat",{}]'),
+            ],
             1,
         )
-        self.assertEqual([(opcode, payload[:2]) for opcode, payload in frames], [(8, b"\x03\xea")])
+        self.assertEqual(
+            [(opcode, payload[:2]) for opcode, payload in frames], [(8, b"\x03\xea")]
+        )
         # Answer the close, so the server finishes the close handshake.
         client.sendall(client_frame(b"\x03\xea", opcode=8))
         for _ in range(300):
@@ -182,7 +199,9 @@ class TransportTests(TestCase):
         decision: Deferred[ConnectResult] = Deferred()
         asked: list[Mapping[str, Any]] = []
 
-        def connect(params: Mapping[str, Any], info: ConnectInfo) -> Deferred[ConnectResult]:
+        def connect(
+            params: Mapping[str, Any], info: ConnectInfo
+        ) -> Deferred[ConnectResult]:
             asked.append(params)
             return decision
 

@@ -1,0 +1,3 @@
+"""
+Tests over real sockets and real processes on loopback.
+"""
