@@ -39,8 +39,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 
-from beryl.interfaces import PresenceList, PresenceMeta
-from beryl.wire import Payload
+from beryl.wire import Payload, PresenceList, PresenceMeta
 
 __all__ = [
     "Channel",

@@ -42,12 +42,11 @@ from beryl.interfaces import (
     IPresence,
     IPubSub,
     ISubscriber,
-    PresenceList,
 )
 from beryl.presence.tracker import PresenceTracker
 from beryl.pubsub import PubSub
 from beryl.sockets import ChannelEnded, ChannelState, PendingInfo, SocketHandle
-from beryl.wire import DecodeError, Message, Payload, Serializer
+from beryl.wire import DecodeError, Message, Payload, PresenceList, Serializer
 
 __all__ = ["ChannelEnded", "Coordinator", "SocketHandle"]
 

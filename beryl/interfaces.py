@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Mapping, Sequence
 
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
 
-from beryl.wire import Frame, Payload
+from beryl.app import ConnectInfo, ConnectResult
+from beryl.wire import Frame, Payload, PresenceList, PresenceMeta, Serializer
 
 
 class ISubscriber(Interface):
@@ -113,16 +115,6 @@ class IPubSub(Interface):
         """
         The number of subscribers of C{topic} on this node.
         """
-
-
-PresenceMeta = Mapping[str, Any]
-"""The metadata of one tracked presence (a JSON object)."""
-
-PresenceList = dict[str, dict[str, list[dict[str, Any]]]]
-"""
-Phoenix Presence format: C{{key: {"metas": [meta, ...]}}}, each meta
-carrying its C{phx_ref}.
-"""
 
 
 class IPresence(Interface):
@@ -308,4 +300,60 @@ class IConnection(Interface):
     def close(code: int, reason: str) -> None:
         """
         Close the connection with a WebSocket close code and reason.
+        """
+
+
+class ISocketHost(Interface):
+    """
+    What a transport needs from the core: the whole seam between a way of
+    carrying frames (WebSocket, long-poll, a host application's own
+    connections) and Beryl's channels.  A transport decodes nothing and
+    knows no channel rules; it calls these methods in this order:
+    L{connect}, then (if accepted) L{open}, then L{receive_data} and
+    L{touch} any number of times, then L{closed} exactly once.
+
+    The socket handle that L{open} returns is opaque to the transport: it
+    only hands it back.
+    """
+
+    def connect(
+        params: Mapping[str, Any], info: ConnectInfo
+    ) -> Deferred[ConnectResult]:
+        """
+        Run the application's connect hook for a new client.  Fires with
+        C{ConnectOk} (open the socket with its assigns) or C{ConnectError}
+        (refuse it, with that HTTP status); never fails.
+        """
+
+    def open(
+        connection: IConnection,
+        serializer: Serializer,
+        params: Mapping[str, Any],
+        info: ConnectInfo,
+        assigns: Any,
+    ) -> object:
+        """
+        Register an accepted connection; returns the socket handle the
+        transport passes to the other methods.  If the node is stopping,
+        the connection is closed at once.
+        """
+
+    def receive_data(socket: object, data: bytes | str, is_binary: bool) -> None:
+        """
+        One inbound frame or message, as it arrived: the core decodes it
+        with the socket's serializer and answers, or closes the socket with
+        a reason if it cannot be decoded.
+        """
+
+    def touch(socket: object) -> None:
+        """
+        Inbound traffic that is not a message but shows the client is there
+        (for example a long-poll request).
+        """
+
+    def closed(socket: object) -> None:
+        """
+        The connection is gone: end every channel of the socket (presence
+        is untracked, C{terminate} runs) and forget it.  Safe to call more
+        than once.
         """

@@ -15,8 +15,8 @@ from twisted.logger import Logger
 
 from beryl.app import ConnectInfo
 from beryl.channel import Channel, SocketContext
-from beryl.interfaces import IConnection, PresenceList, PresenceMeta
-from beryl.wire import Frame, Message, Payload, Serializer
+from beryl.interfaces import IConnection
+from beryl.wire import Frame, Message, Payload, PresenceList, PresenceMeta, Serializer
 
 if TYPE_CHECKING:
     from beryl.coordinator import Coordinator

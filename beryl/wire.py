@@ -10,7 +10,7 @@ frame.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Mapping, Union
 
 import attrs
 import orjson
@@ -41,6 +41,15 @@ class Binary:
 
 Payload = Union[Binary, Any]
 """A message payload: any JSON value, or L{Binary}."""
+
+PresenceMeta = Mapping[str, Any]
+"""The metadata of one tracked presence (a JSON object)."""
+
+PresenceList = dict[str, dict[str, list[dict[str, Any]]]]
+"""
+Phoenix Presence format: C{{key: {"metas": [meta, ...]}}}, each meta
+carrying its C{phx_ref}.
+"""
 
 
 def encode_once(payload: Payload) -> Payload:

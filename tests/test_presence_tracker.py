@@ -18,10 +18,10 @@ from beryl.interfaces import (
     IMembershipObserver,
     INodeMessaging,
     IPresence,
-    PresenceList,
 )
 from beryl.presence.state import AlreadyTrackedError, NoPresenceError
 from beryl.presence.tracker import CHANNEL, PresenceTracker
+from beryl.wire import PresenceList
 from tests.fake_messaging import FakeMessaging, FakeNetwork
 
 PERIOD = 1.0

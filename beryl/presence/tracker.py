@@ -33,8 +33,6 @@ from beryl.interfaces import (
     IMembershipObserver,
     INodeMessaging,
     IPresence,
-    PresenceList,
-    PresenceMeta,
 )
 from beryl.presence.clocks import Clock, append_clock
 from beryl.presence.codec import (
@@ -56,6 +54,7 @@ from beryl.presence.entries import (
     Tag,
 )
 from beryl.presence.state import Diff, Remote, State, random_ref
+from beryl.wire import PresenceList, PresenceMeta
 
 __all__ = ["CHANNEL", "PresenceTracker"]
 
