@@ -1,23 +1,21 @@
 """
-The coordinator: one node's channel system.
+The coordinator: one node's channel system, as a service.
 
-It owns the table of sockets, the channels they joined with their assigns,
-and the topic index that broadcasts fan out through.  Transports hand it
-decoded messages and connection events; it answers with encoded frames
-written to each socket's L{IConnection}.
+It owns the table of sockets, runs the application's connect hook, closes
+idle sockets and drains them on shutdown.  Transports reach it through
+L{ISocketHost}.  What a socket's messages mean is decided by the socket's
+pure L{Session}; the coordinator performs the session's effects: it writes
+frames, runs the application's callbacks (plain values, Deferreds or
+coroutines) and reports their results back, and keeps the local fan-out
+index (L{FanOut}) and presence in step.
 
-Control-plane work (join, leave, client pushes) runs the application's
-callbacks in order per socket.  The data plane does not touch channels: a
-broadcast is encoded once per serializer, prepared once per kind of
-connection, and the same bytes are written to every subscriber
-(L{Coordinator.deliver}, the one place local delivery happens, below
-PubSub).
+The data plane does not pass through here: broadcasts go from PubSub to
+the L{FanOut}, which writes the same prepared bytes to every subscriber.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections import deque
 from typing import Any, Callable, Coroutine, Mapping
 
 from twisted.application.service import Service
@@ -28,34 +26,53 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from beryl.app import App, ConnectError, ConnectInfo, ConnectOk, ConnectResult
-from beryl.channel import (
-    JoinError,
-    JoinOk,
-    NoReply,
-    Push,
-    Reply,
-    Stop,
-)
+from beryl.channel import JoinError, JoinOk, NoReply, Push, Reply, Stop
+from beryl.fanout import FanOut
 from beryl.interfaces import (
     IConnection,
     ICoordinator,
     IPresence,
     IPubSub,
-    ISubscriber,
+    ISocketHost,
 )
 from beryl.presence.tracker import PresenceTracker
 from beryl.pubsub import PubSub
-from beryl.sockets import ChannelEnded, ChannelState, PendingInfo, SocketHandle
-from beryl.wire import DecodeError, Message, Payload, PresenceList, Serializer
+from beryl.session.effects import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_DATA,
+    CLOSE_POLICY,
+    CloseSocket,
+    Effect,
+    EndChannel,
+    RunHandleIn,
+    RunHandleInfo,
+    RunJoin,
+    ScheduleInfo,
+    SendClose,
+    SendError,
+    SendPush,
+    SendReply,
+    Subscribe,
+    Unsubscribe,
+    UntrackAll,
+)
+from beryl.session.state import ChannelEnded, Session
+from beryl.sockets import ChannelRuntime, SocketHandle
+from beryl.wire import DecodeError, Frame, Message, Payload, PresenceList, Serializer
 
-__all__ = ["ChannelEnded", "Coordinator", "SocketHandle"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INVALID_DATA",
+    "CLOSE_POLICY",
+    "ChannelEnded",
+    "Coordinator",
+    "SocketHandle",
+]
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY = 1008
-
-_EMPTY: dict[str, Any] = {}
-_UNPREPARED = object()
+Effects = tuple[Effect, ...]
+_NONE: Effects = ()
+_RESULTS = (NoReply, Reply, Push, Stop)
 
 
 def _settle(result: object) -> object:
@@ -70,7 +87,7 @@ def _settle(result: object) -> object:
     return result
 
 
-@implementer(ICoordinator, ISubscriber)
+@implementer(ICoordinator, ISocketHost)
 class Coordinator(Service):
     """
     The channel system of one node.
@@ -78,7 +95,7 @@ class Coordinator(Service):
     @param app: the channel routes and connect hook.
     @param clock: the time source for info timers and idle timeouts.
     @param pubsub: cluster publish/subscribe, which every broadcast goes
-        through and which calls L{deliver} on each node; a single-node
+        through and which delivers to this node's L{FanOut}; a single-node
         L{PubSub} when not given.
     @param presence: where channels track presences; a single-node
         L{PresenceTracker} when not given.
@@ -88,12 +105,12 @@ class Coordinator(Service):
     @param drain_timeout: how long stopping waits for connections to close.
     @param max_queued: the most messages a socket may send while one of its
         callbacks is pending; more closes it with 1008.
+
+    @ivar fanout: this node's subscription index, PubSub's subscriber for
+        all of its sockets.
     """
 
     log = Logger()
-    # Broadcast payloads may be pre-encoded JSON (orjson.Fragment): the
-    # serializers write them as they are.
-    accepts_encoded_json = True
 
     def __init__(
         self,
@@ -117,15 +134,27 @@ class Coordinator(Service):
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
         self.max_queued = max_queued
+        self.fanout = FanOut(self._connection_failed)
         self._new_socket_id = new_socket_id
-        self.subscriber_id = f"coordinator:{secrets.token_urlsafe(9)}"
         self._sockets: dict[str, SocketHandle] = {}
-        # topic -> socket id -> channel: the fan-out index
-        self._subscriptions: dict[str, dict[str, ChannelState]] = {}
         self._stop_presence_diffs: Callable[[], None] | None = None
-        self._serial = 0
         self._drained: Deferred[None] | None = None
         self._drain_call: IDelayedCall | None = None
+        self._perform_effect: dict[type, Callable[[SocketHandle, Any], Any]] = {
+            SendReply: self._send_reply,
+            SendPush: self._send_push,
+            SendClose: self._send_close,
+            SendError: self._send_error,
+            RunJoin: self._run_join,
+            RunHandleIn: self._run_handle_in,
+            RunHandleInfo: self._run_handle_info,
+            ScheduleInfo: self._schedule_info,
+            Subscribe: self._subscribe,
+            Unsubscribe: self._unsubscribe,
+            UntrackAll: self._untrack_all,
+            EndChannel: self._end_channel,
+            CloseSocket: self._close_socket,
+        }
 
     # Service
 
@@ -160,9 +189,9 @@ class Coordinator(Service):
     def _drain_expired(self) -> None:
         self._drain_call = None
         for socket in list(self._sockets.values()):
-            self.socket_closed(socket)
+            self.closed(socket)
 
-    # Connection lifecycle, called by transports
+    # ISocketHost: what transports call
 
     def connect(
         self, params: Mapping[str, Any], info: ConnectInfo
@@ -192,12 +221,12 @@ class Coordinator(Service):
         d.addCallbacks(check, crashed)
         return d
 
-    def open_socket(
+    def open(
         self,
         connection: IConnection,
         serializer: Serializer,
         params: Mapping[str, Any],
-        connect_info: ConnectInfo,
+        info: ConnectInfo,
         assigns: Any = None,
     ) -> SocketHandle:
         """
@@ -208,10 +237,10 @@ class Coordinator(Service):
             connection=connection,
             serializer=serializer,
             params=params,
-            connect_info=connect_info,
+            connect_info=info,
             assigns=assigns,
+            session=Session(self._route, self.max_channels, self.max_queued),
             last_seen=self.clock.seconds(),
-            on_failure=self._connection_failed,
         )
         if self._drained is not None:
             # Accepted while the node is stopping: tell the client to go
@@ -226,27 +255,35 @@ class Coordinator(Service):
             )
         return socket
 
-    def socket_closed(self, socket: SocketHandle) -> None:
+    def receive_data(self, socket: object, data: bytes | str, is_binary: bool) -> None:
         """
-        The connection is gone: end every channel (no frames are sent) and
-        forget the socket.  Safe to call more than once.
+        Handle one inbound frame as it arrived: decode it with the socket's
+        serializer and L{receive} the message; a frame that cannot be
+        decoded closes this socket (only) with 1007 and the reason.
+
+        @param data: a binary frame's bytes; a text frame's UTF-8 bytes or
+            its text.
         """
-        if socket.closed:
-            return
-        socket.closed = True
-        socket.queue = None
-        if socket.idle_call is not None and socket.idle_call.active():
-            socket.idle_call.cancel()
-        socket.idle_call = None
-        for state in list(socket.channels.values()):
-            self._end(state, "closed")
-        self._sockets.pop(socket.socket_id, None)
-        if self._drained is not None and not self._sockets:
-            drained, self._drained = self._drained, None
-            if self._drain_call is not None and self._drain_call.active():
-                self._drain_call.cancel()
-            self._drain_call = None
-            drained.callback(None)
+        assert isinstance(socket, SocketHandle), "a handle from open"
+        serializer = socket.serializer
+        if is_binary:
+            assert isinstance(data, bytes), "a binary frame is bytes"
+            message = serializer.decode_binary(data)
+        else:
+            message = serializer.decode_text(data)
+        if isinstance(message, DecodeError):
+            self.log.warn(
+                "Socket {socket_id} ({peer}) sent a frame that cannot be decoded "
+                "({reason}); closing it with {code}.",
+                socket_id=socket.socket_id,
+                peer=socket.connect_info.peer,
+                reason=message.reason,
+                code=CLOSE_INVALID_DATA,
+            )
+            socket.last_seen = self.clock.seconds()
+            self.perform(socket, socket.session.bad_frame(message.reason))
+        else:
+            self.receive(socket, message)
 
     def receive(self, socket: SocketHandle, message: Message) -> None:
         """
@@ -255,68 +292,43 @@ class Coordinator(Service):
         messages wait.
         """
         socket.last_seen = self.clock.seconds()
-        if socket.closed:
-            return
-        if socket.busy:
-            if socket.queue is None:
-                socket.queue = deque()
-            if len(socket.queue) >= self.max_queued:
-                self.log.warn(
-                    "Socket {socket_id} sent more than {limit} messages while a "
-                    "callback was pending; closing it.",
-                    socket_id=socket.socket_id,
-                    limit=self.max_queued,
-                )
-                socket.connection.close(CLOSE_POLICY, "too many pending messages")
-                self.socket_closed(socket)
-                return
-            socket.queue.append(message)
-            return
-        self._dispatch(socket, message)
+        effects = socket.session.receive(message)
+        if effects:
+            self.perform(socket, effects)
 
-    def touch(self, socket: SocketHandle) -> None:
+    def touch(self, socket: object) -> None:
         """
         Note inbound traffic that is not a message (a WebSocket ping).
         """
+        assert isinstance(socket, SocketHandle), "a handle from open"
         socket.last_seen = self.clock.seconds()
 
-    def reject_frame(self, socket: SocketHandle, reason: str) -> None:
-        """
-        An inbound frame could not be decoded: log it and close this socket
-        with 1007 and the reason.  Other sockets are not affected.
-        """
-        self.log.warn(
-            "Socket {socket_id} ({peer}) sent a frame that cannot be decoded "
-            "({reason}); closing it with {code}.",
-            socket_id=socket.socket_id,
-            peer=socket.connect_info.peer,
-            reason=reason,
-            code=CLOSE_INVALID_DATA,
-        )
-        socket.connection.close(CLOSE_INVALID_DATA, reason[:120])
-        self.socket_closed(socket)
-
-    def receive_data(
-        self, socket: SocketHandle, data: bytes | str, is_binary: bool
+    def closed(
+        self,
+        socket: object,
+        local_code: int | None = None,
+        local_reason: str = "",
     ) -> None:
         """
-        Handle one inbound frame as it arrived: decode it with the socket's
-        serializer, then L{receive} the message, or L{reject_frame} one
-        that cannot be decoded.
+        The connection is gone: end every channel (no frames are sent) and
+        forget the socket.  Safe to call more than once.
 
-        @param data: a binary frame's bytes; a text frame's UTF-8 bytes or
-            its text.
+        @param local_code: the close code the transport itself sent, if it
+            closed the connection (invalid UTF-8, an oversized message, a
+            protocol violation): logged with the socket's id.
         """
-        serializer = socket.serializer
-        if is_binary:
-            assert isinstance(data, bytes), "a binary frame is bytes"
-            message = serializer.decode_binary(data)
-        else:
-            message = serializer.decode_text(data)
-        if isinstance(message, DecodeError):
-            self.reject_frame(socket, message.reason)
-        else:
-            self.receive(socket, message)
+        assert isinstance(socket, SocketHandle), "a handle from open"
+        if socket.closed:
+            return
+        if local_code not in (None, 1000, CLOSE_GOING_AWAY):
+            self.log.warn(
+                "Socket {socket_id} ({peer}) closed with {code}: {reason}",
+                socket_id=socket.socket_id,
+                peer=socket.connect_info.peer,
+                code=local_code,
+                reason=local_reason,
+            )
+        self._forget(socket, socket.session.closed_by_peer())
 
     # ICoordinator and the data plane
 
@@ -334,62 +346,16 @@ class Coordinator(Service):
         """
         self.pubsub.local_broadcast(topic, event, payload)
 
-    def deliver(
-        self, topic: str, event: str, payload: Payload, from_id: str | None
-    ) -> None:
-        """
-        Fan a broadcast out to this node's sockets joined to C{topic},
-        except socket C{from_id}: encoded once per serializer, prepared
-        once per kind of connection, the same bytes written to each.
-        """
-        subscribers = self._subscriptions.get(topic)
-        if not subscribers:
-            return
-        prepared: dict[object, object] = {}
-        for socket_id, state in list(subscribers.items()):
-            if socket_id == from_id:
-                continue
-            socket = state.socket
-            data = prepared.get(socket.broadcast_key, _UNPREPARED)
-            if data is _UNPREPARED:
-                data = prepared[socket.broadcast_key] = self._prepare_broadcast(
-                    socket, topic, event, payload
-                )
-            if data is not None:
-                try:
-                    socket.connection.send_prepared(data)
-                except Exception:
-                    self._connection_failed(socket)
-
-    def _prepare_broadcast(
-        self, socket: SocketHandle, topic: str, event: str, payload: Payload
-    ) -> object | None:
-        """
-        A broadcast encoded and prepared for sockets like C{socket}, or
-        L{None} when their protocol cannot carry it (binary for V1).
-        """
-        try:
-            frame = socket.serializer.encode_broadcast(topic, event, payload)
-        except (ValueError, TypeError) as error:
-            self.log.warn(
-                "Broadcast {event} on {topic} cannot be encoded for {vsn} clients: "
-                "{error}",
-                event=event,
-                topic=topic,
-                vsn=socket.serializer.vsn,
-                error=error,
-            )
-            return None
-        return socket.connection.prepare(frame)
-
     def push_to_socket(
         self, socket_id: str, topic: str, event: str, payload: Payload
     ) -> bool:
         socket = self._sockets.get(socket_id)
-        state = socket.channels.get(topic) if socket is not None else None
-        if state is None:
+        if socket is None:
             return False
-        state.push(event, payload)
+        channel = socket.session.channel(topic)
+        if channel is None:
+            return False
+        self.perform(socket, socket.session.push(channel, event, payload))
         return True
 
     def socket_count(self) -> int:
@@ -399,246 +365,241 @@ class Coordinator(Service):
         """
         How many of this node's sockets joined C{topic}.
         """
-        return len(self._subscriptions.get(topic, _EMPTY))
+        return self.fanout.count(topic)
 
-    # Dispatch
+    # The effect interpreter
 
-    def _dispatch(self, socket: SocketHandle, message: Message) -> None:
-        topic, event = message.topic, message.event
-        if topic == "phoenix" and event == "heartbeat":
-            socket.reply(None, message.ref, topic, "ok", {})
+    def perform(self, socket: SocketHandle, effects: Effects) -> None:
+        """
+        Carry out a session's effects in order.  Running a callback whose
+        result is ready gives the session's next effects at once; they are
+        performed in this loop, not by recursion, however long the queue
+        of waiting messages.
+        """
+        perform = self._perform_effect
+        while effects:
+            follow: Effects = _NONE
+            for effect in effects:
+                more = perform[type(effect)](socket, effect)
+                if more:
+                    follow = more
+            effects = follow
+
+    def _route(self, topic: str) -> object | None:
+        route = self.app.router.match(topic)
+        return None if route is None else route[1]
+
+    def _write(self, socket: SocketHandle, encode: Callable[[], Frame]) -> None:
+        """
+        Encode a frame and write it.  A message that cannot be encoded
+        (binary for a V1 client) is logged and dropped; a connection that
+        fails is closed.
+        """
+        if socket.closed:
             return
-        if event == "phx_join":
-            self._join(socket, message)
-            return
-        state = socket.channels.get(topic)
-        if state is None:
-            if event == "phx_leave":
-                socket.reply(message.join_ref, message.ref, topic, "ok", {})
-            else:
-                socket.reply(
-                    None,
-                    message.ref,
-                    topic,
-                    "error",
-                    {"reason": "unmatched topic"},
-                )
-            return
-        if message.join_ref is not None and message.join_ref != state.join_ref:
-            self.log.debug(
-                "Socket {socket_id} sent {event} on {topic} with a stale join_ref; "
-                "dropped.",
+        try:
+            frame = encode()
+        except (ValueError, TypeError) as error:
+            self.log.warn(
+                "A message for socket {socket_id} cannot be encoded ({error}); "
+                "not sent.",
                 socket_id=socket.socket_id,
-                event=event,
-                topic=topic,
+                error=error,
             )
             return
-        if event == "phx_leave":
-            socket.reply(state.join_ref, message.ref, topic, "ok", {})
-            state.close_frame()
-            self._end(state, "leave")
-            return
-        self._call(
-            state,
-            lambda: state.channel.handle_in(
-                event, message.payload, state.context(message.ref)
+        try:
+            socket.connection.send(frame)
+        except Exception:
+            self._connection_failed(socket)
+
+    def _send_reply(self, socket: SocketHandle, reply: SendReply) -> None:
+        self._write(
+            socket,
+            lambda: socket.serializer.encode_reply(
+                reply.join_ref, reply.ref, reply.topic, reply.status, reply.response
             ),
-            message.ref,
         )
 
-    def _join(self, socket: SocketHandle, message: Message) -> None:
-        topic = message.topic
-        old = socket.channels.get(topic)
-        if old is not None:
-            # The new join's reply goes first, then the old channel's close.
-            self._end(old, "duplicate join")
-        elif len(socket.channels) >= self.max_channels:
-            socket.reply(
-                message.join_ref,
-                message.ref,
-                topic,
-                "error",
-                {"reason": "too many channels joined"},
-            )
+    def _send_push(self, socket: SocketHandle, push: SendPush) -> None:
+        self._write(
+            socket,
+            lambda: socket.serializer.encode_push(
+                push.join_ref, push.topic, push.event, push.payload
+            ),
+        )
+
+    def _send_close(self, socket: SocketHandle, close: SendClose) -> None:
+        ref = close.join_ref
+        self._write(
+            socket,
+            lambda: socket.serializer.encode(ref, ref, close.topic, "phx_close", {}),
+        )
+
+    def _send_error(self, socket: SocketHandle, error: SendError) -> None:
+        ref = error.join_ref
+        self._write(
+            socket,
+            lambda: socket.serializer.encode(
+                ref, ref, error.topic, "phx_error", {"reason": "channel_crash"}
+            ),
+        )
+
+    def _subscribe(self, socket: SocketHandle, effect: Subscribe) -> None:
+        if self.fanout.add(effect.topic, socket):
+            self.pubsub.subscribe(effect.topic, self.fanout)
+
+    def _unsubscribe(self, socket: SocketHandle, effect: Unsubscribe) -> None:
+        if self.fanout.remove(effect.topic, socket):
+            self.pubsub.unsubscribe(effect.topic, self.fanout)
+
+    def _untrack_all(self, socket: SocketHandle, effect: UntrackAll) -> None:
+        self.presence.untrack_all(f"{socket.socket_id}/{effect.channel}")
+
+    def _schedule_info(self, socket: SocketHandle, effect: ScheduleInfo) -> None:
+        runtime = socket.channels.get(effect.channel)
+        if runtime is not None:
+            runtime.send_info_later(effect.delay, effect.message)
+
+    def _end_channel(self, socket: SocketHandle, effect: EndChannel) -> None:
+        runtime = socket.channels.pop(effect.channel, None)
+        if runtime is None:
             return
-        route = self.app.router.match(topic)
-        if route is None:
-            socket.reply(
-                None, message.ref, topic, "error", {"reason": "unmatched topic"}
-            )
+        runtime.end()
+        if not effect.terminate:
             return
-        self._serial += 1
-        state = ChannelState(
+        try:
+            runtime.channel.terminate(effect.reason, runtime.context())
+        except Exception:
+            self.log.failure(
+                "terminate of channel {topic} of socket {socket_id} raised.",
+                socket_id=socket.socket_id,
+                topic=runtime.topic,
+            )
+
+    def _close_socket(self, socket: SocketHandle, effect: CloseSocket) -> None:
+        if effect.code == CLOSE_POLICY:
+            self.log.warn(
+                "Socket {socket_id} broke a limit ({reason}); closing it.",
+                socket_id=socket.socket_id,
+                reason=effect.reason,
+            )
+        socket.connection.close(effect.code, effect.reason)
+        self._forget(socket, _NONE)
+
+    # Running the application's callbacks
+
+    def _run_join(self, socket: SocketHandle, run: RunJoin) -> Effects:
+        runtime = ChannelRuntime(
             self,
             socket,
-            topic,
-            message.join_ref,
-            route[1],
-            owner=f"{socket.socket_id}/{self._serial}",
+            run.channel,
+            run.topic,
+            run.join_ref,
+            run.definition,
+            owner=f"{socket.socket_id}/{run.channel}",
         )
+        socket.channels[run.channel] = runtime
         try:
             result = _settle(
-                state.channel.join(topic, message.payload, state.context(message.ref))
+                runtime.channel.join(run.topic, run.payload, runtime.context(run.ref))
             )
         except Exception:
-            self._join_crashed(state, message, old, Failure())
-            return
+            return self._join_crashed(socket, runtime, Failure())
         if isinstance(result, Deferred):
-            socket.busy = True
             result.addCallbacks(
-                lambda value: self._joined(state, message, old, value),
-                lambda failure: self._join_crashed(state, message, old, failure),
-            )
-            result.addBoth(lambda _: self._resume(socket))
-        else:
-            self._joined(state, message, old, result)
-
-    def _joined(
-        self,
-        state: ChannelState,
-        message: Message,
-        old: ChannelState | None,
-        result: object,
-    ) -> None:
-        socket = state.socket
-        if isinstance(result, JoinOk) and socket.closed:
-            # Joined, but the socket went away meanwhile.
-            state.assigns = result.assigns
-            self._end(state, "closed")
-            return
-        if socket.closed or state.ended:
-            self._discard(state)
-            return
-        if isinstance(result, JoinOk):
-            state.assigns = result.assigns
-            socket.channels[state.topic] = state
-            self._subscriptions.setdefault(state.topic, {})[socket.socket_id] = state
-            if len(self._subscriptions[state.topic]) == 1:
-                self.pubsub.subscribe(state.topic, self)
-            response = {} if result.reply is None else result.reply
-            socket.reply(state.join_ref, message.ref, state.topic, "ok", response)
-            if old is not None:
-                old.close_frame()
-            state.joined = True
-            for event, payload in state.pending_frames:
-                state.push(event, payload)
-            for info in state.pending_infos:
-                state.send_info(info)
-            state.pending_frames.clear()
-            state.pending_infos.clear()
-        elif isinstance(result, JoinError):
-            self._discard(state)
-            socket.reply(
-                state.join_ref, message.ref, state.topic, "error", result.payload
-            )
-            if old is not None:
-                old.close_frame()
-        else:
-            self._join_crashed(
-                state,
-                message,
-                old,
-                Failure(
-                    TypeError(f"join returned {result!r}, not JoinOk or JoinError")
+                lambda value: self.perform(
+                    socket, self._join_result(socket, runtime, value)
+                ),
+                lambda failure: self.perform(
+                    socket, self._join_crashed(socket, runtime, failure)
                 ),
             )
+            result.addErrback(self._performing_failed)
+            return _NONE
+        return self._join_result(socket, runtime, result)
+
+    def _join_result(
+        self, socket: SocketHandle, runtime: ChannelRuntime, result: object
+    ) -> Effects:
+        session = socket.session
+        if isinstance(result, JoinOk):
+            runtime.assigns = result.assigns
+            return session.joined(runtime.channel_id, result.reply)
+        if isinstance(result, JoinError):
+            return session.join_refused(runtime.channel_id, result.payload)
+        return self._join_crashed(
+            socket,
+            runtime,
+            Failure(TypeError(f"join returned {result!r}, not JoinOk or JoinError")),
+        )
 
     def _join_crashed(
-        self,
-        state: ChannelState,
-        message: Message,
-        old: ChannelState | None,
-        failure: Failure,
-    ) -> None:
+        self, socket: SocketHandle, runtime: ChannelRuntime, failure: Failure
+    ) -> Effects:
         self.log.failure(
             "The join of socket {socket_id} to {topic} crashed.",
             failure,
-            socket_id=state.socket.socket_id,
-            topic=state.topic,
+            socket_id=socket.socket_id,
+            topic=runtime.topic,
         )
-        self._discard(state)
-        if state.socket.closed:
-            return
-        state.socket.reply(
-            state.join_ref,
-            message.ref,
-            state.topic,
-            "error",
-            {"reason": "join crashed"},
-        )
-        if old is not None:
-            old.close_frame()
+        return socket.session.join_crashed(runtime.channel_id)
 
-    def _resume(self, socket: SocketHandle) -> None:
-        socket.busy = False
-        while socket.queue and not socket.busy and not socket.closed:
-            item = socket.queue.popleft()
-            if isinstance(item, PendingInfo):
-                self.deliver_info(item.state, item.message)
-            else:
-                self._dispatch(socket, item)
-        if socket.queue is not None and not socket.queue:
-            socket.queue = None
-
-    # Channel callbacks and their results
-
-    def _call(
-        self,
-        state: ChannelState,
-        callback: Callable[[], object],
-        ref: Any,
-    ) -> None:
-        """
-        Run a C{handle_in} or C{handle_info} callback and apply its result.
-        An asynchronous callback holds the socket's later messages and infos
-        back until it is done, so replies keep their order and assigns are
-        never updated by two callbacks at once.
-        """
+    def _run_handle_in(self, socket: SocketHandle, run: RunHandleIn) -> Effects:
+        runtime = socket.channels.get(run.channel)
+        if runtime is None:
+            # ended by a failed write earlier in the same batch
+            return socket.session.crashed(run.channel)
         try:
-            result = _settle(callback())
-        except Exception:
-            self._crash(state, Failure())
-            return
-        if isinstance(result, Deferred):
-            socket = state.socket
-            socket.busy = True
-            result.addCallbacks(
-                lambda value: self._apply(state, value, ref),
-                lambda failure: self._crash(state, failure),
-            )
-            result.addBoth(lambda _: self._resume(socket))
-        else:
-            self._apply(state, result, ref)
-
-    def _apply(self, state: ChannelState, result: object, ref: Any) -> None:
-        if state.ended:
-            return
-        if isinstance(result, NoReply):
-            state.assigns = result.assigns
-        elif isinstance(result, Reply):
-            state.assigns = result.assigns
-            if ref is None:
-                self.log.warn(
-                    "A Reply from handle_info on {topic} has no push to answer; "
-                    "use ctx.push or ctx.reply(ref, ...).",
-                    topic=state.topic,
+            result = _settle(
+                runtime.channel.handle_in(
+                    run.event, run.payload, runtime.context(run.ref)
                 )
-            else:
-                state.reply(ref, result.status, result.payload)
-        elif isinstance(result, Push):
-            state.assigns = result.assigns
-            state.push(result.event, result.payload)
-        elif isinstance(result, Stop):
-            if result.reply is not None and ref is not None:
-                state.reply(ref, *result.reply)
-            if result.graceful:
-                state.close_frame()
-            else:
-                state.error_frame()
-            self._end(state, result.reason)
-        else:
-            self._crash(
-                state,
+            )
+        except Exception:
+            return self._crashed(socket, runtime, Failure())
+        return self._result(socket, runtime, run.ref, result)
+
+    def _run_handle_info(self, socket: SocketHandle, run: RunHandleInfo) -> Effects:
+        runtime = socket.channels.get(run.channel)
+        if runtime is None:
+            return socket.session.crashed(run.channel)
+        try:
+            result = _settle(
+                runtime.channel.handle_info(run.message, runtime.context())
+            )
+        except Exception:
+            return self._crashed(socket, runtime, Failure())
+        return self._result(socket, runtime, None, result)
+
+    def _result(
+        self, socket: SocketHandle, runtime: ChannelRuntime, ref: Any, result: object
+    ) -> Effects:
+        """
+        The effects of a handler's result; an asynchronous result holds the
+        socket's later messages and infos back until it is done, so replies
+        keep their order and assigns are never updated by two callbacks at
+        once.
+        """
+        if isinstance(result, Deferred):
+            result.addCallbacks(
+                lambda value: self.perform(
+                    socket, self._handled(socket, runtime, ref, value)
+                ),
+                lambda failure: self.perform(
+                    socket, self._crashed(socket, runtime, failure)
+                ),
+            )
+            result.addErrback(self._performing_failed)
+            return _NONE
+        return self._handled(socket, runtime, ref, result)
+
+    def _handled(
+        self, socket: SocketHandle, runtime: ChannelRuntime, ref: Any, result: object
+    ) -> Effects:
+        if not isinstance(result, _RESULTS):
+            return self._crashed(
+                socket,
+                runtime,
                 Failure(
                     TypeError(
                         f"a handler returned {result!r}, not NoReply, Reply, "
@@ -646,24 +607,19 @@ class Coordinator(Service):
                     )
                 ),
             )
+        if not isinstance(result, Stop):
+            runtime.assigns = result.assigns
+            if ref is None and isinstance(result, Reply):
+                self.log.warn(
+                    "A Reply from handle_info on {topic} has no push to answer; "
+                    "use ctx.push or ctx.reply(ref, ...).",
+                    topic=runtime.topic,
+                )
+        return socket.session.handled(runtime.channel_id, ref, result)
 
-    def deliver_info(self, state: ChannelState, message: object) -> None:
-        if state.ended:
-            return
-        socket = state.socket
-        if socket.busy:
-            # One callback at a time per socket, so assigns never race.
-            if socket.queue is None:
-                socket.queue = deque()
-            socket.queue.append(PendingInfo(state, message))
-            return
-        self._call(
-            state,
-            lambda: state.channel.handle_info(message, state.context()),
-            None,
-        )
-
-    def _crash(self, state: ChannelState, failure: Failure) -> None:
+    def _crashed(
+        self, socket: SocketHandle, runtime: ChannelRuntime, failure: Failure
+    ) -> Effects:
         """
         A callback raised: this channel alone ends with C{phx_error}; the
         socket and its other channels go on.
@@ -671,56 +627,35 @@ class Coordinator(Service):
         self.log.failure(
             "Channel {topic} of socket {socket_id} crashed.",
             failure,
-            socket_id=state.socket.socket_id,
-            topic=state.topic,
+            socket_id=socket.socket_id,
+            topic=runtime.topic,
         )
-        if state.ended:
-            return
-        state.error_frame()
-        self._end(state, "crash")
+        return socket.session.crashed(runtime.channel_id)
 
-    def _end(self, state: ChannelState, reason: str) -> None:
-        """
-        Forget a joined channel: unsubscribe it, discard what it holds and
-        run its C{terminate}.
-        """
-        if state.ended:
-            return
-        socket = state.socket
-        if socket.channels.get(state.topic) is state:
-            del socket.channels[state.topic]
-        subscribers = self._subscriptions.get(state.topic)
-        if subscribers is not None and subscribers.get(socket.socket_id) is state:
-            del subscribers[socket.socket_id]
-            if not subscribers:
-                del self._subscriptions[state.topic]
-                self.pubsub.unsubscribe(state.topic, self)
-        self._discard(state)
-        try:
-            state.channel.terminate(reason, state.context())
-        except Exception:
-            self.log.failure(
-                "terminate of channel {topic} of socket {socket_id} raised.",
-                socket_id=socket.socket_id,
-                topic=state.topic,
-            )
+    def _performing_failed(self, failure: Failure) -> None:
+        self.log.failure("Performing a callback's effects failed.", failure)
 
-    def _discard(self, state: ChannelState) -> None:
+    # Closing sockets
+
+    def _forget(self, socket: SocketHandle, effects: Effects) -> None:
         """
-        A channel that is over, or never started (a refused or crashed
-        join): cancel its timers, drop what waited for its join reply and
-        untrack its presence.
+        Perform the effects that end a socket's channels, then drop it from
+        the table (and finish a drain that waited for it).
         """
-        state.ended = True
-        for call in state.timers or ():
-            if call.active():
-                call.cancel()
-        state.timers = None
-        state.pending_frames.clear()
-        state.pending_infos.clear()
-        if state.tracked:
-            state.tracked = False
-            self.presence.untrack_all(state.owner)
+        if socket.closed:
+            return
+        socket.closed = True
+        if socket.idle_call is not None and socket.idle_call.active():
+            socket.idle_call.cancel()
+        socket.idle_call = None
+        self.perform(socket, effects)
+        self._sockets.pop(socket.socket_id, None)
+        if self._drained is not None and not self._sockets:
+            drained, self._drained = self._drained, None
+            if self._drain_call is not None and self._drain_call.active():
+                self._drain_call.cancel()
+            self._drain_call = None
+            drained.callback(None)
 
     def _connection_failed(self, socket: SocketHandle) -> None:
         """
@@ -731,14 +666,12 @@ class Coordinator(Service):
             socket_id=socket.socket_id,
         )
         try:
-            socket.connection.close(1011, "internal error")
+            socket.connection.close(CLOSE_INTERNAL_ERROR, "internal error")
         except Exception:
             self.log.failure(
                 "Closing socket {socket_id} failed too.", socket_id=socket.socket_id
             )
-        self.socket_closed(socket)
-
-    # Timers and presence
+        self.closed(socket)
 
     def _check_idle(self, socket: SocketHandle) -> None:
         socket.idle_call = None
@@ -752,7 +685,7 @@ class Coordinator(Service):
                 idle=idle,
             )
             socket.connection.close(CLOSE_GOING_AWAY, "idle timeout")
-            self.socket_closed(socket)
+            self.closed(socket)
         else:
             socket.idle_call = self.clock.callLater(
                 self.idle_timeout - idle, self._check_idle, socket

@@ -34,9 +34,10 @@ from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
 from beryl.app import App, ConnectError, ConnectInfo, ConnectResult
-from beryl.coordinator import CLOSE_POLICY, Coordinator, SocketHandle
-from beryl.interfaces import IConnection
+from beryl.coordinator import Coordinator
+from beryl.interfaces import IConnection, ISocketHost
 from beryl.server import Server, make_server
+from beryl.session.effects import CLOSE_POLICY
 from beryl.wire import Frame, serializer_for_vsn
 
 __all__ = ["Bridge", "HostConnectionAdapter", "IHostConnection", "start"]
@@ -124,7 +125,8 @@ class _HostSocket:
     """
 
     adapter: HostConnectionAdapter
-    handle: SocketHandle | None = None
+    # the host's socket handle, once the connect hook accepted it
+    handle: object | None = None
     backlog: list[str | bytes] = attrs.field(factory=list)
 
 
@@ -140,6 +142,7 @@ class Bridge:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self._host: ISocketHost = server.coordinator
         # keyed by id(): host connections need not be hashable, and the
         # entry holds the connection, so the id stays unique while it is here
         self._connections: dict[int, _HostSocket] = {}
@@ -184,7 +187,7 @@ class Bridge:
             )
             conn.close(CLOSE_POLICY, f"unsupported protocol version {vsn}")
             return succeed(False)
-        coordinator = self.server.coordinator
+        host = self._host
         params = {} if params is None else params
         info = ConnectInfo() if connect_info is None else connect_info
         entry = _HostSocket(HostConnectionAdapter(conn, lambda: self._drop(entry)))
@@ -198,15 +201,15 @@ class Bridge:
                 self._drop(entry)
                 conn.close(CLOSE_POLICY, f"connection refused ({result.status})")
                 return False
-            entry.handle = coordinator.open_socket(
+            entry.handle = host.open(
                 entry.adapter, serializer, params, info, result.assigns
             )
             backlog, entry.backlog = entry.backlog, []
             for data in backlog:
-                coordinator.receive_data(entry.handle, data, isinstance(data, bytes))
+                host.receive_data(entry.handle, data, isinstance(data, bytes))
             return True
 
-        return coordinator.connect(params, info).addCallback(decided)
+        return host.connect(params, info).addCallback(decided)
 
     def handle_raw_message(self, conn: IHostConnection, data: str | bytes) -> None:
         """
@@ -222,9 +225,7 @@ class Bridge:
         if entry.handle is None:
             entry.backlog.append(data)
             return
-        self.server.coordinator.receive_data(
-            entry.handle, data, isinstance(data, bytes)
-        )
+        self._host.receive_data(entry.handle, data, isinstance(data, bytes))
 
     def notify_disconnected(self, conn: IHostConnection) -> None:
         """
@@ -253,7 +254,7 @@ class Bridge:
         if self._connections.get(key) is entry:
             del self._connections[key]
         if entry.handle is not None:
-            self.server.coordinator.socket_closed(entry.handle)
+            self._host.closed(entry.handle)
 
 
 def start(app: App, reactor: Any = None, **options: Any) -> Bridge:

@@ -1,9 +1,10 @@
 """
 The seams of Beryl that users see and may replace.
 
-Each service is declared here by a zope Interface with typed, documented
-methods; the implementations in this package are verified against them with
-C{verifyObject} in the test suite.
+Each seam is declared here by a zope Interface with typed, documented
+methods.  Every implementation in this package has a C{verifyObject} (or,
+for test doubles, C{verifyClass}) check in the test suite; an
+implementation added later needs one too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, List, Mapping, Sequence
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface
 
 from beryl.app import ConnectInfo, ConnectResult
@@ -27,6 +29,13 @@ class ISubscriber(Interface):
     subscriber_id: str = Attribute(
         "A string that names this subscriber; C{broadcast_from} skips the "
         "subscriber whose id is the sender's id."
+    )
+
+    accepts_encoded_json: bool = Attribute(
+        "Whether C{deliver} may be given a payload that is already encoded "
+        "JSON (an C{orjson.Fragment}, from a group broadcast), as encoders "
+        "that write it out unchanged can take.  When false, PubSub decodes "
+        "such a payload once per broadcast and delivers the value."
     )
 
     def deliver(
@@ -316,6 +325,11 @@ class ISocketHost(Interface):
     only hands it back.
     """
 
+    clock: IReactorTime = Attribute(
+        "The time source of the core, for transports that schedule (write "
+        "turns, long-poll windows)."
+    )
+
     def connect(
         params: Mapping[str, Any], info: ConnectInfo
     ) -> Deferred[ConnectResult]:
@@ -348,12 +362,20 @@ class ISocketHost(Interface):
     def touch(socket: object) -> None:
         """
         Inbound traffic that is not a message but shows the client is there
-        (for example a long-poll request).
+        (a WebSocket ping, a long-poll request): it resets the idle timeout.
         """
 
-    def closed(socket: object) -> None:
+    def closed(
+        socket: object, local_code: int | None = None, local_reason: str = ""
+    ) -> None:
         """
         The connection is gone: end every channel of the socket (presence
         is untracked, C{terminate} runs) and forget it.  Safe to call more
         than once.
+
+        @param local_code: the close code the transport sent itself when it
+            closed the connection for its own reasons (invalid UTF-8, an
+            oversized message, a protocol violation), or L{None}; the core
+            logs it with the socket's id.
+        @param local_reason: the reason sent with C{local_code}.
         """

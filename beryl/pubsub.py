@@ -204,7 +204,7 @@ class PubSub(Service):
             if from_id is not None and subscriber.subscriber_id == from_id:
                 continue
             value = payload
-            if encoded and not getattr(subscriber, "accepts_encoded_json", False):
+            if encoded and not subscriber.accepts_encoded_json:
                 # Pre-encoded JSON (from a group broadcast) is for encoders;
                 # other subscribers get the value it stands for.
                 if decoded is _UNDECODED:

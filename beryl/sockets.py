@@ -1,53 +1,62 @@
 """
-The state of connected sockets and their joined channels, and the
-operations a channel's callbacks reach through their context.  The
-L{beryl.coordinator.Coordinator} drives them.
+What the coordinator keeps for each connected socket and each joined
+channel: the socket's connection, serializer and L{Session}, and a
+channel's assigns, timers and the application's callbacks.
+
+A L{ChannelRuntime} is what a L{SocketContext} acts through; it asks the
+socket's session for effects and hands them to its L{RuntimeHost} (the
+coordinator) to perform.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Mapping, Protocol
 
 import attrs
-from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from zope.interface import implementer
 
 from beryl.app import ConnectInfo
 from beryl.channel import Channel, SocketContext
-from beryl.interfaces import IConnection
-from beryl.wire import Frame, Message, Payload, PresenceList, PresenceMeta, Serializer
+from beryl.interfaces import IConnection, IPresence
+from beryl.session.effects import Effect
+from beryl.session.state import Session
+from beryl.wire import Payload, PresenceList, PresenceMeta, Serializer
 
-if TYPE_CHECKING:
-    from beryl.coordinator import Coordinator
-
-__all__ = ["ChannelEnded", "ChannelState", "PendingInfo", "SocketHandle"]
-
-_log = Logger()
+__all__ = ["ChannelRuntime", "InfoTimer", "RuntimeHost", "SocketHandle"]
 
 
-class ChannelEnded(RuntimeError):
+class RuntimeHost(Protocol):
     """
-    A callback that finished after its channel ended tried to act on it
-    (track a presence, say).
+    What a channel's runtime needs from the coordinator.
     """
 
+    clock: IReactorTime
+    presence: IPresence
 
-@attrs.frozen
-class PendingInfo:
-    """
-    A C{handle_info} delivery waiting for its socket's pending callback.
-    """
+    def perform(self, socket: SocketHandle, effects: tuple[Effect, ...]) -> None:
+        """
+        Carry out a session's effects for C{socket}.
+        """
 
-    state: ChannelState
-    message: object
+    def broadcast(self, topic: str, event: str, payload: Payload) -> None:
+        """
+        Broadcast to every subscriber of C{topic}.
+        """
+
+    def broadcast_from(
+        self, socket_id: str, topic: str, event: str, payload: Payload
+    ) -> None:
+        """
+        Broadcast to every subscriber of C{topic} but socket C{socket_id}.
+        """
 
 
 @attrs.define(eq=False)
 class SocketHandle:
     """
-    One connected socket: what a transport holds to talk to the
-    coordinator.
+    One connected socket: the handle a transport gets from
+    L{ISocketHost.open<beryl.interfaces.ISocketHost.open>} and hands back.
     """
 
     socket_id: str
@@ -56,74 +65,77 @@ class SocketHandle:
     params: Mapping[str, Any]
     connect_info: ConnectInfo
     assigns: Any
-    channels: dict[str, ChannelState] = attrs.field(factory=dict)
-    # messages and infos that arrived while a callback was pending
-    # (created when needed)
-    queue: deque[Message | PendingInfo] | None = None
-    busy: bool = False
+    session: Session
+    # the coordinator's side of each live channel, by the session's number
+    channels: dict[int, ChannelRuntime] = attrs.field(factory=dict)
     closed: bool = False
     last_seen: float = 0.0
     idle_call: IDelayedCall | None = None
-    # called when writing to the connection raises
-    on_failure: Callable[[SocketHandle], None] = lambda socket: None
     # sockets with equal keys take the same prepared broadcast frames
     broadcast_key: tuple[Serializer, object] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.broadcast_key = (self.serializer, self.connection.prepare_key)
 
-    def send(self, encode: Callable[[Serializer], Frame]) -> None:
-        """
-        Encode a frame with this socket's serializer and write it.  A
-        message that cannot be encoded (binary for a V1 client) is logged
-        and dropped; a connection that fails is reported to C{on_failure}.
-        """
-        if self.closed:
-            return
-        try:
-            frame = encode(self.serializer)
-        except (ValueError, TypeError) as error:
-            _log.warn(
-                "A message for socket {socket_id} cannot be encoded ({error}); "
-                "not sent.",
-                socket_id=self.socket_id,
-                error=error,
-            )
-            return
-        try:
-            self.connection.send(frame)
-        except Exception:
-            self.on_failure(self)
 
-    def reply(
-        self, join_ref: Any, ref: Any, topic: str, status: str, response: Payload
-    ) -> None:
+@implementer(IDelayedCall)
+class InfoTimer:
+    """
+    A pending C{send_info_later}: the delayed call, and its place in its
+    channel's timers, which it leaves when it fires or is cancelled (so a
+    channel that sets and cancels many timers holds only the live ones).
+    """
+
+    def __init__(self, runtime: ChannelRuntime, delay: float, message: object) -> None:
+        self._runtime = runtime
+        self._message = message
+        self._call = runtime.host.clock.callLater(delay, self.fire)
+
+    def fire(self) -> None:
         """
-        Send a C{phx_reply}.
+        The delay is over: hand the message to the channel's session.
         """
-        self.send(lambda s: s.encode_reply(join_ref, ref, topic, status, response))
+        runtime = self._runtime
+        runtime.timers.discard(self)
+        socket = runtime.socket
+        runtime.host.perform(
+            socket, socket.session.info_due(runtime.channel_id, self._message)
+        )
+
+    def getTime(self) -> float:
+        return self._call.getTime()
+
+    def cancel(self) -> None:
+        self._call.cancel()
+        self._runtime.timers.discard(self)
+
+    def delay(self, secondsLater: float) -> None:
+        self._call.delay(secondsLater)
+
+    def reset(self, secondsFromNow: float) -> None:
+        self._call.reset(secondsFromNow)
+
+    def active(self) -> bool:
+        return self._call.active()
 
 
 @attrs.define(eq=False)
-class ChannelState:
+class ChannelRuntime:
     """
-    A joined channel: its definition, assigns and timers.  Provides the
-    operations a L{SocketContext} offers to callbacks.
+    The coordinator's side of one channel instance: its definition,
+    assigns and timers.  Provides what a L{SocketContext} offers to
+    callbacks (L{beryl.channel.ChannelRuntime}).
     """
 
-    coordinator: Coordinator
+    host: RuntimeHost
     socket: SocketHandle
+    channel_id: int
     topic: str
     join_ref: Any
     channel: Channel[Any]
     assigns: Any = None
-    joined: bool = False
     ended: bool = False
-    # pushes and infos made during the join wait for its reply
-    pending_frames: list[tuple[str, Payload]] = attrs.field(factory=list)
-    pending_infos: list[object] = attrs.field(factory=list)
-    timers: set[IDelayedCall] | None = None
-    tracked: bool = False
+    timers: set[InfoTimer] = attrs.field(factory=set)
     # the presence owner that stands for this channel instance
     owner: str = ""
 
@@ -131,102 +143,68 @@ class ChannelState:
         """
         A context for one callback.
         """
+        socket = self.socket
         return SocketContext(
-            socket_id=self.socket.socket_id,
+            socket_id=socket.socket_id,
             topic=self.topic,
             join_ref=self.join_ref,
             assigns=self.assigns,
-            params=self.socket.params,
-            socket_assigns=self.socket.assigns,
+            params=socket.params,
+            socket_assigns=socket.assigns,
             runtime=self,
             ref=ref,
         )
 
-    # ChannelRuntime
+    def end(self) -> None:
+        """
+        The channel is over: cancel its timers.
+        """
+        self.ended = True
+        timers, self.timers = self.timers, set()
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
+
+    # beryl.channel.ChannelRuntime
 
     def push(self, event: str, payload: Payload) -> None:
-        if self.ended:
-            return
-        if not self.joined:
-            self.pending_frames.append((event, payload))
-            return
-        self.socket.send(
-            lambda s: s.encode_push(self.join_ref, self.topic, event, payload)
-        )
+        socket = self.socket
+        effects = socket.session.push(self.channel_id, event, payload)
+        if effects:
+            self.host.perform(socket, effects)
 
     def broadcast(self, event: str, payload: Payload) -> None:
-        self.coordinator.broadcast(self.topic, event, payload)
+        self.host.broadcast(self.topic, event, payload)
 
     def broadcast_from(self, event: str, payload: Payload) -> None:
-        self.coordinator.broadcast_from(
-            self.socket.socket_id, self.topic, event, payload
-        )
+        self.host.broadcast_from(self.socket.socket_id, self.topic, event, payload)
 
     def send_info(self, message: object) -> None:
-        if self.ended:
-            return
-        if not self.joined:
-            self.pending_infos.append(message)
-            return
         self.send_info_later(0, message)
 
     def send_info_later(self, delay: float, message: object) -> IDelayedCall:
-        def fire() -> None:
-            if self.timers is not None:
-                self.timers.discard(call)
-            if not self.joined:
-                self.pending_infos.append(message)
-                return
-            self.coordinator.deliver_info(self, message)
-
-        call = self.coordinator.clock.callLater(delay, fire)
+        timer = InfoTimer(self, delay, message)
         if self.ended:
-            call.cancel()
+            timer.cancel()
         else:
-            if self.timers is None:
-                self.timers = set()
-            self.timers.add(call)
-        return call
+            self.timers.add(timer)
+        return timer
 
     def reply(self, ref: Any, status: str, payload: Payload) -> None:
-        if self.ended:
-            return
-        self.socket.reply(self.join_ref, ref, self.topic, status, payload)
+        socket = self.socket
+        effects = socket.session.reply(self.channel_id, ref, status, payload)
+        if effects:
+            self.host.perform(socket, effects)
 
     def track(self, key: str, meta: PresenceMeta) -> str:
-        self._check_alive("track")
-        self.tracked = True
-        return self.coordinator.presence.track(self.topic, key, self.owner, meta)
+        track = self.socket.session.track(self.channel_id, key, meta)
+        return self.host.presence.track(track.topic, track.key, self.owner, track.meta)
 
     def update_presence(self, key: str, meta: PresenceMeta) -> str:
-        self._check_alive("update_presence")
-        self.tracked = True
-        return self.coordinator.presence.update(self.topic, key, self.owner, meta)
-
-    def _check_alive(self, what: str) -> None:
-        if self.ended:
-            raise ChannelEnded(f"{what} on {self.topic} after the channel ended")
+        update = self.socket.session.update_presence(self.channel_id, key, meta)
+        return self.host.presence.update(
+            update.topic, update.key, self.owner, update.meta
+        )
 
     def presence_list(self) -> PresenceList:
-        return self.coordinator.presence.list(self.topic)
-
-    # Frames that end the channel on the client
-
-    def close_frame(self) -> None:
-        """
-        Send C{phx_close}: the channel ended gracefully (the client does not
-        rejoin).  Both refs are the join ref, as Phoenix sends them.
-        """
-        ref = self.join_ref
-        self.socket.send(lambda s: s.encode(ref, ref, self.topic, "phx_close", {}))
-
-    def error_frame(self) -> None:
-        """
-        Send C{phx_error}: the channel crashed (the client rejoins).
-        """
-        ref = self.join_ref
-        self.socket.send(
-            lambda s: s.encode(
-                ref, ref, self.topic, "phx_error", {"reason": "channel_crash"}
-            )
-        )
+        return self.host.presence.list(self.topic)

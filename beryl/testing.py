@@ -60,7 +60,7 @@ class FakeClient:
     socket: SocketHandle = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.socket = self.coordinator.open_socket(
+        self.socket = self.coordinator.open(
             self.connection, self.serializer, self.params, ConnectInfo()
         )
 
@@ -96,4 +96,4 @@ class FakeClient:
         """
         The connection drops without a close handshake.
         """
-        self.coordinator.socket_closed(self.socket)
+        self.coordinator.closed(self.socket)

@@ -629,6 +629,7 @@ class ClusterServiceTests(SynchronousTestCase):
         @implementer(ISubscriber)
         class Subscriber:
             subscriber_id = "s1"
+            accepts_encoded_json = False
 
             def deliver(
                 self, topic: str, event: str, payload: Any, from_id: str | None

@@ -29,7 +29,7 @@ from beryl.channel import (
     Stop,
 )
 from beryl.coordinator import ChannelEnded, Coordinator
-from beryl.interfaces import ICoordinator, ISubscriber
+from beryl.interfaces import ICoordinator, ISocketHost, ISubscriber
 from beryl.testing import FakeClient, FakeConnection
 from beryl.wire import V1_JSON, Binary, Frame, Payload
 
@@ -165,9 +165,10 @@ class CoordinatorTestCase(SynchronousTestCase):
 
 class LifecycleTests(CoordinatorTestCase):
     def test_provides_interfaces(self) -> None:
-        """The coordinator provides ICoordinator and ISubscriber."""
+        """The coordinator provides ICoordinator and ISocketHost; its fan-out ISubscriber."""
         verifyObject(ICoordinator, self.coordinator)
-        verifyObject(ISubscriber, self.coordinator)
+        verifyObject(ISocketHost, self.coordinator)
+        verifyObject(ISubscriber, self.coordinator.fanout)
 
     def test_startup_callbacks(self) -> None:
         """App.on_start callbacks get the coordinator when it starts; one that raises is logged."""
@@ -770,7 +771,10 @@ class PresenceAndTimeoutTests(CoordinatorTestCase):
         """An undecodable frame closes that socket with 1007 and its reason."""
         bad = self.joined()
         good = self.joined()
-        self.coordinator.reject_frame(bad.socket, "malformed JSON")
-        self.assertEqual(bad.connection.closed, (1007, "malformed JSON"))
+        self.coordinator.receive_data(bad.socket, b"not json", False)
+        assert bad.connection.closed is not None
+        code, reason = bad.connection.closed
+        self.assertEqual(code, 1007)
+        self.assertTrue(reason.startswith("malformed JSON"), reason)
         good.send("1", "2", "room:a", "echo", {"ok": 1})
         self.assertEqual(good.take(), [_reply("1", "2", "room:a", "ok", {"ok": 1})])

@@ -29,6 +29,7 @@ class Recorder:
     """A subscriber that records what it gets."""
 
     subscriber_id: str
+    accepts_encoded_json: bool = False
     received: list[tuple[str, str, Payload, str | None]] = attrs.field(factory=list)
 
     def deliver(
@@ -43,6 +44,7 @@ class Broken:
     """A subscriber whose deliver always raises."""
 
     subscriber_id: str = "broken"
+    accepts_encoded_json: bool = False
 
     def deliver(
         self, topic: str, event: str, payload: Payload, from_id: str | None
@@ -195,6 +197,7 @@ class LocalTests(SynchronousTestCase):
         @implementer(ISubscriber)
         class Subscribing:
             subscriber_id = "subscribing"
+            accepts_encoded_json = False
 
             def deliver(
                 self, topic: str, event: str, payload: Any, from_id: str | None

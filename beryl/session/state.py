@@ -152,11 +152,19 @@ class Session:
         """
         return list(self._topics)
 
+    def channel(self, topic: str) -> int | None:
+        """
+        The number of the channel joined to C{topic}, if any.
+        """
+        entry = self._topics.get(topic)
+        return None if entry is None else entry.id
+
     def queued(self) -> int:
         """
-        How many inputs wait for the pending callback.
+        How many client messages wait for the pending callback (infos that
+        wait too count toward C{max_queued}, but are never refused).
         """
-        return len(self._queue) if self._queue else 0
+        return sum(type(item) is Message for item in self._queue or ())
 
     # Inputs from the transport
 

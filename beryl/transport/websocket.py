@@ -25,8 +25,7 @@ from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from beryl.app import ConnectError, ConnectInfo
-from beryl.coordinator import Coordinator, SocketHandle
-from beryl.interfaces import IConnection
+from beryl.interfaces import IConnection, ISocketHost
 from beryl.transport.handshake import (
     HandshakeRefused,
     check_origin,
@@ -186,7 +185,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     _log = Logger()
     factory: PhoenixWebSocketFactory
     prepare_key = "websocket"
-    _socket: SocketHandle | None = None
+    _socket: object | None = None
     _gone = False
     _write: Callable[[bytes], None]
     _accepted: tuple[Any, Mapping[str, Any], ConnectInfo, Any] | None = None
@@ -248,7 +247,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         self._accepted = None
         # The headers were for the connect hook; the socket keeps the rest.
         info = ConnectInfo(auth_token=None, origin=info.origin, peer=info.peer)
-        self._socket = self.factory.coordinator.open_socket(
+        self._socket = self.factory.coordinator.open(
             self, serializer, params, info, assigns
         )
 
@@ -340,20 +339,15 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         socket = self._socket
         if socket is not None:
             self._socket = None
-            local_code = getattr(self, "localCloseCode", None)
-            if not socket.closed and local_code not in (None, 1000, 1001):
-                # Autobahn closed it (invalid UTF-8, oversized message,
-                # protocol violation): say which socket.
-                self._log.warn(
-                    "Socket {socket_id} ({peer}) closed with {code}: {reason}",
-                    socket_id=socket.socket_id,
-                    peer=socket.connect_info.peer,
-                    code=local_code,
-                    reason=(getattr(self, "localCloseReason", b"") or b"").decode(
-                        "utf-8", "replace"
-                    ),
-                )
-            self.factory.coordinator.socket_closed(socket)
+            # If Autobahn closed it (invalid UTF-8, oversized message,
+            # protocol violation), the core logs which socket and why.
+            self.factory.coordinator.closed(
+                socket,
+                getattr(self, "localCloseCode", None),
+                (getattr(self, "localCloseReason", b"") or b"").decode(
+                    "utf-8", "replace"
+                ),
+            )
 
     # IConnection
 
@@ -390,7 +384,7 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
 
     def __init__(
         self,
-        coordinator: Coordinator,
+        coordinator: ISocketHost,
         check_origin: str | list[str] | Callable[[str], bool] | None = "host",
         max_frame_size: int = 8 * 1024 * 1024,
         max_send_buffer: int = 16 * 1024 * 1024,
