@@ -292,7 +292,55 @@ class Coordinator(Service):
         messages wait.
         """
         socket.last_seen = self.clock.seconds()
-        effects = socket.session.receive(message)
+        session = socket.session
+        channel = session.accept_push(message)
+        if channel:
+            self._handle_push(socket, channel, message)
+            return
+        effects = session.receive(message)
+        if effects:
+            self.perform(socket, effects)
+
+    def _handle_push(
+        self, socket: SocketHandle, channel: int, message: Message
+    ) -> None:
+        """
+        The inbound fast path (L{Session.accept_push}): run C{handle_in}
+        for a client push and, when it answers at once with a L{Reply} or
+        L{NoReply} and nothing waits, write the reply without effects.
+        """
+        runtime = socket.channels[channel]
+        ref = message.ref
+        try:
+            result = _settle(
+                runtime.channel.handle_in(
+                    message.event, message.payload, runtime.context(ref)
+                )
+            )
+        except Exception:
+            self.perform(socket, self._crashed(socket, runtime, Failure()))
+            return
+        session = socket.session
+        if type(result) is Reply:
+            if ref is not None and session.finish_quietly(channel):
+                runtime.assigns = result.assigns
+                reply = result
+                self._write(
+                    socket,
+                    lambda: socket.serializer.encode_reply(
+                        runtime.join_ref,
+                        ref,
+                        runtime.topic,
+                        reply.status,
+                        reply.payload,
+                    ),
+                )
+                return
+        elif type(result) is NoReply:
+            if session.finish_quietly(channel):
+                runtime.assigns = result.assigns
+                return
+        effects = self._result(socket, runtime, ref, result)
         if effects:
             self.perform(socket, effects)
 

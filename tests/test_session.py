@@ -407,12 +407,30 @@ class SessionMachine(RuleBasedStateMachine):
             replies = [e for e in self.effects[before:] if isinstance(e, SendReply)]
             assert replies and replies[0].ref == ref
 
-    @rule(topic=_TOPICS, join_ref=_REFS, event=st.sampled_from(["ping", "phx_leave"]))
-    def push(self, topic: str, join_ref: Any, event: str) -> None:
-        """A client pushes or leaves."""
-        self._take(
-            self.session.receive(Message(join_ref, self._ref(), topic, event, {}))
-        )
+    @rule(
+        topic=_TOPICS,
+        join_ref=_REFS,
+        event=st.sampled_from(["ping", "phx_leave"]),
+        fast=st.booleans(),
+    )
+    def push(self, topic: str, join_ref: Any, event: str, fast: bool) -> None:
+        """A client pushes or leaves, through the fast path or receive."""
+        message = Message(join_ref, self._ref(), topic, event, {})
+        if fast:
+            channel = self.session.accept_push(message)
+            if channel:
+                # only a push to the joined channel, with its join_ref or none
+                assert event == "ping" and self.pending is None
+                assert self.joined[channel][0] == topic
+                assert join_ref in (None, self.join_refs[channel])
+                # the same as receive returning the RunHandleIn
+                self._take((RunHandleIn(channel, event, {}, message.ref),))
+                return
+            effects = self.session.receive(message)
+            assert not any(isinstance(e, RunHandleIn) for e in effects)
+            self._take(effects)
+            return
+        self._take(self.session.receive(message))
 
     @rule()
     def heartbeat(self) -> None:
@@ -456,13 +474,21 @@ class SessionMachine(RuleBasedStateMachine):
         self._take(effects)
 
     @precondition(lambda self: isinstance(self.pending, (RunHandleIn, RunHandleInfo)))
-    @rule(result=_RESULTS)
-    def complete_handler(self, result: object) -> None:
+    @rule(result=_RESULTS, fast=st.booleans())
+    def complete_handler(self, result: object, fast: bool) -> None:
         """The pending handler completes with a result or a crash."""
         run = self.pending
         assert isinstance(run, (RunHandleIn, RunHandleInfo))
         self.pending = None
         ref = run.ref if isinstance(run, RunHandleIn) else None
+        if fast and isinstance(result, (Reply, NoReply)):
+            if self.session.finish_quietly(run.channel):
+                # the same as handled: the reply, with the channel's refs
+                topic, _ = self.joined[run.channel]
+                if isinstance(result, Reply) and ref is not None:
+                    join_ref = self.join_refs[run.channel]
+                    self._take((SendReply(join_ref, ref, topic, "ok", {}),))
+                return
         if result == "crash":
             self._take(self.session.crashed(run.channel))
         else:

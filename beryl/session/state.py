@@ -178,6 +178,44 @@ class Session:
             return self._hold(message)
         return self._dispatch(message)
 
+    def accept_push(self, message: Message) -> int:
+        """
+        The fast path for the commonest message, a client push to a joined
+        channel while nothing is pending: return that channel's number and
+        mark its C{handle_in} pending, exactly as if L{receive} had returned
+        C{(RunHandleIn(channel, event, payload, ref),)}.  Anything else
+        returns C{0} and changes nothing; pass it to L{receive}.  (Effects
+        are for the control plane: this path allocates none.)
+        """
+        if self.busy or self.closed:
+            return 0
+        event = message.event
+        if event == "phx_join" or event == "phx_leave" or event == "heartbeat":
+            return 0
+        entry = self._topics.get(message.topic)
+        if entry is None:
+            return 0
+        join_ref = message.join_ref
+        if join_ref is not None and join_ref != entry.join_ref:
+            return 0
+        self.busy = True
+        return entry.id
+
+    def finish_quietly(self, channel: int) -> bool:
+        """
+        The fast path for a pending C{handle_in} that returned a L{Reply}
+        or L{NoReply} while nothing else waits: when C{channel} is still
+        joined and no input is queued, release the socket and return
+        C{True}; the caller then sends the reply itself (with the
+        channel's join_ref and topic), exactly as L{handled} would have
+        asked.  Otherwise change nothing and return C{False}: use
+        L{handled}.
+        """
+        if self._queue or channel not in self._ids:
+            return False
+        self._release()
+        return True
+
     def bad_frame(self, reason: str) -> Effects:
         """
         An inbound frame could not be decoded: end every channel and close
