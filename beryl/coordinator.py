@@ -16,17 +16,18 @@ the L{FanOut}, which writes the same prepared bytes to every subscriber.
 from __future__ import annotations
 
 import secrets
-from typing import Any, Callable, Coroutine, Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from beryl.app import App, ConnectError, ConnectInfo, ConnectOk, ConnectResult
-from beryl.channel import JoinError, JoinOk, NoReply, Push, Reply, Stop
+from beryl.callbacks import Callbacks, settle
+from beryl.channel import NoReply, Push, Reply, Stop
 from beryl.fanout import FanOut
 from beryl.interfaces import (
     IConnection,
@@ -59,7 +60,7 @@ from beryl.session.effects import (
 )
 from beryl.session.state import ChannelEnded, Session
 from beryl.sockets import ChannelRuntime, SocketHandle
-from beryl.wire import DecodeError, Frame, Message, Payload, PresenceList, Serializer
+from beryl.wire import DecodeError, Message, Payload, PresenceList, Serializer
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -73,18 +74,6 @@ __all__ = [
 Effects = tuple[Effect, ...]
 _NONE: Effects = ()
 _RESULTS = (NoReply, Reply, Push, Stop)
-
-
-def _settle(result: object) -> object:
-    """
-    Turn a coroutine into a Deferred; leave plain values
-    and Deferreds alone.
-    """
-    if isinstance(result, Deferred):
-        return result
-    if isinstance(result, Coroutine):
-        return ensureDeferred(result)
-    return result
 
 
 @implementer(ICoordinator, ISocketHost)
@@ -135,19 +124,20 @@ class Coordinator(Service):
         self.drain_timeout = drain_timeout
         self.max_queued = max_queued
         self.fanout = FanOut(self._connection_failed)
+        self._callbacks = Callbacks(self.perform)
         self._new_socket_id = new_socket_id
         self._sockets: dict[str, SocketHandle] = {}
         self._stop_presence_diffs: Callable[[], None] | None = None
         self._drained: Deferred[None] | None = None
         self._drain_call: IDelayedCall | None = None
         self._perform_effect: dict[type, Callable[[SocketHandle, Any], Any]] = {
-            SendReply: self._send_reply,
-            SendPush: self._send_push,
-            SendClose: self._send_close,
-            SendError: self._send_error,
+            SendReply: SocketHandle.send_reply,
+            SendPush: SocketHandle.send_push,
+            SendClose: SocketHandle.send_close,
+            SendError: SocketHandle.send_error,
             RunJoin: self._run_join,
-            RunHandleIn: self._run_handle_in,
-            RunHandleInfo: self._run_handle_info,
+            RunHandleIn: self._callbacks.run_handle_in,
+            RunHandleInfo: self._callbacks.run_handle_info,
             ScheduleInfo: self._schedule_info,
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -200,9 +190,7 @@ class Coordinator(Service):
         Run the application's connect hook; the result says whether to
         accept the socket.
         """
-        d: Deferred[Any] = maybeDeferred(
-            lambda: _settle(self.app.connect(params, info))
-        )
+        d: Deferred[Any] = maybeDeferred(lambda: settle(self.app.connect(params, info)))
 
         def check(result: object) -> ConnectResult:
             if isinstance(result, (ConnectOk, ConnectError)):
@@ -240,6 +228,7 @@ class Coordinator(Service):
             connect_info=info,
             assigns=assigns,
             session=Session(self._route, self.max_channels, self.max_queued),
+            on_failure=self._connection_failed,
             last_seen=self.clock.seconds(),
         )
         if self._drained is not None:
@@ -295,52 +284,9 @@ class Coordinator(Service):
         session = socket.session
         channel = session.accept_push(message)
         if channel:
-            self._handle_push(socket, channel, message)
+            self._callbacks.handle_push(socket, channel, message)
             return
         effects = session.receive(message)
-        if effects:
-            self.perform(socket, effects)
-
-    def _handle_push(
-        self, socket: SocketHandle, channel: int, message: Message
-    ) -> None:
-        """
-        The inbound fast path (L{Session.accept_push}): run C{handle_in}
-        for a client push and, when it answers at once with a L{Reply} or
-        L{NoReply} and nothing waits, write the reply without effects.
-        """
-        runtime = socket.channels[channel]
-        ref = message.ref
-        try:
-            result = _settle(
-                runtime.channel.handle_in(
-                    message.event, message.payload, runtime.context(ref)
-                )
-            )
-        except Exception:
-            self.perform(socket, self._crashed(socket, runtime, Failure()))
-            return
-        session = socket.session
-        if type(result) is Reply:
-            if ref is not None and session.finish_quietly(channel):
-                runtime.assigns = result.assigns
-                reply = result
-                self._write(
-                    socket,
-                    lambda: socket.serializer.encode_reply(
-                        runtime.join_ref,
-                        ref,
-                        runtime.topic,
-                        reply.status,
-                        reply.payload,
-                    ),
-                )
-                return
-        elif type(result) is NoReply:
-            if session.finish_quietly(channel):
-                runtime.assigns = result.assigns
-                return
-        effects = self._result(socket, runtime, ref, result)
         if effects:
             self.perform(socket, effects)
 
@@ -437,61 +383,6 @@ class Coordinator(Service):
         route = self.app.router.match(topic)
         return None if route is None else route[1]
 
-    def _write(self, socket: SocketHandle, encode: Callable[[], Frame]) -> None:
-        """
-        Encode a frame and write it.  A message that cannot be encoded
-        (binary for a V1 client) is logged and dropped; a connection that
-        fails is closed.
-        """
-        if socket.closed:
-            return
-        try:
-            frame = encode()
-        except (ValueError, TypeError) as error:
-            self.log.warn(
-                "A message for socket {socket_id} cannot be encoded ({error}); "
-                "not sent.",
-                socket_id=socket.socket_id,
-                error=error,
-            )
-            return
-        try:
-            socket.connection.send(frame)
-        except Exception:
-            self._connection_failed(socket)
-
-    def _send_reply(self, socket: SocketHandle, reply: SendReply) -> None:
-        self._write(
-            socket,
-            lambda: socket.serializer.encode_reply(
-                reply.join_ref, reply.ref, reply.topic, reply.status, reply.response
-            ),
-        )
-
-    def _send_push(self, socket: SocketHandle, push: SendPush) -> None:
-        self._write(
-            socket,
-            lambda: socket.serializer.encode_push(
-                push.join_ref, push.topic, push.event, push.payload
-            ),
-        )
-
-    def _send_close(self, socket: SocketHandle, close: SendClose) -> None:
-        ref = close.join_ref
-        self._write(
-            socket,
-            lambda: socket.serializer.encode(ref, ref, close.topic, "phx_close", {}),
-        )
-
-    def _send_error(self, socket: SocketHandle, error: SendError) -> None:
-        ref = error.join_ref
-        self._write(
-            socket,
-            lambda: socket.serializer.encode(
-                ref, ref, error.topic, "phx_error", {"reason": "channel_crash"}
-            ),
-        )
-
     def _subscribe(self, socket: SocketHandle, effect: Subscribe) -> None:
         if self.fanout.add(effect.topic, socket):
             self.pubsub.subscribe(effect.topic, self.fanout)
@@ -547,141 +438,7 @@ class Coordinator(Service):
             owner=f"{socket.socket_id}/{run.channel}",
         )
         socket.channels[run.channel] = runtime
-        try:
-            result = _settle(
-                runtime.channel.join(run.topic, run.payload, runtime.context(run.ref))
-            )
-        except Exception:
-            return self._join_crashed(socket, runtime, Failure())
-        if isinstance(result, Deferred):
-            result.addCallbacks(
-                lambda value: self.perform(
-                    socket, self._join_result(socket, runtime, value)
-                ),
-                lambda failure: self.perform(
-                    socket, self._join_crashed(socket, runtime, failure)
-                ),
-            )
-            result.addErrback(self._performing_failed)
-            return _NONE
-        return self._join_result(socket, runtime, result)
-
-    def _join_result(
-        self, socket: SocketHandle, runtime: ChannelRuntime, result: object
-    ) -> Effects:
-        session = socket.session
-        if isinstance(result, JoinOk):
-            runtime.assigns = result.assigns
-            return session.joined(runtime.channel_id, result.reply)
-        if isinstance(result, JoinError):
-            return session.join_refused(runtime.channel_id, result.payload)
-        return self._join_crashed(
-            socket,
-            runtime,
-            Failure(TypeError(f"join returned {result!r}, not JoinOk or JoinError")),
-        )
-
-    def _join_crashed(
-        self, socket: SocketHandle, runtime: ChannelRuntime, failure: Failure
-    ) -> Effects:
-        self.log.failure(
-            "The join of socket {socket_id} to {topic} crashed.",
-            failure,
-            socket_id=socket.socket_id,
-            topic=runtime.topic,
-        )
-        return socket.session.join_crashed(runtime.channel_id)
-
-    def _run_handle_in(self, socket: SocketHandle, run: RunHandleIn) -> Effects:
-        runtime = socket.channels.get(run.channel)
-        if runtime is None:
-            # ended by a failed write earlier in the same batch
-            return socket.session.crashed(run.channel)
-        try:
-            result = _settle(
-                runtime.channel.handle_in(
-                    run.event, run.payload, runtime.context(run.ref)
-                )
-            )
-        except Exception:
-            return self._crashed(socket, runtime, Failure())
-        return self._result(socket, runtime, run.ref, result)
-
-    def _run_handle_info(self, socket: SocketHandle, run: RunHandleInfo) -> Effects:
-        runtime = socket.channels.get(run.channel)
-        if runtime is None:
-            return socket.session.crashed(run.channel)
-        try:
-            result = _settle(
-                runtime.channel.handle_info(run.message, runtime.context())
-            )
-        except Exception:
-            return self._crashed(socket, runtime, Failure())
-        return self._result(socket, runtime, None, result)
-
-    def _result(
-        self, socket: SocketHandle, runtime: ChannelRuntime, ref: Any, result: object
-    ) -> Effects:
-        """
-        The effects of a handler's result; an asynchronous result holds the
-        socket's later messages and infos back until it is done, so replies
-        keep their order and assigns are never updated by two callbacks at
-        once.
-        """
-        if isinstance(result, Deferred):
-            result.addCallbacks(
-                lambda value: self.perform(
-                    socket, self._handled(socket, runtime, ref, value)
-                ),
-                lambda failure: self.perform(
-                    socket, self._crashed(socket, runtime, failure)
-                ),
-            )
-            result.addErrback(self._performing_failed)
-            return _NONE
-        return self._handled(socket, runtime, ref, result)
-
-    def _handled(
-        self, socket: SocketHandle, runtime: ChannelRuntime, ref: Any, result: object
-    ) -> Effects:
-        if not isinstance(result, _RESULTS):
-            return self._crashed(
-                socket,
-                runtime,
-                Failure(
-                    TypeError(
-                        f"a handler returned {result!r}, not NoReply, Reply, "
-                        "Push or Stop"
-                    )
-                ),
-            )
-        if not isinstance(result, Stop):
-            runtime.assigns = result.assigns
-            if ref is None and isinstance(result, Reply):
-                self.log.warn(
-                    "A Reply from handle_info on {topic} has no push to answer; "
-                    "use ctx.push or ctx.reply(ref, ...).",
-                    topic=runtime.topic,
-                )
-        return socket.session.handled(runtime.channel_id, ref, result)
-
-    def _crashed(
-        self, socket: SocketHandle, runtime: ChannelRuntime, failure: Failure
-    ) -> Effects:
-        """
-        A callback raised: this channel alone ends with C{phx_error}; the
-        socket and its other channels go on.
-        """
-        self.log.failure(
-            "Channel {topic} of socket {socket_id} crashed.",
-            failure,
-            socket_id=socket.socket_id,
-            topic=runtime.topic,
-        )
-        return socket.session.crashed(runtime.channel_id)
-
-    def _performing_failed(self, failure: Failure) -> None:
-        self.log.failure("Performing a callback's effects failed.", failure)
+        return self._callbacks.run_join(socket, runtime, run.payload, run.ref)
 
     # Closing sockets
 

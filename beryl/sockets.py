@@ -10,20 +10,23 @@ coordinator) to perform.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from beryl.app import ConnectInfo
 from beryl.channel import Channel, SocketContext
 from beryl.interfaces import IConnection, IPresence
-from beryl.session.effects import Effect
+from beryl.session.effects import Effect, SendClose, SendError, SendPush, SendReply
 from beryl.session.state import Session
-from beryl.wire import Payload, PresenceList, PresenceMeta, Serializer
+from beryl.wire import Frame, Payload, PresenceList, PresenceMeta, Serializer
 
 __all__ = ["ChannelRuntime", "InfoTimer", "RuntimeHost", "SocketHandle"]
+
+_log = Logger()
 
 
 class RuntimeHost(Protocol):
@@ -71,11 +74,83 @@ class SocketHandle:
     closed: bool = False
     last_seen: float = 0.0
     idle_call: IDelayedCall | None = None
+    # called when writing to the connection raises
+    on_failure: Callable[[SocketHandle], None] = lambda socket: None
     # sockets with equal keys take the same prepared broadcast frames
     broadcast_key: tuple[Serializer, object] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.broadcast_key = (self.serializer, self.connection.prepare_key)
+
+    def write(self, encode: Callable[[Serializer], Frame]) -> None:
+        """
+        Encode a frame with this socket's serializer and write it.  A
+        message that cannot be encoded (binary for a V1 client) is logged
+        and dropped; a connection that fails is reported to C{on_failure}.
+        """
+        if self.closed:
+            return
+        try:
+            frame = encode(self.serializer)
+        except (ValueError, TypeError) as error:
+            _log.warn(
+                "A message for socket {socket_id} cannot be encoded ({error}); "
+                "not sent.",
+                socket_id=self.socket_id,
+                error=error,
+            )
+            return
+        try:
+            self.connection.send(frame)
+        except Exception:
+            self.on_failure(self)
+
+    def reply(
+        self, join_ref: Any, ref: Any, topic: str, status: str, response: Payload
+    ) -> None:
+        """
+        Send a C{phx_reply}.
+        """
+        self.write(lambda s: s.encode_reply(join_ref, ref, topic, status, response))
+
+    # The session's frame effects
+
+    def send_reply(self, effect: SendReply) -> None:
+        """
+        Perform L{SendReply}.
+        """
+        self.reply(
+            effect.join_ref, effect.ref, effect.topic, effect.status, effect.response
+        )
+
+    def send_push(self, effect: SendPush) -> None:
+        """
+        Perform L{SendPush}: join_ref set, ref null.
+        """
+        self.write(
+            lambda s: s.encode_push(
+                effect.join_ref, effect.topic, effect.event, effect.payload
+            )
+        )
+
+    def send_close(self, effect: SendClose) -> None:
+        """
+        Perform L{SendClose}: both refs are the join_ref, as Phoenix sends
+        them.
+        """
+        ref = effect.join_ref
+        self.write(lambda s: s.encode(ref, ref, effect.topic, "phx_close", {}))
+
+    def send_error(self, effect: SendError) -> None:
+        """
+        Perform L{SendError}.
+        """
+        ref = effect.join_ref
+        self.write(
+            lambda s: s.encode(
+                ref, ref, effect.topic, "phx_error", {"reason": "channel_crash"}
+            )
+        )
 
 
 @implementer(IDelayedCall)

@@ -1,0 +1,233 @@
+"""
+Running a channel's application callbacks (C{join}, C{handle_in},
+C{handle_info}) and turning what they return into the inputs of the
+socket's L{Session}.
+
+Callbacks may return a value, a Deferred or a coroutine.  A result that is
+ready gives the session's next effects at once, for the caller's effect
+loop; a pending one keeps the session busy (later messages wait) and its
+effects are performed when it fires.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Coroutine
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from beryl.channel import JoinError, JoinOk, NoReply, Push, Reply, Stop
+from beryl.session.effects import Effect, RunHandleIn, RunHandleInfo
+from beryl.sockets import ChannelRuntime, SocketHandle
+from beryl.wire import Message, Payload
+
+__all__ = ["Callbacks", "settle"]
+
+Effects = tuple[Effect, ...]
+_NONE: Effects = ()
+_RESULTS = (NoReply, Reply, Push, Stop)
+
+
+def settle(result: object) -> object:
+    """
+    Turn a coroutine into a Deferred; leave plain values and Deferreds
+    alone.
+    """
+    if isinstance(result, Deferred):
+        return result
+    if isinstance(result, Coroutine):
+        return ensureDeferred(result)
+    return result
+
+
+class Callbacks:
+    """
+    Runs application callbacks for the coordinator.
+
+    @param perform: carries out a session's effects; used when a pending
+        result fires.
+    """
+
+    log = Logger()
+
+    def __init__(self, perform: Callable[[SocketHandle, Effects], None]) -> None:
+        self._perform = perform
+
+    def run_join(
+        self, socket: SocketHandle, runtime: ChannelRuntime, payload: Payload, ref: Any
+    ) -> Effects:
+        """
+        Run the join callback of a new channel instance.
+        """
+        try:
+            result = settle(
+                runtime.channel.join(runtime.topic, payload, runtime.context(ref))
+            )
+        except Exception:
+            return self._join_crashed(socket, runtime, Failure())
+        if isinstance(result, Deferred):
+            result.addCallbacks(
+                lambda value: self._perform(
+                    socket, self._join_result(socket, runtime, value)
+                ),
+                lambda failure: self._perform(
+                    socket, self._join_crashed(socket, runtime, failure)
+                ),
+            )
+            result.addErrback(self._performing_failed)
+            return _NONE
+        return self._join_result(socket, runtime, result)
+
+    def run_handle_in(self, socket: SocketHandle, run: RunHandleIn) -> Effects:
+        """
+        Run C{handle_in} for a client push.
+        """
+        runtime = socket.channels.get(run.channel)
+        if runtime is None:
+            # ended by a failed write earlier in the same batch
+            return socket.session.crashed(run.channel)
+        try:
+            result = settle(
+                runtime.channel.handle_in(
+                    run.event, run.payload, runtime.context(run.ref)
+                )
+            )
+        except Exception:
+            return self._crashed(socket, runtime, Failure())
+        return self._result(socket, runtime, run.ref, result)
+
+    def run_handle_info(self, socket: SocketHandle, run: RunHandleInfo) -> Effects:
+        """
+        Run C{handle_info} for an info that fell due.
+        """
+        runtime = socket.channels.get(run.channel)
+        if runtime is None:
+            return socket.session.crashed(run.channel)
+        try:
+            result = settle(runtime.channel.handle_info(run.message, runtime.context()))
+        except Exception:
+            return self._crashed(socket, runtime, Failure())
+        return self._result(socket, runtime, None, result)
+
+    def handle_push(self, socket: SocketHandle, channel: int, message: Message) -> None:
+        """
+        The inbound fast path (L{Session.accept_push}): run C{handle_in}
+        for a client push and, when it answers at once with a L{Reply} or
+        L{NoReply} and nothing waits, write the reply without effects.
+        """
+        runtime = socket.channels[channel]
+        ref = message.ref
+        try:
+            result = settle(
+                runtime.channel.handle_in(
+                    message.event, message.payload, runtime.context(ref)
+                )
+            )
+        except Exception:
+            self._perform(socket, self._crashed(socket, runtime, Failure()))
+            return
+        if type(result) is Reply:
+            if ref is not None and socket.session.finish_quietly(channel):
+                runtime.assigns = result.assigns
+                socket.reply(
+                    runtime.join_ref, ref, runtime.topic, result.status, result.payload
+                )
+                return
+        elif type(result) is NoReply:
+            if socket.session.finish_quietly(channel):
+                runtime.assigns = result.assigns
+                return
+        effects = self._result(socket, runtime, ref, result)
+        if effects:
+            self._perform(socket, effects)
+
+    def _join_result(
+        self, socket: SocketHandle, runtime: ChannelRuntime, result: object
+    ) -> Effects:
+        session = socket.session
+        if isinstance(result, JoinOk):
+            runtime.assigns = result.assigns
+            return session.joined(runtime.channel_id, result.reply)
+        if isinstance(result, JoinError):
+            return session.join_refused(runtime.channel_id, result.payload)
+        return self._join_crashed(
+            socket,
+            runtime,
+            Failure(TypeError(f"join returned {result!r}, not JoinOk or JoinError")),
+        )
+
+    def _join_crashed(
+        self, socket: SocketHandle, runtime: ChannelRuntime, failure: Failure
+    ) -> Effects:
+        self.log.failure(
+            "The join of socket {socket_id} to {topic} crashed.",
+            failure,
+            socket_id=socket.socket_id,
+            topic=runtime.topic,
+        )
+        return socket.session.join_crashed(runtime.channel_id)
+
+    def _result(
+        self, socket: SocketHandle, runtime: ChannelRuntime, ref: Any, result: object
+    ) -> Effects:
+        """
+        The effects of a handler's result; an asynchronous result holds the
+        socket's later messages and infos back until it is done, so replies
+        keep their order and assigns are never updated by two callbacks at
+        once.
+        """
+        if isinstance(result, Deferred):
+            result.addCallbacks(
+                lambda value: self._perform(
+                    socket, self._handled(socket, runtime, ref, value)
+                ),
+                lambda failure: self._perform(
+                    socket, self._crashed(socket, runtime, failure)
+                ),
+            )
+            result.addErrback(self._performing_failed)
+            return _NONE
+        return self._handled(socket, runtime, ref, result)
+
+    def _handled(
+        self, socket: SocketHandle, runtime: ChannelRuntime, ref: Any, result: object
+    ) -> Effects:
+        if not isinstance(result, _RESULTS):
+            return self._crashed(
+                socket,
+                runtime,
+                Failure(
+                    TypeError(
+                        f"a handler returned {result!r}, not NoReply, Reply, "
+                        "Push or Stop"
+                    )
+                ),
+            )
+        if not isinstance(result, Stop):
+            runtime.assigns = result.assigns
+            if ref is None and isinstance(result, Reply):
+                self.log.warn(
+                    "A Reply from handle_info on {topic} has no push to answer; "
+                    "use ctx.push or ctx.reply(ref, ...).",
+                    topic=runtime.topic,
+                )
+        return socket.session.handled(runtime.channel_id, ref, result)
+
+    def _crashed(
+        self, socket: SocketHandle, runtime: ChannelRuntime, failure: Failure
+    ) -> Effects:
+        """
+        A callback raised: this channel alone ends with C{phx_error}; the
+        socket and its other channels go on.
+        """
+        self.log.failure(
+            "Channel {topic} of socket {socket_id} crashed.",
+            failure,
+            socket_id=socket.socket_id,
+            topic=runtime.topic,
+        )
+        return socket.session.crashed(runtime.channel_id)
+
+    def _performing_failed(self, failure: Failure) -> None:
+        self.log.failure("Performing a callback's effects failed.", failure)
