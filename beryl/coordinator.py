@@ -27,7 +27,6 @@ from zope.interface import implementer
 
 from beryl.app import App, ConnectError, ConnectInfo, ConnectOk, ConnectResult
 from beryl.callbacks import Callbacks, settle
-from beryl.channel import NoReply, Push, Reply, Stop
 from beryl.fanout import FanOut
 from beryl.interfaces import (
     IConnection,
@@ -73,7 +72,6 @@ __all__ = [
 
 Effects = tuple[Effect, ...]
 _NONE: Effects = ()
-_RESULTS = (NoReply, Reply, Push, Stop)
 
 
 @implementer(ICoordinator, ISocketHost)

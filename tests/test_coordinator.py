@@ -87,6 +87,9 @@ class Recorder:
         if event == "later":
             ctx.send_info_later(5, "tick")
             return NoReply(state)
+        if event == "later_then_cancel":
+            ctx.send_info_later(5, "tick").cancel()
+            return NoReply(state)
         if event == "async":
             d: Deferred[HandleResult[Counter]] = Deferred()
             self.pending = d
@@ -550,6 +553,16 @@ class AsyncTests(CoordinatorTestCase):
         self.assertEqual(
             [c for c in self.clock.getDelayedCalls() if c.func.__name__ == "fire"], []
         )
+
+    def test_cancelled_timers_not_kept(self) -> None:
+        """1,000 set-and-cancel rounds of send_info_later leave no timer held."""
+        client = self.joined()
+        for n in range(1000):
+            client.send("1", str(n), "room:a", "later_then_cancel", {})
+        (runtime,) = client.socket.channels.values()
+        self.assertEqual(len(runtime.timers), 0)
+        self.clock.advance(10)
+        self.assertEqual(self.recorder.infos, [])
 
 
 class LifecycleEdgeTests(CoordinatorTestCase):
