@@ -25,7 +25,7 @@ _BROADCAST = "broadcast"
 _COUNTS = "counts"
 
 
-def encode_broadcast(
+def encode_cluster_broadcast(
     topic: str, event: str, payload: Payload, from_id: str | None
 ) -> bytes:
     """
@@ -231,7 +231,9 @@ class PubSub(Service):
             self.local_broadcast(topic, event, payload)
         else:
             self._messaging.send(
-                node_name, self._channel, encode_broadcast(topic, event, payload, None)
+                node_name,
+                self._channel,
+                encode_cluster_broadcast(topic, event, payload, None),
             )
 
     def _send_to_peers(
@@ -240,7 +242,7 @@ class PubSub(Service):
         if not self._messaging.peers():
             return
         try:
-            message = encode_broadcast(topic, event, payload, from_id)
+            message = encode_cluster_broadcast(topic, event, payload, from_id)
         except TypeError as error:
             self.log.warn(
                 "Broadcast {event} on {topic} cannot cross to other nodes: {error}",

@@ -8,6 +8,7 @@ it to L{make_beryl_service}, which tests call with a fake reactor.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import socket
 from typing import Any
@@ -36,7 +37,7 @@ _NUMBERS: dict[str, type[int] | type[float]] = {
     "down-period": float,
     "permdown-period": float,
 }
-"""The numeric options, all positive, checked in L{Options.postOptions}."""
+"""The numeric options, all positive and finite, checked in L{Options.postOptions}."""
 
 
 def endpoint_description(value: str) -> str:
@@ -227,7 +228,8 @@ class Options(usage.Options):
                     value = kind(value)
                 except ValueError:
                     value = 0
-                if value <= 0:
+                # NaN compares false with everything; inf is no limit
+                if not math.isfinite(value) or value <= 0:
                     what = "integer" if kind is int else "number"
                     raise usage.UsageError(
                         f"--{name}: expected a positive {what}, not {self[name]!r}"

@@ -17,7 +17,7 @@ from beryl.app import App
 from beryl.coordinator import Coordinator
 from beryl.levee.auth import InsecureDevTokens
 from beryl.levee.channel import LeveeRelay, mount_levee, parse_document_topic
-from beryl.levee.protocol import DOC_READ, DOC_WRITE, Claims, ConnectError
+from beryl.levee.protocol import DOC_READ, DOC_WRITE, Claims, ConnectDocumentError
 from beryl.levee.registry import DocumentSessions
 from beryl.levee.store import InMemoryDocumentStore
 from beryl.testing import FakeClient
@@ -28,11 +28,11 @@ TOPIC = f"document:{TENANT}:{DOCUMENT}"
 FLUID_VERSIONS = ["^0.4.0", "^0.3.0", "^0.2.0", "^0.1.0"]
 
 
-def validate(tenant: str, document: str, token: str) -> Claims | ConnectError:
+def validate(tenant: str, document: str, token: str) -> Claims | ConnectDocumentError:
     """Tokens name their scopes: C{"rw"} writes, C{"r"} reads, anything else is refused."""
     scopes = {"rw": (DOC_READ, DOC_WRITE), "r": (DOC_READ,)}.get(token)
     if scopes is None:
-        return ConnectError(401, "Invalid authentication token")
+        return ConnectDocumentError(401, "Invalid authentication token")
     return Claims(tenant, document, scopes, None, 1_700_000_000, 1_700_003_600)
 
 

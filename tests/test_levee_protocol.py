@@ -23,7 +23,7 @@ from beryl.levee.protocol import (
     DOC_READ,
     DOC_WRITE,
     Claims,
-    ConnectError,
+    ConnectDocumentError,
     NackContent,
     NackMessage,
     SequencedMessage,
@@ -110,7 +110,7 @@ class ParseConnectTests(SynchronousTestCase):
         ]
         for payload, code, message in cases:
             self.assertEqual(
-                parse_connect(payload, "t", "d"), ConnectError(code, message)
+                parse_connect(payload, "t", "d"), ConnectDocumentError(code, message)
             )
 
     def test_signals_v2_opt_out(self) -> None:
@@ -305,7 +305,7 @@ class AuthTests(SynchronousTestCase):
         self.assertIs(validate, refuse_all_tokens)
         self.assertEqual(
             authorize(self.request(), validate, 0),
-            ConnectError(401, "Invalid authentication token"),
+            ConnectDocumentError(401, "Invalid authentication token"),
         )
 
     def test_insecure_dev_tokens(self) -> None:
@@ -325,7 +325,7 @@ class AuthTests(SynchronousTestCase):
 
     def check(
         self, claims: Claims, mode: str = "write", now: float = 50
-    ) -> Grant | ConnectError:
+    ) -> Grant | ConnectDocumentError:
         """Authorise a request with a validator returning C{claims}."""
         return authorize(
             self.request(mode), lambda tenant, document, token: claims, now
@@ -336,19 +336,19 @@ class AuthTests(SynchronousTestCase):
         scopes = (DOC_READ, DOC_WRITE)
         self.assertEqual(
             self.check(Claims("x", "d", scopes, None, 0, 100)),
-            ConnectError(403, "Token not valid for this tenant"),
+            ConnectDocumentError(403, "Token not valid for this tenant"),
         )
         self.assertEqual(
             self.check(Claims("t", "x", scopes, None, 0, 100)),
-            ConnectError(403, "Token not valid for this document"),
+            ConnectDocumentError(403, "Token not valid for this document"),
         )
         self.assertEqual(
             self.check(Claims("t", "d", scopes, None, 0, 50)),
-            ConnectError(401, "Token has expired"),
+            ConnectDocumentError(401, "Token has expired"),
         )
         self.assertEqual(
             self.check(Claims("t", "d", (DOC_WRITE,), None, 0, 100)),
-            ConnectError(403, "Token missing required scope: doc:read"),
+            ConnectDocumentError(403, "Token missing required scope: doc:read"),
         )
 
     def test_modes(self) -> None:
@@ -361,7 +361,7 @@ class AuthTests(SynchronousTestCase):
 
     def test_validator_error_passed_through(self) -> None:
         """An error from the validator is the connect error."""
-        error = ConnectError(401, "Token has expired")
+        error = ConnectDocumentError(401, "Token has expired")
         self.assertIs(
             authorize(self.request(), lambda tenant, document, token: error, 0), error
         )

@@ -21,7 +21,7 @@ from beryl.levee.protocol import (
     DOC_WRITE,
     SUMMARY_WRITE,
     Claims,
-    ConnectError,
+    ConnectDocumentError,
 )
 from beryl.levee.registry import DocumentSessions
 from beryl.levee.requests import (
@@ -256,7 +256,7 @@ class ConnectTests(SynchronousTestCase):
         assert isinstance(request, ConnectRequest)
         claims = Claims(TENANT, DOCUMENT, FULL_SCOPES, None, 0, 2**40)
         result = document.session.connect(request, Grant("write", claims))
-        assert isinstance(result, ConnectError)
+        assert isinstance(result, ConnectDocumentError)
         self.assertEqual(result.code, 400)
         self.assertTrue(document.session.is_idle)
 

@@ -74,6 +74,14 @@ class OptionsTests(SynchronousTestCase):
             error = self.assertRaises(UsageError, self.parse, *argv)
             self.assertIn(argv[0], str(error))
 
+    def test_nan_and_infinity_refused(self) -> None:
+        """NaN and infinity are usage errors (NaN would silently disable the idle timeout)."""
+        for value in ("nan", "NaN", "inf", "-inf"):
+            error = self.assertRaises(
+                UsageError, self.parse, "--heartbeat-timeout", value
+            )
+            self.assertIn("--heartbeat-timeout", str(error))
+
     def test_numbers_parsed(self) -> None:
         """Numeric options arrive as numbers."""
         options = self.parse("--heartbeat-timeout", "2.5", "--max-channels", "7")

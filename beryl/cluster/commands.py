@@ -21,7 +21,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Authenticate",
     "Deliver",
-    "HandshakeRefused",
+    "PeerHandshakeRefused",
     "Hello",
     "Members",
     "Ping",
@@ -32,7 +32,7 @@ PROTOCOL_VERSION = 1
 """The version of this command set, sent in L{Hello}."""
 
 
-class HandshakeRefused(Exception):
+class PeerHandshakeRefused(Exception):
     """
     The accepting node refused a L{Hello}: name clash, unsupported version
     or a handshake out of order.
@@ -65,7 +65,7 @@ class Hello(amp.Command):
         (b"secret_required", amp.Boolean()),
         (b"proof", amp.String()),
     ]
-    fatalErrors = {HandshakeRefused: b"HANDSHAKE_REFUSED"}
+    fatalErrors = {PeerHandshakeRefused: b"HANDSHAKE_REFUSED"}
 
 
 class Authenticate(amp.Command):

@@ -26,9 +26,9 @@ from beryl.cluster.commands import (
     PROTOCOL_VERSION,
     Authenticate,
     Deliver,
-    HandshakeRefused,
     Hello,
     Members,
+    PeerHandshakeRefused,
     Ping,
     prove_secret,
 )
@@ -246,7 +246,7 @@ class ClusterLink(amp.AMP):
     def _hello_failed(self, failure: Failure) -> None:
         if failure.check(*_LOST):
             return
-        failure.trap(HandshakeRefused, amp.RemoteAmpError)
+        failure.trap(PeerHandshakeRefused, amp.RemoteAmpError)
         self.log.warn(
             "Cluster node at {address} refused the link: {reason}",
             address=self.description,
@@ -274,9 +274,9 @@ class ClusterLink(amp.AMP):
         nonce: bytes,
     ) -> dict[str, Any]:
         if self.initiator or self._state != "new":
-            raise HandshakeRefused("handshake out of order")
+            raise PeerHandshakeRefused("handshake out of order")
         if version != PROTOCOL_VERSION:
-            raise HandshakeRefused(f"unsupported protocol version {version}")
+            raise PeerHandshakeRefused(f"unsupported protocol version {version}")
         if (
             node_name == self._owner.node_name
             and incarnation != self._owner.incarnation
@@ -285,7 +285,7 @@ class ClusterLink(amp.AMP):
                 "Refused cluster link: another node is named {node} too",
                 node=node_name,
             )
-            raise HandshakeRefused("a node with that name is already here")
+            raise PeerHandshakeRefused("a node with that name is already here")
         self._set_peer(node_name, incarnation, advertise, nonce)
         self.link_key = (node_name, nonce)
         self._state = "hello-answered"
@@ -368,7 +368,7 @@ class ClusterLink(amp.AMP):
     @Ping.responder
     def _ping(self) -> dict[str, Any]:
         if not self.is_up:
-            raise HandshakeRefused("the handshake is not done")
+            raise PeerHandshakeRefused("the handshake is not done")
         return {}
 
     # Messages

@@ -4,13 +4,21 @@ Node messaging for a node that is alone: no peers, nothing to send.
 
 from __future__ import annotations
 
+import secrets
 from typing import Callable, Mapping
 
 from zope.interface import implementer
 
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
-__all__ = ["LocalMessaging"]
+__all__ = ["LocalMessaging", "new_incarnation"]
+
+
+def new_incarnation() -> str:
+    """
+    A fresh random incarnation id.
+    """
+    return secrets.token_hex(8)
 
 
 @implementer(INodeMessaging)
@@ -25,8 +33,6 @@ class LocalMessaging:
         """
         @param incarnation: defaults to a fresh random id.
         """
-        from beryl.cluster.service import new_incarnation
-
         self.node_name = node_name
         self.incarnation = incarnation or new_incarnation()
 

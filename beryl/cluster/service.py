@@ -5,7 +5,6 @@ retries and heartbeats, and the L{INodeMessaging} on top of them.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Callable, Mapping, Sequence
 
 import attrs
@@ -27,19 +26,13 @@ from zope.interface import implementer
 
 from beryl.cluster.addresses import gossip_safe
 from beryl.cluster.link import ClusterLink
+from beryl.cluster.local import new_incarnation
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
 __all__ = ["ClusterService"]
 
 Handler = Callable[[str, bytes], None]
 """A channel handler: called with the sending node's name and the data."""
-
-
-def new_incarnation() -> str:
-    """
-    A fresh random incarnation id.
-    """
-    return secrets.token_hex(8)
 
 
 class _LinkFactory(Factory):

@@ -25,7 +25,7 @@ from beryl.levee.auth import (
     token_validator,
 )
 from beryl.levee.effects import Broadcast, Effect, SendTo
-from beryl.levee.protocol import Claims, ConnectError
+from beryl.levee.protocol import Claims, ConnectDocumentError
 from beryl.levee.registry import DocumentSessions
 from beryl.levee.sequencer import Connected, DocumentSession, SessionConfig
 from beryl.levee.store import IDocumentStore, InMemoryDocumentStore
@@ -33,7 +33,7 @@ from beryl.levee.store import IDocumentStore, InMemoryDocumentStore
 __all__ = [
     "Broadcast",
     "Claims",
-    "ConnectError",
+    "ConnectDocumentError",
     "Connected",
     "DocumentSession",
     "DocumentSessions",

@@ -24,7 +24,7 @@ from beryl.levee.protocol import (
     DOC_WRITE,
     SUMMARY_WRITE,
     Claims,
-    ConnectError,
+    ConnectDocumentError,
 )
 from beryl.levee.requests import READ, WRITE, ConnectRequest
 
@@ -37,22 +37,24 @@ __all__ = [
     "token_validator",
 ]
 
-TokenValidator = Callable[[str, str, str], "Claims | ConnectError"]
+TokenValidator = Callable[[str, str, str], "Claims | ConnectDocumentError"]
 """
 C{validate(tenant_id, document_id, token)}: the token's claims when its
 signature (and whatever else the host checks) is good, else the
-L{ConnectError} to send, normally 401 C{Invalid authentication token}.
+L{ConnectDocumentError} to send, normally 401 C{Invalid authentication token}.
 Tenant, document, expiry and scopes are checked afterwards by
 L{authorize}; a validator must not log the token.
 """
 
 
-def refuse_all_tokens(tenant_id: str, document_id: str, token: str) -> ConnectError:
+def refuse_all_tokens(
+    tenant_id: str, document_id: str, token: str
+) -> ConnectDocumentError:
     """
     The default L{TokenValidator}: no token is valid until the host
     configures a real validator.
     """
-    return ConnectError(401, "Invalid authentication token")
+    return ConnectDocumentError(401, "Invalid authentication token")
 
 
 class InsecureDevTokens:
@@ -123,7 +125,7 @@ class Grant:
 
 def authorize(
     request: ConnectRequest, validate: TokenValidator, now: float
-) -> Grant | ConnectError:
+) -> Grant | ConnectDocumentError:
     """
     Validate the request's token and check its claims: they must be for the
     requested tenant and document, unexpired at C{now} (epoch seconds), and
@@ -132,15 +134,15 @@ def authorize(
     @return: the grant, or the C{connect_document_error} to send.
     """
     claims = validate(request.tenant_id, request.document_id, request.token)
-    if isinstance(claims, ConnectError):
+    if isinstance(claims, ConnectDocumentError):
         return claims
     if claims.tenant_id != request.tenant_id:
-        return ConnectError(403, "Token not valid for this tenant")
+        return ConnectDocumentError(403, "Token not valid for this tenant")
     if claims.document_id != request.document_id:
-        return ConnectError(403, "Token not valid for this document")
+        return ConnectDocumentError(403, "Token not valid for this document")
     if claims.expires_at <= now:
-        return ConnectError(401, "Token has expired")
+        return ConnectDocumentError(401, "Token has expired")
     if DOC_READ not in claims.scopes:
-        return ConnectError(403, "Token missing required scope: doc:read")
+        return ConnectDocumentError(403, "Token missing required scope: doc:read")
     mode = WRITE if request.mode == WRITE and claims.can_write() else READ
     return Grant(mode, claims)

@@ -45,7 +45,7 @@ from beryl.channel import (
 )
 from beryl.levee.auth import TokenValidator, authorize, refuse_all_tokens
 from beryl.levee.effects import Effect
-from beryl.levee.protocol import ConnectError, NackMessage, nack_payload
+from beryl.levee.protocol import ConnectDocumentError, NackMessage, nack_payload
 from beryl.levee.registry import DocumentSessions
 from beryl.levee.requests import (
     bad_request_nack,
@@ -245,10 +245,10 @@ class LeveeRelay:
         if isinstance(assigns, DocumentConnection):
             return NoReply(assigns)
         request = parse_connect(payload, assigns.tenant_id, assigns.document_id)
-        if isinstance(request, ConnectError):
+        if isinstance(request, ConnectDocumentError):
             return Push("connect_document_error", request.to_json(), assigns)
         grant = authorize(request, self.validate, self.clock.seconds())
-        if isinstance(grant, ConnectError):
+        if isinstance(grant, ConnectDocumentError):
             self.log.info(
                 "Refused a connection to {tenant_id}/{document_id} from socket "
                 "{socket_id}: {code} {reason}",
@@ -261,7 +261,7 @@ class LeveeRelay:
             return Push("connect_document_error", grant.to_json(), assigns)
         session = self.sessions.session_for(assigns.tenant_id, assigns.document_id)
         connected = session.connect(request, grant)
-        if isinstance(connected, ConnectError):
+        if isinstance(connected, ConnectDocumentError):
             self.sessions.discard_if_idle(session)
             return Push("connect_document_error", connected.to_json(), assigns)
         self._routes[(assigns.tenant_id, assigns.document_id, connected.client_id)] = (

@@ -17,7 +17,7 @@ import orjson
 
 __all__ = [
     "Claims",
-    "ConnectError",
+    "ConnectDocumentError",
     "DOC_READ",
     "DOC_WRITE",
     "DEFAULT_BLOCK_SIZE",
@@ -140,7 +140,7 @@ class Claims:
 
 
 @attrs.frozen
-class ConnectError:
+class ConnectDocumentError:
     """
     Why a C{connect_document} was refused; pushed as
     C{connect_document_error}.

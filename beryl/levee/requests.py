@@ -3,7 +3,7 @@ Parsing of the inbound document-channel events: C{connect_document},
 C{submitOp}, C{submitSignal}, C{noop} and C{requestOps}.
 
 Pure functions that never raise: each returns a typed request, or a value
-saying what was wrong (a L{ConnectError}, a L{NackMessage}, or L{None} for
+saying what was wrong (a L{ConnectDocumentError}, a L{NackMessage}, or L{None} for
 the events Levee silently ignores when malformed).
 """
 
@@ -13,7 +13,12 @@ from typing import Any, Mapping, TypeGuard
 
 import attrs
 
-from beryl.levee.protocol import OPERATION, ConnectError, NackContent, NackMessage
+from beryl.levee.protocol import (
+    OPERATION,
+    ConnectDocumentError,
+    NackContent,
+    NackMessage,
+)
 
 __all__ = [
     "ConnectRequest",
@@ -77,7 +82,7 @@ class ConnectRequest:
 
 def parse_connect(
     payload: Any, tenant_id: str, document_id: str
-) -> ConnectRequest | ConnectError:
+) -> ConnectRequest | ConnectDocumentError:
     """
     Check a C{connect_document} payload against the channel's topic, with
     Levee's error codes and messages.
@@ -86,17 +91,19 @@ def parse_connect(
     @param document_id: the document named by the channel topic.
     """
     if not isinstance(payload, dict):
-        return ConnectError(400, "Invalid connect_document payload")
+        return ConnectDocumentError(400, "Invalid connect_document payload")
     tenant = payload.get("tenantId")
     document = payload.get("id")
     client = payload.get("client")
     if not isinstance(tenant, str) or not isinstance(document, str) or client is None:
-        return ConnectError(400, "Missing required fields: tenantId, id, token, client")
+        return ConnectDocumentError(
+            400, "Missing required fields: tenantId, id, token, client"
+        )
     token = payload.get("token")
     if not isinstance(token, str) or not token:
-        return ConnectError(401, "Missing authentication token")
+        return ConnectDocumentError(401, "Missing authentication token")
     if tenant != tenant_id or document != document_id:
-        return ConnectError(400, "Tenant/document ID mismatch with topic")
+        return ConnectDocumentError(400, "Tenant/document ID mismatch with topic")
     mode = payload.get("mode", WRITE)
     versions = payload.get("versions", ["^0.1.0"])
     features = payload.get("supportedFeatures", {})
@@ -109,7 +116,7 @@ def parse_connect(
         or not isinstance(features, dict)
         or (nonce is not None and not isinstance(nonce, str))
     ):
-        return ConnectError(400, "Invalid connection message")
+        return ConnectDocumentError(400, "Invalid connection message")
     return ConnectRequest(
         tenant_id=tenant,
         document_id=document,

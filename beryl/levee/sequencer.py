@@ -54,7 +54,7 @@ from beryl.levee.protocol import (
     SUMMARIZE,
     SUMMARY_WRITE,
     Claims,
-    ConnectError,
+    ConnectDocumentError,
     NackMessage,
     SequencedMessage,
     connected_response,
@@ -269,7 +269,7 @@ class DocumentSession:
 
     def connect(
         self, request: ConnectRequest, grant: Grant
-    ) -> Connected | ConnectError:
+    ) -> Connected | ConnectDocumentError:
         """
         Admit a client that L{authorize<beryl.levee.auth.authorize>} let in.
 
@@ -284,10 +284,10 @@ class DocumentSession:
             self.tenant_id,
             self.document_id,
         ):
-            return ConnectError(400, "Tenant/document ID mismatch with topic")
+            return ConnectDocumentError(400, "Tenant/document ID mismatch with topic")
         version = negotiate_version(request.versions, self.config.supported_versions)
         if version is None:
-            return ConnectError(
+            return ConnectDocumentError(
                 400,
                 "Unsupported client protocol. Server: "
                 f"{list(self.config.supported_versions)}. "

@@ -9,20 +9,20 @@ from typing import Mapping
 
 from beryl.presence.entries import Replica
 
-__all__ = ["Clock", "append_clock", "dominates", "upperbound"]
+__all__ = ["VectorClock", "append_clock", "dominates", "upperbound"]
 
-Clock = Mapping[Replica, int]
+VectorClock = Mapping[Replica, int]
 """A vector clock: replica to its contiguous clock (missing means 0)."""
 
 
-def dominates(a: Clock, b: Clock) -> bool:
+def dominates(a: VectorClock, b: VectorClock) -> bool:
     """
     Whether C{a} has seen everything C{b} has.
     """
     return all(a.get(replica, 0) >= clock for replica, clock in b.items())
 
 
-def upperbound(*clocks: Clock) -> dict[Replica, int]:
+def upperbound(*clocks: VectorClock) -> dict[Replica, int]:
     """
     The key-wise maximum of C{clocks}.
     """
@@ -35,8 +35,8 @@ def upperbound(*clocks: Clock) -> dict[Replica, int]:
 
 
 def append_clock(
-    clockset: Mapping[Replica, Clock], replica: Replica, clock: Clock
-) -> dict[Replica, Clock]:
+    clockset: Mapping[Replica, VectorClock], replica: Replica, clock: VectorClock
+) -> dict[Replica, VectorClock]:
     """
     Add C{replica}'s C{clock} to a set of mutually non-dominated clocks:
     the replicas left in the set are the ones worth asking for a transfer.

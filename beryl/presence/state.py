@@ -475,14 +475,6 @@ class State:
         else:
             self.clouds.pop(replica, None)
 
-    def compact(self) -> None:
-        """
-        Advance every contiguous clock over its cloud.  Merges compact as
-        they go, so this never changes anything but is safe to call.
-        """
-        for replica in list(self.clouds):
-            self._add_dots(replica, 0, ())
-
     # Transfers
 
     def full_state(self, replicas: Collection[Replica] | None = None) -> FullState:

@@ -34,7 +34,7 @@ from beryl.interfaces import (
     INodeMessaging,
     IPresence,
 )
-from beryl.presence.clocks import Clock, append_clock
+from beryl.presence.clocks import VectorClock, append_clock
 from beryl.presence.codec import (
     CodecError,
     clock_from_json,
@@ -142,7 +142,7 @@ class PresenceTracker(Service):
             replica = ("local", random_ref())
         self.state = State(replica, ref_generator, max_delta_sizes)
         self._peers: dict[str, _Peer] = {}
-        self._clockset: dict[Replica, Clock] = {}
+        self._clockset: dict[Replica, VectorClock] = {}
         self._silent_periods = max_silent_periods
         self._ticks = 0
         self._tick_call: IDelayedCall | None = None
@@ -191,8 +191,11 @@ class PresenceTracker(Service):
 
     def stopService(self) -> None:
         """
-        Stop ticking and tell the peers to drop this node's presences now
-        rather than after C{down_period}.
+        Stop ticking and send the peers a goodbye, so that they can drop
+        this node's presences without waiting for C{down_period}.  The
+        goodbye is best effort: a peer drops them early only if its link
+        delivers the message before this node's links close; otherwise it
+        notices after C{down_period} as usual.
         """
         if self._tick_call is not None and self._tick_call.active():
             self._tick_call.cancel()
@@ -507,7 +510,7 @@ class PresenceTracker(Service):
             )
 
     def _heartbeat_received(
-        self, replica: Replica, clock: Clock, remote: Delta | None
+        self, replica: Replica, clock: VectorClock, remote: Delta | None
     ) -> None:
         name = replica[0]
         now = self._clock.seconds()
@@ -530,7 +533,7 @@ class PresenceTracker(Service):
         sampled = {r: c for r, c in clock.items() if r in known}
         self._clockset = append_clock(self._clockset, replica, sampled)
 
-    def _transfer_requested(self, replica: Replica, clock: Clock) -> None:
+    def _transfer_requested(self, replica: Replica, clock: VectorClock) -> None:
         assert self._messaging is not None
         payload = self.state.extract(replica, clock)
         message = {
