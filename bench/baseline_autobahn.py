@@ -6,6 +6,8 @@ as one prepared message (framed once), which is the stock Autobahn way.
     python bench/baseline_autobahn.py PORT
 """
 
+# Autobahn's factory constructor has no annotations.
+# mypy: allow-untyped-calls
 from __future__ import annotations
 
 import sys
@@ -15,7 +17,17 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from twisted.internet import reactor
 
 
+class BroadcastFactory(WebSocketServerFactory):
+    """
+    Keeps the open connections.
+    """
+
+    clients: list[BroadcastProtocol]
+
+
 class BroadcastProtocol(WebSocketServerProtocol):
+    factory: BroadcastFactory
+
     def onOpen(self) -> None:
         self.factory.clients.append(self)
 
@@ -30,7 +42,7 @@ class BroadcastProtocol(WebSocketServerProtocol):
 
 
 def main() -> None:
-    factory = WebSocketServerFactory()
+    factory = BroadcastFactory()
     factory.protocol = BroadcastProtocol
     factory.clients = []
     reactor.listenTCP(int(sys.argv[1]), factory, interface="127.0.0.1", backlog=4096)

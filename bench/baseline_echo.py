@@ -6,6 +6,8 @@ could cost on Autobahn).
     python bench/baseline_echo.py PORT
 """
 
+# Autobahn's sendMessage has no annotations.
+# mypy: allow-untyped-calls
 from __future__ import annotations
 
 import sys

@@ -15,47 +15,48 @@ tracker, in-process, on a simulated clock.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from twisted.internet.task import Clock
 
-from twisted.internet.task import Clock  # noqa: E402
-
-from beryl.presence.tracker import CHANNEL, PresenceTracker  # noqa: E402
-from tests.fake_messaging import FakeNetwork  # noqa: E402
+from beryl.presence.tracker import CHANNEL, PresenceTracker
+from beryl.testing import FakeNetwork
 
 PERIOD = 1.5
 
 
-def per_join_cost(size: int, joins: int) -> tuple[float, float, float]:
+def per_join_cost(size: int, joins: int) -> tuple[float, float, float, float]:
     """
-    Microseconds per join on A, delta taken, merged on B with its diff
-    turned into Phoenix format by a tracker; and milliseconds per list of
-    the topic.
+    Microseconds per join on A carried to B (a tick of both trackers, the
+    delta on the wire, B's merge and its diff in Phoenix format); the same
+    join on the pure state alone; and milliseconds per list of the topic,
+    against rebuilding it from the CRDT.
     """
     clock = Clock()
-    network = FakeNetwork(clock)
+    network = FakeNetwork(clock, latency=0)
     a_node, b_node = network.node("a"), network.node("b")
-    a = PresenceTracker(a_node, clock)
-    b = PresenceTracker(b_node, clock)
-    diffs = []
+    a = PresenceTracker(a_node, clock, broadcast_period=PERIOD)
+    b = PresenceTracker(b_node, clock, broadcast_period=PERIOD)
+    for tracker, node in ((a, a_node), (b, b_node)):
+        network.connect(node)
+        tracker.startService()
+    diffs: list[Any] = []
     b.subscribe_diffs(lambda topic, diff: diffs.append(diff))
-    a.state.replica_up(b.replica)
-    b.state.replica_up(a.replica)
     for number in range(size):
-        a.state.join("big", f"user{number}", f"s{number}", {"online_at": number})
-    b._emit(b.state.merge(a.state.take_delta()))
+        a.track("big", f"user{number}", f"s{number}", {"online_at": number})
+    while len(b.list("big")) < size:
+        clock.advance(PERIOD)
+    clock.advance(PERIOD)
     diffs.clear()
-    # What a tracker does for each join that arrives in its own heartbeat.
+    # Each join travels in its own tick.
     started = time.perf_counter()
     for number in range(joins):
         a.track("big", f"new{number}", f"n{number}", {"online_at": number})
-        b._emit(b.state.merge(a.state.take_delta()))
+        clock.advance(PERIOD)
+        clock.advance(0)
     per_join = (time.perf_counter() - started) / joins * 1e6
-    assert len(diffs) == joins
+    assert len(diffs) == joins, (len(diffs), joins)
     started = time.perf_counter()
     rounds = 20
     for _ in range(rounds):
@@ -77,6 +78,8 @@ def per_join_cost(size: int, joins: int) -> tuple[float, float, float]:
         a.state.join("big", f"more{number}", f"m{number}", {"online_at": number})
         b.state.merge(a.state.take_delta())
     per_join_state = (time.perf_counter() - started) / joins * 1e6
+    for tracker in (a, b):
+        tracker.stopService()
     return per_join, per_join_state, per_list, per_rebuild
 
 
@@ -195,12 +198,12 @@ def main() -> None:
     parser.add_argument("--joins", type=int, default=2000)
     parser.add_argument("--burst", type=int, default=10000)
     args = parser.parse_args()
-    results = {}
+    results: dict[int, tuple[float, float, float, float]] = {}
     for size in (1000, 10000):
         results[size] = per_join_cost(size, args.joins)
         per_join, per_join_state, per_list, per_rebuild = results[size]
         print(
-            f"(a) topic of {size:>6,}: {per_join:6.1f} us per join (track + delta + merge + Phoenix diff), "
+            f"(a) topic of {size:>6,}: {per_join:6.1f} us per join (track + tick + wire + merge + Phoenix diff), "
             f"{per_join_state:5.1f} us state only; list() {per_list:6.2f} ms "
             f"(baseline, rebuilt from the CRDT: {per_rebuild:6.2f} ms)"
         )

@@ -4,7 +4,7 @@
 // distinct user, so each holds a socket, a channel and a presence.  Prints
 // READY once every join was answered and the presence_state arrived, then
 // waits for a line on stdin before closing.
-const WebSocket = require("../tests/interop/node_modules/ws");
+const WebSocket = require("ws");
 const [url, nArg, perRoomArg] = process.argv.slice(2);
 const N = Number(nArg), PER_ROOM = Number(perRoomArg);
 let ready = 0, inFlight = 0, next = 0;

@@ -7,7 +7,7 @@
 // each message only when the sender got its own copy of the previous one, so
 // every broadcast is written on its own (no batching of several broadcasts
 // into one send() per socket).  Prints JSON: {deliveries, seconds, rate}.
-const WebSocket = require("../tests/interop/node_modules/ws");
+const WebSocket = require("ws");
 const [url, nArg, mArg, mode, pacedArg] = process.argv.slice(2);
 const paced = pacedArg === "1";
 let sent = 0;

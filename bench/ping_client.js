@@ -2,7 +2,7 @@
 // usage: node ping_client.js URL SOCKETS WINDOW TOTAL MODE   (MODE: beryl | baseline)
 // Each socket keeps WINDOW pings in flight; stops after TOTAL replies.
 // Prints READY when the measured phase starts, then JSON {replies, seconds, rate}.
-const WebSocket = require("../tests/interop/node_modules/ws");
+const WebSocket = require("ws");
 const [url, socketsArg, windowArg, totalArg, mode] = process.argv.slice(2);
 const S = Number(socketsArg), W = Number(windowArg), TOTAL = Number(totalArg);
 let open = 0, joined = 0, replies = 0, sent = 0, started = 0n;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run Beryl's whole test suite from a fresh checkout: creates .venv, installs
-# the package with its test extra and the interop tests' npm packages, then
-# runs mypy --strict and every trial test (unit, end to end, interop).
+# the package with its test extra and the npm packages of the interop tests
+# and of the benchmarks' load clients, then runs ruff, mypy --strict (beryl,
+# tests and bench) and every trial test (unit, end to end, interop).
 # Arguments, if any, are trial targets to run instead of all of tests/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ fi
 
 if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+  (cd bench && npm ci --no-audit --no-fund --loglevel=error)
 elif [ "${CI:-}" = "true" ]; then
   echo "scripts/test.sh: node and npm are required in CI for the interop tests" >&2
   exit 1
@@ -28,8 +30,8 @@ echo "== ruff"
 .venv/bin/ruff check beryl tests bench docs twisted
 .venv/bin/ruff format --check beryl tests bench docs twisted
 
-echo "== mypy --strict beryl"
-.venv/bin/mypy --strict beryl
+echo "== mypy --strict beryl tests bench"
+.venv/bin/mypy --strict
 
 echo "== trial tests"
 log=$(mktemp)

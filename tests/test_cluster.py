@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from twisted.application.internet import backoffPolicy
@@ -19,7 +19,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.protocols import amp
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -243,8 +243,9 @@ class ClusterHarness:
 
 def capture_logs(case: SynchronousTestCase) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    observer = cast(ILogObserver, events.append)
+    globalLogPublisher.addObserver(observer)
+    case.addCleanup(globalLogPublisher.removeObserver, observer)
     return events
 
 

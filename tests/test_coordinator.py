@@ -101,6 +101,7 @@ class Recorder:
             ctx.broadcast_from("whisper", payload)
             return NoReply(state)
         if event == "track":
+            assert isinstance(payload, dict)
             ctx.track(payload["key"], {"n": 1})
             return NoReply(state)
         if event == "bad":
@@ -551,7 +552,12 @@ class AsyncTests(CoordinatorTestCase):
         client.send("1", "3", "room:a", "phx_leave", {})
         self.assertEqual(self.recorder.infos, [])
         self.assertEqual(
-            [c for c in self.clock.getDelayedCalls() if c.func.__name__ == "fire"], []
+            [
+                call
+                for call in self.clock.getDelayedCalls()
+                if getattr(call, "func", None).__name__ == "fire"  # type: ignore[union-attr]
+            ],
+            [],
         )
 
     def test_cancelled_timers_not_kept(self) -> None:
@@ -723,7 +729,7 @@ class BroadcastTests(CoordinatorTestCase):
         broken.send("1", "1", "room:a", "phx_join", {})
         after = self.joined()
         self.coordinator.broadcast("room:a", "news", {})
-        frame = [None, None, "room:a", "news", {}]
+        frame: list[Any] = [None, None, "room:a", "news", {}]
         self.assertEqual(before.take(), [frame])
         self.assertEqual(after.take(), [frame])
         self.assertEqual(broken.connection.closed, (1011, "internal error"))

@@ -6,7 +6,7 @@ clients.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 from twisted.internet.task import Clock
@@ -17,9 +17,8 @@ from beryl.channel import Channel, JoinContext, JoinOk, JoinResult
 from beryl.coordinator import Coordinator
 from beryl.groups import GroupError, GroupExists, Groups, UnknownGroup
 from beryl.pubsub import PubSub
-from beryl.testing import FakeClient
+from beryl.testing import FakeClient, FakeNetwork
 from beryl.wire import V1_JSON, Binary, Payload
-from tests.test_pubsub import FakeNetwork
 
 
 def join_anything(topic: str, payload: Payload, ctx: JoinContext) -> JoinResult[None]:
@@ -79,13 +78,14 @@ class TableTests(SynchronousTestCase):
 
     def test_unknown_group(self) -> None:
         """Every operation on a group that does not exist raises UnknownGroup."""
-        for operation, args in [
+        operations: list[tuple[Callable[..., object], tuple[Any, ...]]] = [
             (self.groups.delete, ("nope",)),
             (self.groups.add, ("nope", "room:a")),
             (self.groups.remove, ("nope", "room:a")),
             (self.groups.topics, ("nope",)),
             (self.groups.broadcast, ("nope", "e", {})),
-        ]:
+        ]
+        for operation, args in operations:
             error = self.assertRaises(UnknownGroup, operation, *args)
             self.assertEqual(error.group, "nope")
             self.assertEqual(str(error), "no group named 'nope'")

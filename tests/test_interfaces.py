@@ -59,7 +59,7 @@ class DeclaredInterfaceTests(SynchronousTestCase):
             names,
         )
         for cls, interface in pairs:
-            self.assertTrue(verifyClass(interface, cls), (cls, interface))  # type: ignore[arg-type]
+            self.assertTrue(verifyClass(interface, cls), (cls, interface))
 
     def test_pubsub_observes_membership(self) -> None:
         """PubSub provides IPubSub and IMembershipObserver."""

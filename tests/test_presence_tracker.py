@@ -7,7 +7,7 @@ L{task.Clock}.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import orjson
 from twisted.internet.task import Clock
@@ -21,8 +21,8 @@ from beryl.interfaces import (
 )
 from beryl.presence.state import AlreadyTrackedError, NoPresenceError
 from beryl.presence.tracker import CHANNEL, PresenceTracker
+from beryl.testing import FakeMessaging, FakeNetwork
 from beryl.wire import PresenceList
-from tests.fake_messaging import FakeMessaging, FakeNetwork
 
 PERIOD = 1.0
 DOWN = 4.0
@@ -223,7 +223,7 @@ class SingleNodeTests(SynchronousTestCase):
         entry = snapshot["alice"]
         for change in (
             lambda: snapshot.__setitem__("bob", {}),
-            lambda: entry.__setitem__("user", {"name": "Alice"}),
+            lambda: cast(Any, entry).__setitem__("user", {"name": "Alice"}),
             lambda: entry["metas"].append({"phx_ref": "bogus"}),
             lambda: entry["metas"][0].__setitem__("n", 2),
             lambda: entry["metas"][0].update(n=2),
@@ -602,7 +602,7 @@ class ReplicationTests(TrackerTestCase):
         """Malformed or spoofed messages are dropped without effect."""
         a, a_diffs = self.tracker("a")
         b, _ = self.tracker("b")
-        handler = self.network.nodes["a"].handlers[CHANNEL]
+        (handler,) = self.network.nodes["a"].handlers[CHANNEL]
         for data in [
             b"not json",
             b"[]",

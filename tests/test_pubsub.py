@@ -4,7 +4,7 @@ Tests for L{beryl.pubsub.PubSub}.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import attrs
 import orjson
@@ -14,12 +14,11 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from beryl.interfaces import (
-    IMembershipObserver,
-    INodeMessaging,
     IPubSub,
     ISubscriber,
 )
 from beryl.pubsub import PubSub
+from beryl.testing import FakeNetwork
 from beryl.wire import Binary, Payload
 
 
@@ -50,78 +49,6 @@ class Broken:
         self, topic: str, event: str, payload: Payload, from_id: str | None
     ) -> None:
         raise RuntimeError("subscriber failed")
-
-
-@attrs.define
-class FakeNetwork:
-    """
-    In-memory node messaging: messages queue until L{flush}, in order.
-    """
-
-    nodes: dict[str, FakeMessaging] = attrs.field(factory=dict)
-    queue: list[tuple[str, str, str, bytes]] = attrs.field(factory=list)
-
-    def join(self, name: str) -> FakeMessaging:
-        node = FakeMessaging(self, name)
-        for other in list(self.nodes.values()):
-            node.up.add(other.node_name)
-            other.up.add(name)
-        self.nodes[name] = node
-        for other in list(self.nodes.values()):
-            if other is not node:
-                other.notify("node_up", name, node.incarnation)
-                node.notify("node_up", other.node_name, other.incarnation)
-        return node
-
-    def leave(self, name: str) -> None:
-        node = self.nodes.pop(name)
-        for other in self.nodes.values():
-            other.up.discard(name)
-            other.notify("node_down", name, node.incarnation)
-
-    def flush(self) -> None:
-        while self.queue:
-            sender, receiver, channel, data = self.queue.pop(0)
-            node = self.nodes.get(receiver)
-            if node is not None:
-                for handler in node.handlers.get(channel, []):
-                    handler(sender, data)
-
-
-@implementer(INodeMessaging)
-@attrs.define(eq=False)
-class FakeMessaging:
-    """One node of a L{FakeNetwork}; records what it sends."""
-
-    network: FakeNetwork
-    node_name: str
-    incarnation: str = "1"
-    up: set[str] = attrs.field(factory=set)
-    handlers: dict[str, list[Callable[[str, bytes], None]]] = attrs.field(factory=dict)
-    observers: list[IMembershipObserver] = attrs.field(factory=list)
-    sent: list[tuple[str, str, bytes]] = attrs.field(factory=list)
-
-    def send(self, node_name: str, channel: str, data: bytes) -> None:
-        if node_name in self.up:
-            self.sent.append((node_name, channel, data))
-            self.network.queue.append((self.node_name, node_name, channel, data))
-
-    def send_all(self, channel: str, data: bytes) -> None:
-        for node_name in sorted(self.up):
-            self.send(node_name, channel, data)
-
-    def add_handler(self, channel: str, handler: Callable[[str, bytes], None]) -> None:
-        self.handlers.setdefault(channel, []).append(handler)
-
-    def add_membership_observer(self, observer: IMembershipObserver) -> None:
-        self.observers.append(observer)
-
-    def peers(self) -> dict[str, str]:
-        return {name: self.network.nodes[name].incarnation for name in self.up}
-
-    def notify(self, event: str, name: str, incarnation: str) -> None:
-        for observer in self.observers:
-            getattr(observer, event)(name, incarnation)
 
 
 class LocalTests(SynchronousTestCase):
@@ -369,7 +296,7 @@ class ClusterTests(SynchronousTestCase):
         self.clock.advance(1)
         self.network.flush()
         self.assertEqual(self.pubsub["a"].subscriber_count("t"), 1)
-        self.network.leave("b")
+        self.network.disconnect("b")
         self.assertEqual(self.pubsub["a"].subscriber_count("t"), 0)
         self.pubsub["a"].subscribe("t", Recorder("2"))
         self.clock.advance(1)

@@ -10,6 +10,7 @@ import base64
 import json
 from typing import Any
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import connectionDone
@@ -70,7 +71,7 @@ class LineClient(LineReceiver):
 class LoopbackTests(TestCase):
     """The example host, a LineReceiver over real loopback TCP, in front of the bridge."""
 
-    def test_join_reply_broadcast(self) -> None:
+    def test_join_reply_broadcast(self) -> Deferred[None]:
         """Two TCP clients join a room through the host; replies and broadcasts arrive as lines."""
         from twisted.internet import reactor
 
@@ -82,11 +83,14 @@ class LoopbackTests(TestCase):
         self.addCleanup(bridge.stop)
         port = await listening
         self.addCleanup(port.stopListening)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        address = port.getHost()
+        assert isinstance(address, IPv4Address)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", address.port)
         alice: LineClient = await connectProtocol(endpoint, LineClient())
         bob: LineClient = await connectProtocol(endpoint, LineClient())
-        self.addCleanup(alice.transport.loseConnection)
-        self.addCleanup(bob.transport.loseConnection)
+        for client in (alice, bob):
+            assert client.transport is not None
+            self.addCleanup(client.transport.loseConnection)
 
         for client in (alice, bob):
             client.send(["1", "1", "room:lobby", "phx_join", {}])

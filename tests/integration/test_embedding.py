@@ -39,19 +39,27 @@ class TickerClient(WebSocketClientProtocol):
             self.sendClose(1000)
 
 
+class TickerFactory(WebSocketClientFactory):
+    """
+    Builds L{TickerClient}s; C{done} fires with what the client saw.
+    """
+
+    protocol = TickerClient
+
+    def __init__(self, url: str) -> None:
+        WebSocketClientFactory.__init__(self, url)
+        self.done: Deferred[list[Any]] = Deferred()
+
+
 class EmbeddingTests(TestCase):
-    def test_embedded_in_host_application(self) -> None:
+    def test_embedded_in_host_application(self) -> Deferred[Any]:
         """The host's own page and Beryl's channels are served from one site and one MultiService."""
         port = free_port()
         application = embed_example.build(reactor, f"tcp:{port}:interface=127.0.0.1")
         application.startService()
         self.addCleanup(application.stopService)
 
-        factory = WebSocketClientFactory(
-            f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
-        )
-        factory.protocol = TickerClient
-        factory.done = Deferred()
+        factory = TickerFactory(f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0")
         connectWS(factory)
 
         def check(seen: list[Any]) -> Deferred[bytes]:
@@ -63,9 +71,9 @@ class EmbeddingTests(TestCase):
             self.assertEqual(tick[:4], [None, None, "ticker", "tick"])
             self.assertIsInstance(tick[4]["n"], int)
             agent = Agent(reactor)
-            d = agent.request(b"GET", f"http://127.0.0.1:{port}/status".encode())
-            d.addCallback(readBody)
-            return d
+            return agent.request(
+                b"GET", f"http://127.0.0.1:{port}/status".encode()
+            ).addCallback(readBody)
 
         factory.done.addCallback(check)
         factory.done.addCallback(self.assertEqual, b"ok")

@@ -69,7 +69,7 @@ class NodeLines(ProcessProtocol):
 class EndToEndTests(TestCase):
     """Group broadcasts to the official phoenix client over real WebSockets."""
 
-    def test_phoenix_clients_in_two_rooms(self) -> None:
+    def test_phoenix_clients_in_two_rooms(self) -> Deferred[None]:
         """Two phoenix clients in two rooms of a group both get a group broadcast; an outsider does not."""
         from twisted.internet import reactor
 

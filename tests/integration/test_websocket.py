@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from typing import Any, Mapping
 
-from twisted.internet import reactor
+from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
@@ -24,6 +24,9 @@ HANDSHAKE = (
     "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
+
+# Twisted's stubs type the global reactor narrowly (listenTCP rejects a Site).
+reactor: Any = global_reactor
 
 
 def masked_text(payload: bytes) -> bytes:
