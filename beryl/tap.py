@@ -8,13 +8,19 @@ it to L{make_beryl_service}, which tests call with a fake reactor.
 from __future__ import annotations
 
 import importlib
+import math
+import os
 import re
 import socket
-from typing import Any
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
-from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.web.server import Site
@@ -24,19 +30,66 @@ from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
 from beryl.web import root_resource
 
-__all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
+__all__ = [
+    "ENVIRONMENT_PREFIX",
+    "Options",
+    "load_app",
+    "make_beryl_service",
+    "makeService",
+    "tls_available",
+]
+
+ENVIRONMENT_PREFIX = "BERYL_"
+"""
+Every option can also be set as C{BERYL_<OPTION>}: C{--cluster-secret} is
+C{BERYL_CLUSTER_SECRET}.  The command line wins.
+"""
+
+_TLS_TYPES = frozenset({"ssl", "tls"})
+_TLS_HINT = "TLS needs pyOpenSSL and service_identity: pip install 'beryl[tls]'"
+_ENDPOINT_HINT = (
+    "give a port number or a Twisted endpoint string such as "
+    "tcp:4000:interface=127.0.0.1"
+)
 
 
-_NUMBERS: dict[str, type[int] | type[float]] = {
-    "heartbeat-timeout": float,
-    "max-frame-size": int,
-    "max-channels": int,
-    "broadcast-period": float,
-    "max-silent-periods": int,
-    "down-period": float,
-    "permdown-period": float,
-}
-"""The numeric options, all positive, checked in L{Options.postOptions}."""
+def _positive(kind: type[int] | type[float], option: str) -> Callable[[str], Any]:
+    """
+    A L{usage.Options} coerce function for a positive, finite number.
+    """
+    what = "integer" if kind is int else "number"
+
+    def coerce(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{option}: expected a positive {what}, not {text!r}")
+        return value
+
+    coerce.coerceDoc = f"A positive {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def tls_available() -> bool:
+    """
+    Whether Twisted's TLS support (pyOpenSSL and service_identity, the
+    C{beryl[tls]} extra) can be imported.
+    """
+    try:
+        importlib.import_module("OpenSSL")
+        importlib.import_module("service_identity")
+    except ImportError:
+        return False
+    return True
+
+
+def _endpoint_type(description: str) -> str:
+    """
+    The endpoint type of a description: C{tcp}, C{ssl}, C{unix}...
+    """
+    return description.partition(":")[0].strip().lower()
 
 
 def endpoint_description(value: str) -> str:
@@ -48,40 +101,79 @@ def endpoint_description(value: str) -> str:
     return f"tcp:{value}" if value.isdigit() else value
 
 
+def _listening(option: str, description: str) -> MemoryReactor:
+    """
+    Parse a server endpoint description with Twisted's parser and listen on
+    a L{MemoryReactor}, which records what a real listen would do.
+
+    @raise usage.UsageError: naming the option, when the description does
+        not parse, needs TLS support that is not installed, or names a
+        port out of range.
+    """
+    if _endpoint_type(description) in _TLS_TYPES and not tls_available():
+        raise usage.UsageError(f"--{option}: {description!r}: {_TLS_HINT}")
+    reactor = MemoryReactor()
+    try:
+        endpoint = serverFromString(reactor, description)
+    except ImportError:
+        raise usage.UsageError(f"--{option}: {description!r}: {_TLS_HINT}") from None
+    except OSError as error:
+        raise usage.UsageError(
+            f"--{option}: {description!r}: cannot read {error.filename or 'a file'}: "
+            f"{error.strerror}; check the certificate and key paths"
+        ) from None
+    except Exception as error:
+        raise usage.UsageError(
+            f"--{option}: {description!r} is not an endpoint ({error}); "
+            + _ENDPOINT_HINT
+        ) from None
+    endpoint.listen(Factory())
+    for port in [row[0] for row in reactor.tcpServers + reactor.sslServers]:
+        if not 0 <= port <= 65535:
+            raise usage.UsageError(
+                f"--{option}: {port} is not a port number; give one from 1 to 65535"
+            )
+    return reactor
+
+
 def _server_endpoint(option: str, value: str) -> str:
     """
-    The server endpoint description an option names, checked for syntax.
+    The server endpoint description an option names, checked with
+    Twisted's endpoint parser.
 
-    @raise usage.UsageError: naming the option, when it does not parse.
+    @raise usage.UsageError: naming the option, when it cannot be used.
     """
     description = endpoint_description(value)
-    try:
-        serverFromString(MemoryReactor(), description)
-    except (ValueError, TypeError, KeyError) as error:
-        raise usage.UsageError(f"--{option}: {error}") from None
+    _listening(option, description)
     return description
+
+
+def _host_port(host: str, port: int) -> str:
+    """
+    C{host:port}, with brackets around an IPv6 address.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _listen_address(description: str) -> tuple[str, int]:
     """
-    The host and port a TCP server endpoint description listens on: its
-    C{interface} when one is given (and not a wildcard), else this host's
+    The host and port a TCP or TLS server endpoint description listens on:
+    its interface when one is given (and not a wildcard), else this host's
     name.
 
     @raise usage.UsageError: when the description has no port.
     """
-    fields = description.split(":")
-    args = [f for f in fields[1:] if "=" not in f]
-    kwargs = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
-    port = kwargs.get("port") or (args[0] if args else "")
-    if not port.isdigit():
+    reactor = _listening("cluster-port", description)
+    rows = [(row[0], row[-1]) for row in reactor.tcpServers + reactor.sslServers]
+    if not rows:
         raise usage.UsageError(
-            f"--cluster-port: cannot find a port number in {description!r}"
+            f"--cluster-port: {description!r} has no port number; use a TCP or "
+            "TLS endpoint such as tcp:4001"
         )
-    interface = kwargs.get("interface", "")
+    port, interface = rows[0]
     if interface in ("", "0.0.0.0", "::"):
         interface = socket.gethostname()
-    return interface, int(port)
+    return interface, port
 
 
 def load_app(spec: str) -> App:
@@ -94,6 +186,10 @@ def load_app(spec: str) -> App:
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError(f"{spec!r} is not of the form package.module:attribute")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        # As for twistd -y and python -m: the user's own directory first.
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -111,6 +207,45 @@ def load_app(spec: str) -> App:
     return value
 
 
+def _variable(option: str) -> str:
+    """
+    The environment variable for an option: C{--cluster-secret} is
+    C{BERYL_CLUSTER_SECRET}.
+    """
+    return ENVIRONMENT_PREFIX + option.upper().replace("-", "_")
+
+
+def _one_line(message: str) -> str:
+    """
+    A usage error's text without Twisted's prefixes, on one line.
+    """
+    message = message.removeprefix("Parameter type enforcement failed: ")
+    if message.startswith("option --") and message.endswith(" not recognized"):
+        message += "; check its spelling"
+    return " ".join(message.split())
+
+
+def _command() -> str:
+    """
+    How the user ran us: C{twistd beryl} or C{twist beryl}.
+    """
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return f"{program or 'twistd'} beryl"
+
+
+def _exit_with_usage_error(message: str) -> NoReturn:
+    """
+    Print a usage error in one line, then a hint to run C{--help}, and exit
+    with status 2.
+    """
+    command = _command()
+    sys.stderr.write(
+        f"{command}: {message}\nRun '{command} --help' for every option.\n"
+    )
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
 class Options(usage.Options):
     """
     Options of C{twistd beryl}.
@@ -120,10 +255,15 @@ class Options(usage.Options):
     longdesc = (
         "Serve Phoenix Channels over WebSocket at /socket/websocket. Without "
         "--app, the built-in demo (a chat page at / with room:* and feed:* "
-        "channels) is served."
+        "channels) is served. Every option can also be set in the environment "
+        "as BERYL_<OPTION> (BERYL_PORT=4100, BERYL_CLUSTER_SECRET=..., "
+        "BERYL_LEVEE=1); the command line wins."
     )
 
-    optFlags = [
+    environ: Mapping[str, str] = os.environ
+    """Where C{BERYL_<OPTION>} variables are read; tests replace it."""
+
+    optFlags: list[list[Any]] = [
         [
             "levee",
             None,
@@ -136,18 +276,18 @@ class Options(usage.Options):
         ],
     ]
 
-    optParameters = [
+    optParameters: list[list[Any]] = [
         [
             "port",
             "p",
             "4000",
-            "Listen here: a port number or a Twisted server endpoint string (tcp:4000:interface=127.0.0.1, ssl:...).",
+            "Listen here: a port number or a Twisted server endpoint string (tcp:4000:interface=127.0.0.1; ssl:443:privateKey=key.pem:certKey=cert.pem needs beryl[tls]).",
         ],
         [
             "app",
             "a",
             None,
-            "The application to serve, as package.module:attribute (a beryl.App or a function returning one).",
+            "The application to serve, as package.module:attribute (a beryl.App or a function returning one); the current directory is on the import path.",
         ],
         [
             "cluster-port",
@@ -180,59 +320,117 @@ class Options(usage.Options):
             None,
             60.0,
             "Close sockets that send nothing for this many seconds.",
+            _positive(float, "heartbeat-timeout"),
         ],
         [
             "max-frame-size",
             None,
             8 * 1024 * 1024,
             "Largest inbound WebSocket message in bytes; larger closes with 1009.",
+            _positive(int, "max-frame-size"),
         ],
-        ["max-channels", None, 100, "Most channels one socket may join."],
+        [
+            "max-channels",
+            None,
+            100,
+            "Most channels one socket may join.",
+            _positive(int, "max-channels"),
+        ],
         [
             "check-origin",
             None,
             "host",
             "Origin check: 'host' (origin host equals Host header), 'off', or comma-separated allowed origins (https://example.com,//*.example.com).",
         ],
-        ["broadcast-period", None, 1.5, "Presence: seconds between replication ticks."],
+        [
+            "broadcast-period",
+            None,
+            1.5,
+            "Presence: seconds between replication ticks.",
+            _positive(float, "broadcast-period"),
+        ],
         [
             "max-silent-periods",
             None,
             10,
             "Presence: ticks without changes before an empty heartbeat.",
+            _positive(int, "max-silent-periods"),
         ],
         [
             "down-period",
             None,
             30.0,
             "Presence: seconds of silence before a peer is down.",
+            _positive(float, "down-period"),
         ],
         [
             "permdown-period",
             None,
             1200.0,
             "Presence: seconds before a down peer's presences are deleted.",
+            _positive(float, "permdown-period"),
         ],
     ]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{BERYL_<OPTION>} variables, then the command line (which
+        wins, coming later).
+
+        Under C{twistd} or C{twist} (when this is a subcommand), a usage
+        error is reported in one line naming the option and the fix, and a
+        hint to run C{--help}, instead of the whole usage text.
+        """
+        argv = list(sys.argv[1:] if options is None else options)
+        from_environment = self._environment_arguments()
+        try:
+            super().parseOptions(from_environment + argv)  # type: ignore[no-untyped-call]
+        except usage.UsageError as error:
+            message = _one_line(str(error))
+            for name in self._environment_names:
+                given = any(
+                    a == f"--{name}" or a.startswith(f"--{name}=") for a in argv
+                )
+                if not given and f"--{name}" in message:
+                    message += f" (set by {_variable(name)})"
+                    break
+            if getattr(self, "parent", None) is None:
+                raise usage.UsageError(message) from None
+            _exit_with_usage_error(message)
+
+    def _environment_arguments(self) -> list[str]:
+        """
+        The options set in the environment, as command-line arguments.
+        """
+        self._environment_names: list[str] = []
+        arguments: list[str] = []
+        for flag in self.optFlags:
+            name = str(flag[0])
+            value = self.environ.get(_variable(name))
+            if value is None:
+                continue
+            switch = value.strip().lower()
+            if switch in ("1", "true", "yes", "on"):
+                arguments.append(f"--{name}")
+                self._environment_names.append(name)
+            elif switch not in ("", "0", "false", "no", "off"):
+                raise usage.UsageError(
+                    f"{_variable(name)}: expected 1/true/yes/on or 0/false/no/off, "
+                    f"not {value!r}"
+                )
+        for parameter in self.optParameters:
+            name = str(parameter[0])
+            value = self.environ.get(_variable(name))
+            if value is not None:
+                arguments.append(f"--{name}={value}")
+                self._environment_names.append(name)
+        return arguments
 
     def postOptions(self) -> None:
         """
         Check everything here, so that bad input is a one-line usage error
         rather than a traceback later.
         """
-        for name, kind in _NUMBERS.items():
-            value = self[name]
-            if isinstance(value, str):
-                try:
-                    value = kind(value)
-                except ValueError:
-                    value = 0
-                if value <= 0:
-                    what = "integer" if kind is int else "number"
-                    raise usage.UsageError(
-                        f"--{name}: expected a positive {what}, not {self[name]!r}"
-                    )
-                self[name] = value
         self["port"] = _server_endpoint("port", self["port"])
         if self["app"] is not None:
             try:
@@ -276,12 +474,12 @@ class Options(usage.Options):
                     raise usage.UsageError(f"--{name} needs --cluster-port")
             return None
         listen = _server_endpoint("cluster-port", port)
+        names = [peer for peer in re.split(r"[,\s]+", self["peers"] or "") if peer]
+        for peer in names:
+            if _endpoint_type(peer) in _TLS_TYPES and not tls_available():
+                raise usage.UsageError(f"--peers: {peer!r}: {_TLS_HINT}")
         try:
-            peers = tuple(
-                peer_endpoint_description(peer)
-                for peer in re.split(r"[,\s]+", self["peers"] or "")
-                if peer
-            )
+            peers = tuple(peer_endpoint_description(peer) for peer in names)
         except ValueError as error:
             raise usage.UsageError(f"--peers: {error}") from None
         if (
@@ -305,7 +503,7 @@ class Options(usage.Options):
             if not secret:
                 raise usage.UsageError("--cluster-secret-file: the file is empty")
         host, number = _listen_address(listen)
-        advertise_text = self["cluster-advertise"] or f"{host}:{number}"
+        advertise_text = self["cluster-advertise"] or _host_port(host, number)
         try:
             advertise = peer_endpoint_description(advertise_text)
         except ValueError as error:
@@ -317,6 +515,35 @@ class Options(usage.Options):
             advertise=advertise,
             secret=secret,
         )
+
+
+class _ListenService(StreamServerEndpointService):
+    """
+    A listener whose failure to listen (the port is in use, or needs
+    privileges) stops C{twistd} with one line naming the option, not a
+    traceback.
+    """
+
+    def __init__(
+        self, option: str, description: str, endpoint: Any, factory: Any
+    ) -> None:
+        super().__init__(endpoint, factory)  # type: ignore[no-untyped-call]
+        self._raiseSynchronously = True
+        self._option = option
+        self._description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or str(
+                error.socketError
+            )
+            raise SystemExit(
+                f"{_command()}: --{self._option}: cannot listen on "
+                f"{self._description!r}: {reason}; stop what uses it or choose "
+                f"another --{self._option}"
+            ) from None
 
 
 def make_beryl_service(options: Options, reactor: Any) -> MultiService:
@@ -352,7 +579,9 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     )
     top = server.service
     site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))
-    web = strports.service(options["port"], site, reactor=reactor)
+    web = _ListenService(
+        "port", options["port"], serverFromString(reactor, options["port"]), site
+    )
     web.name = "web"
     top.addService(web)
     return top
