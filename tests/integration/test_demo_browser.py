@@ -57,6 +57,30 @@ def _browser_paths(testcase: SynchronousTestCase) -> tuple[str, str]:
     return chromium, driver
 
 
+def open_chromium(
+    testcase: SynchronousTestCase, chromium: str, chromedriver: str
+) -> Any:
+    """
+    A Selenium driver for a fresh headless Chromium (its own profile
+    directory), quit in the test's cleanup.
+    """
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    profile = Path(testcase.mktemp()).resolve()
+    profile.mkdir(parents=True)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(
+        options=options, service=Service(executable_path=chromedriver)
+    )
+    testcase.addCleanup(driver.quit)
+    return driver
+
+
 class Page:
     """
     One user's browser on the demo page.
@@ -112,20 +136,7 @@ class DemoPageTests(SynchronousTestCase):
         self.pages: list[Page] = []
 
     def open_page(self, name: str) -> Page:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-
-        options = webdriver.ChromeOptions()
-        options.binary_location = self.chromium
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        profile = Path(self.mktemp()).resolve()
-        profile.mkdir(parents=True)
-        options.add_argument(f"--user-data-dir={profile}")
-        driver = webdriver.Chrome(
-            options=options, service=Service(executable_path=self.chromedriver)
-        )
-        self.addCleanup(driver.quit)
+        driver = open_chromium(self, self.chromium, self.chromedriver)
         driver.get(f"http://127.0.0.1:{self.server.port}/")
         page = Page(driver, name)
         self.pages.append(page)
