@@ -38,7 +38,7 @@ from tests.interop.harness import (
     unique_topic,
 )
 
-DOCS = ("README.md",)
+DOCS = ("README.md", "docs/guide.md")
 
 _BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.M | re.S)
 _EXCERPT = re.compile(r"\A# (docs/examples/\S+\.py)\n")
@@ -95,6 +95,23 @@ class PythonBlockTests(SynchronousTestCase):
                 "--cache-dir=/dev/null",
                 f"--config-file={REPO_ROOT / 'pyproject.toml'}",
                 *[str(self.directory / f"{name}.py") for name, _ in self.modules],
+            ]
+        )
+        self.assertEqual(status, 0, stdout + stderr)
+
+    def test_examples_mypy_strict(self) -> None:
+        """Every file in docs/examples, whose excerpts the docs show, passes mypy --strict."""
+        files = sorted(
+            str(path) for path in (REPO_ROOT / "docs" / "examples").glob("*.py")
+        )
+        self.assertIn("step1_ping.py", "".join(files))
+        stdout, stderr, status = api.run(
+            [
+                "--strict",
+                "--no-incremental",
+                "--cache-dir=/dev/null",
+                f"--config-file={REPO_ROOT / 'pyproject.toml'}",
+                *files,
             ]
         )
         self.assertEqual(status, 0, stdout + stderr)
