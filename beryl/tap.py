@@ -599,4 +599,8 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    return make_beryl_service(options, reactor)
+    from beryl.logs import LogBurstLimitService
+
+    service = make_beryl_service(options, reactor)
+    LogBurstLimitService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
+    return service
