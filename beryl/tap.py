@@ -539,10 +539,11 @@ class _ListenService(StreamServerEndpointService):
             reason = getattr(error.socketError, "strerror", None) or str(
                 error.socketError
             )
+            command = _command()
             raise SystemExit(
-                f"{_command()}: --{self._option}: cannot listen on "
+                f"{command}: --{self._option}: cannot listen on "
                 f"{self._description!r}: {reason}; stop what uses it or choose "
-                f"another --{self._option}"
+                f"another --{self._option}\nRun '{command} --help' for every option."
             ) from None
 
 

@@ -80,6 +80,6 @@ class UsageErrorTests(SynchronousTestCase):
             status, output = run("twist", "--port", f"tcp:{port}:interface=127.0.0.1")
         self.assertEqual(status, 1, output)
         self.assertNotIn("Traceback", output)
-        (line,) = output.splitlines()
-        self.assertIn("twist beryl: --port: cannot listen on", line)
-        self.assertIn("choose another --port", line)
+        self.assertOneLine(
+            "twist", output, "--port: cannot listen on", "choose another --port"
+        )
