@@ -604,4 +604,31 @@ def makeService(options: Options) -> IService:
 
     service = make_beryl_service(options, reactor)
     LogBurstLimitService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
+    if options["cluster"] is not None:
+        _exit_if_cannot_listen(service.getServiceNamed("cluster"), reactor)
     return service
+
+
+def _exit_if_cannot_listen(cluster: Any, reactor: Any) -> None:
+    """
+    A node that cannot listen on its cluster port (in use, or needing
+    privileges) would run without its cluster: say so in one line naming
+    --cluster-port, and exit with status 1.
+    """
+
+    def failed(failure: Any) -> None:
+        if not failure.check(CannotListenError):
+            return
+        error = failure.value
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        command = _command()
+        sys.stderr.write(
+            f"{command}: --cluster-port: cannot listen on port {error.port}: "
+            f"{reason}; stop what uses it or choose another --cluster-port\n"
+            f"Run '{command} --help' for every option.\n"
+        )
+        sys.stderr.flush()
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        reactor.callWhenRunning(reactor.stop)
+
+    cluster.when_listening().addErrback(failed)
