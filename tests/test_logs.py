@@ -4,10 +4,16 @@ Tests for L{beryl.logs}: bursts of identical log lines are limited.
 
 from __future__ import annotations
 
+import ast
+import string
+from collections.abc import Iterator
+from pathlib import Path
+
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, LogPublisher, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+import beryl
 from beryl.logs import BurstLimiter, LogBurstLimitService, limit_bursts
 
 
@@ -103,3 +109,59 @@ class InstallTests(SynchronousTestCase):
         for _ in range(5):
             publisher(event("again"))
         self.assertEqual(len(seen), 8)
+
+
+_LEVELS = {"debug", "info", "warn", "error", "critical", "failure"}
+
+
+def _log_calls(path: Path) -> Iterator[tuple[int, str, set[str]]]:
+    """
+    Every C{<something>log.<level>(...)} call in a source file: its line,
+    its format (or a marker when it is not a string literal) and the
+    keyword names it passes.
+    """
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _LEVELS
+            and isinstance(node.func.value, (ast.Attribute, ast.Name))
+            and (
+                getattr(node.func.value, "attr", None)
+                or getattr(node.func.value, "id", "")
+            ).endswith("log")
+        ):
+            continue
+        first = node.args[0] if node.args else None
+        if isinstance(first, ast.Constant) and isinstance(first.value, str):
+            format = first.value
+        elif isinstance(first, ast.Name):
+            format = ""  # a helper passing on its caller's format
+        else:
+            format = "<built at run time>"  # an f-string, % or .format()
+        yield node.lineno, format, {k.arg for k in node.keywords if k.arg}
+
+
+class StructuredLogTests(SynchronousTestCase):
+    def test_every_log_call_structured(self) -> None:
+        """Every log call in beryl/ has a literal format (never an f-string) whose every field is passed as a keyword, so JSON logs carry the values as fields."""
+        root = Path(beryl.__file__).parent
+        problems = []
+        count = 0
+        for path in sorted(root.rglob("*.py")):
+            for line, format, keywords in _log_calls(path):
+                count += 1
+                where = f"{path.relative_to(root.parent)}:{line}"
+                if format == "<built at run time>":
+                    problems.append(f"{where}: the format is built, not a literal")
+                    continue
+                names = {
+                    field.split(".")[0].split("[")[0]
+                    for _, field, _, _ in string.Formatter().parse(format)
+                    if field
+                }
+                missing = names - keywords - {"log_source"}
+                if missing:
+                    problems.append(f"{where}: {sorted(missing)} not passed")
+        self.assertGreater(count, 20)
+        self.assertEqual(problems, [])
