@@ -539,10 +539,11 @@ class _ListenService(StreamServerEndpointService):
             reason = getattr(error.socketError, "strerror", None) or str(
                 error.socketError
             )
+            command = _command()
             raise SystemExit(
-                f"{_command()}: --{self._option}: cannot listen on "
+                f"{command}: --{self._option}: cannot listen on "
                 f"{self._description!r}: {reason}; stop what uses it or choose "
-                f"another --{self._option}"
+                f"another --{self._option}\nRun '{command} --help' for every option."
             ) from None
 
 
@@ -599,4 +600,35 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    return make_beryl_service(options, reactor)
+    from beryl.logs import LogBurstLimitService
+
+    service = make_beryl_service(options, reactor)
+    LogBurstLimitService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
+    if options["cluster"] is not None:
+        _exit_if_cannot_listen(service.getServiceNamed("cluster"), reactor)
+    return service
+
+
+def _exit_if_cannot_listen(cluster: Any, reactor: Any) -> None:
+    """
+    A node that cannot listen on its cluster port (in use, or needing
+    privileges) would run without its cluster: say so in one line naming
+    --cluster-port, and exit with status 1.
+    """
+
+    def failed(failure: Any) -> None:
+        if not failure.check(CannotListenError):
+            return
+        error = failure.value
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        command = _command()
+        sys.stderr.write(
+            f"{command}: --cluster-port: cannot listen on port {error.port}: "
+            f"{reason}; stop what uses it or choose another --cluster-port\n"
+            f"Run '{command} --help' for every option.\n"
+        )
+        sys.stderr.flush()
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        reactor.callWhenRunning(reactor.stop)
+
+    cluster.when_listening().addErrback(failed)

@@ -29,10 +29,13 @@ def socket_resource(factory: PhoenixWebSocketFactory) -> Resource:
 
 def demo_page() -> Resource:
     """
-    The demo chat page.
+    The demo chat page, with its favicon at C{/favicon.ico}.
     """
-    html = files("beryl.demo").joinpath("static/index.html").read_bytes()
-    return Data(html, "text/html; charset=utf-8")
+    static = files("beryl.demo").joinpath("static")
+    page = Data(static.joinpath("index.html").read_bytes(), "text/html; charset=utf-8")
+    icon = Data(static.joinpath("favicon.svg").read_bytes(), "image/svg+xml")
+    page.putChild(b"favicon.ico", icon)
+    return page
 
 
 def root_resource(factory: PhoenixWebSocketFactory, demo: bool) -> Resource:

@@ -61,7 +61,9 @@ export BERYL_DIST_DIR="$dist"
 echo "== trial tests"
 log="$dist/trial.log"
 set +e
-.venv/bin/python -m twisted.trial --temp-directory="${TMPDIR:-/tmp}/beryl_trial_temp" "${@:-tests}" 2>&1 | tee "$log"
+# One trial directory per checkout, so that checkouts can test at once.
+trial_temp="${TMPDIR:-/tmp}/beryl_trial_temp_$(pwd | cksum | cut -d' ' -f1)"
+.venv/bin/python -m twisted.trial --temp-directory="$trial_temp" "${@:-tests}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # A plain closing line: N passed, N failed, N skipped.

@@ -80,6 +80,31 @@ class UsageErrorTests(SynchronousTestCase):
             status, output = run("twist", "--port", f"tcp:{port}:interface=127.0.0.1")
         self.assertEqual(status, 1, output)
         self.assertNotIn("Traceback", output)
-        (line,) = output.splitlines()
-        self.assertIn("twist beryl: --port: cannot listen on", line)
-        self.assertIn("choose another --port", line)
+        self.assertOneLine(
+            "twist", output, "--port: cannot listen on", "choose another --port"
+        )
+
+    def test_cluster_port_in_use(self) -> None:
+        """A cluster port in use stops the node with status 1 and a line naming --cluster-port, rather than running unclustered."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            status, output = run(
+                "twist",
+                "--port",
+                "tcp:0:interface=127.0.0.1",
+                "--cluster-port",
+                f"tcp:{port}:interface=127.0.0.1",
+            )
+        self.assertEqual(status, 1, output)
+        lines = output.splitlines()
+        expected = (
+            f"twist beryl: --cluster-port: cannot listen on port {port}: Address "
+            "already in use; stop what uses it or choose another --cluster-port"
+        )
+        self.assertIn(expected, lines)
+        self.assertEqual(
+            lines[lines.index(expected) + 1],
+            "Run 'twist beryl --help' for every option.",
+        )
