@@ -25,9 +25,16 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "orjson>=3.9",
+        "PyJWT>=2.8",
     ],
     extras_require={
-        "test": ["hypothesis>=6.80", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.6"],
+        "test": [
+            "hypothesis>=6.80",
+            "mypy>=1.8",
+            "mypy-zope>=1.0",
+            "ruff>=0.6",
+            "treq>=23.11",
+        ],
     },
     classifiers=[
         "Framework :: Twisted",

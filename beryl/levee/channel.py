@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Callable, Mapping, Union
 
 import attrs
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -44,7 +45,7 @@ from beryl.channel import (
     SocketContext,
 )
 from beryl.levee.auth import TokenValidator, authorize, refuse_all_tokens
-from beryl.levee.effects import Effect
+from beryl.levee.effects import CheckSummary, Effect
 from beryl.levee.protocol import ConnectError, NackMessage, nack_payload
 from beryl.levee.registry import DocumentSessions
 from beryl.levee.requests import (
@@ -56,6 +57,7 @@ from beryl.levee.requests import (
     parse_submit_signal,
 )
 from beryl.levee.sequencer import ClientRecord, DocumentSession, SessionConfig
+from beryl.levee.storage import LeveeStorage
 from beryl.levee.store import IDocumentStore, InMemoryDocumentStore
 from beryl.wire import Payload, encode_once
 
@@ -133,6 +135,7 @@ class LeveeRelay:
         store: IDocumentStore | None = None,
         config: SessionConfig = SessionConfig(),
         sessions: DocumentSessions | None = None,
+        storage: LeveeStorage | None = None,
     ) -> None:
         """
         @param clock: gives token expiry checks and op timestamps.
@@ -142,8 +145,11 @@ class LeveeRelay:
             memory when not given.
         @param sessions: the session registry to use (for tests); built from
             C{store}, C{clock} and C{config} when not given.
+        @param storage: where uploaded summaries are checked and
+            acknowledged ones recorded; without it every summary is nacked.
         """
         self.clock = clock
+        self.storage = storage
         self.validate = validate
         self.sessions = (
             sessions
@@ -175,6 +181,9 @@ class LeveeRelay:
         going to several clients is encoded once.
         """
         for effect in effects:
+            if isinstance(effect, CheckSummary):
+                self._check_summary(tenant_id, document_id, effect)
+                continue
             recipients = effect.recipients
             payload: Payload = effect.payload
             if len(recipients) > 1:
@@ -192,6 +201,43 @@ class LeveeRelay:
                     )
                     continue
                 deliver(effect.event, payload)
+
+    def _check_summary(
+        self, tenant_id: str, document_id: str, check: CheckSummary
+    ) -> None:
+        """
+        Check the summary a sequenced C{summarize} op names, record it when
+        it is good, and sequence the C{summaryAck} or C{summaryNack}.
+        """
+        storage = self.storage
+        if storage is None:
+            verdict: Deferred[str | None] = succeed("This server stores no summaries")
+        else:
+            verdict = storage.check_summary(tenant_id, check.handle)
+
+        def decided(refusal: str | None) -> Deferred[None] | None:
+            session = self.sessions.session_for(tenant_id, document_id)
+            effects = session.summary_checked(
+                check.sequence_number, check.handle, refusal
+            )
+            self._perform(tenant_id, document_id, effects)
+            self.sessions.discard_if_idle(session)
+            if refusal is None and storage is not None:
+                return storage.acknowledge_summary(
+                    tenant_id, document_id, check.sequence_number, check.handle
+                )
+            return None
+
+        verdict.addCallback(decided).addErrback(
+            lambda failure: self.log.failure(
+                "Could not check the summary at {sequence_number} of "
+                "{tenant_id}/{document_id}",
+                failure,
+                sequence_number=check.sequence_number,
+                tenant_id=tenant_id,
+                document_id=document_id,
+            )
+        )
 
     def _session(self, connection: DocumentConnection) -> DocumentSession | None:
         return self.sessions.get(connection.tenant_id, connection.document_id)

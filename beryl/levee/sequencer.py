@@ -29,6 +29,11 @@ Rules, following deli rather than the original Levee:
     reference SN; it is sequenced only when that advances the MSN.
   - Signals are relayed to every client of the document, the sender
     included, as Routerlicious does, unless they are targeted.
+  - A sequenced C{summarize} op asks the adapter to check the summary it
+    names (L{CheckSummary}); the verdict is sequenced as a C{summaryAck} or
+    C{summaryNack} system op (C{contents} the C{ISummaryAck} /
+    C{ISummaryNack}, C{data} its JSON text), which is the only way the
+    loader learns it.
 """
 
 from __future__ import annotations
@@ -38,11 +43,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
 import attrs
+import orjson
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from beryl.levee.auth import Grant
-from beryl.levee.effects import Broadcast, Effect, SendTo, nack_to
+from beryl.levee.effects import Broadcast, CheckSummary, Effect, SendTo, nack_to
 from beryl.levee.protocol import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -52,6 +58,8 @@ from beryl.levee.protocol import (
     NOOP,
     SERVER_PROTOCOL_VERSIONS,
     SUMMARIZE,
+    SUMMARY_ACK,
+    SUMMARY_NACK,
     SUMMARY_WRITE,
     Claims,
     ConnectError,
@@ -86,6 +94,20 @@ __all__ = [
 def uuid_client_id() -> str:
     """A fresh client id: a uuid4, as Routerlicious uses."""
     return str(uuid.uuid4())
+
+
+def _summary_handle(message: SequencedMessage) -> Any:
+    """
+    The C{handle} of a C{summarize} op's C{ISummaryContent}, whose contents
+    the loader sends as an object or as its JSON text; L{None} if absent.
+    """
+    contents = message.contents
+    if isinstance(contents, str):
+        try:
+            contents = orjson.loads(contents)
+        except orjson.JSONDecodeError:
+            return None
+    return contents.get("handle") if isinstance(contents, dict) else None
 
 
 def _connection_user(claims: Claims, client: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -457,6 +479,7 @@ class DocumentSession:
                 ),
             )
         sequenced: list[SequencedMessage] = []
+        checks: list[Effect] = []
         nacks: list[NackMessage] = []
         for message in messages:
             admitted = self._admit(record, message)
@@ -474,18 +497,21 @@ class DocumentSession:
                 self._recompute_minimum_sequence_number()
                 if self._minimum_sequence_number == before:
                     continue
-            sequenced.append(
-                self._sequence(
-                    client_id,
-                    admitted.client_sequence_number,
-                    admitted.reference_sequence_number,
-                    admitted.type,
-                    admitted.contents,
-                    metadata=admitted.metadata,
-                    compression=admitted.compression,
-                )
+            ordered = self._sequence(
+                client_id,
+                admitted.client_sequence_number,
+                admitted.reference_sequence_number,
+                admitted.type,
+                admitted.contents,
+                metadata=admitted.metadata,
+                compression=admitted.compression,
             )
-        effects = self._broadcast_ops(sequenced, tuple(self._clients))
+            sequenced.append(ordered)
+            if admitted.type == SUMMARIZE:
+                checks.append(
+                    CheckSummary(ordered.sequence_number, _summary_handle(ordered))
+                )
+        effects = self._broadcast_ops(sequenced, tuple(self._clients)) + checks
         if nacks:
             self.log.info(
                 "Nacked {count} ops of client {client_id} in "
@@ -498,6 +524,36 @@ class DocumentSession:
             )
             effects.append(nack_to(client_id, nacks))
         return tuple(effects)
+
+    def summary_checked(
+        self, sequence_number: int, handle: Any, refusal: str | None
+    ) -> tuple[Effect, ...]:
+        """
+        Sequence the verdict on the summary proposed by the C{summarize} op
+        C{sequence_number}: a C{summaryAck} naming C{handle} when
+        C{refusal} is L{None}, else a C{summaryNack} with C{refusal} as its
+        message; broadcast to every connected client.
+        """
+        proposal = {"summarySequenceNumber": sequence_number}
+        if refusal is None:
+            kind = SUMMARY_ACK
+            contents: dict[str, Any] = {"handle": handle, "summaryProposal": proposal}
+        else:
+            kind = SUMMARY_NACK
+            contents = {"summaryProposal": proposal, "code": 400, "message": refusal}
+        self.log.info(
+            "{kind} for summary at {sequence_number} of {tenant_id}/{document_id}"
+            "{reason}",
+            kind=kind,
+            sequence_number=sequence_number,
+            tenant_id=self.tenant_id,
+            document_id=self.document_id,
+            reason="" if refusal is None else f": {refusal}",
+        )
+        verdict = self._sequence(
+            None, -1, -1, kind, contents, data=json_string(contents)
+        )
+        return tuple(self._broadcast_ops([verdict], tuple(self._clients)))
 
     def update_reference(
         self, client_id: str, reference_sequence_number: int
