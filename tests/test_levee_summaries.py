@@ -1,0 +1,120 @@
+"""
+Tests for summaries: a sequenced C{summarize} op is checked against the
+uploaded storage and answered by a C{summaryAck} or C{summaryNack} op in the
+op stream (L{beryl.levee.sequencer}, L{beryl.levee.channel},
+L{beryl.levee.storage}).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from beryl.levee.git import Person, TreeEntry
+from beryl.levee.storage import Database, DurableDocumentStore, LeveeStorage
+from tests.test_levee_channel import TENANT, DocumentClient, Relay, op
+
+AUTHOR = Person("A", "a@example.com", "2026-01-01T00:00:00Z", 1767225600)
+
+
+class SummaryTests(SynchronousTestCase):
+    """The summary protocol through a real coordinator and SQLite storage."""
+
+    def setUp(self) -> None:
+        self.database = Database(":memory:")
+        self.addCleanup(self.database.close)
+        self.storage = LeveeStorage(self.database)
+        self.relay = Relay(DurableDocumentStore(self.database), self.storage)
+        self.writer = self.relay.client()
+        self.writer.connect(token="rws")
+        self.other = self.relay.client()
+        self.other.connect(token="rw", user="bob")
+
+    def upload(self) -> str:
+        """Upload a one-blob summary as the driver does; its commit sha."""
+        blob = self.successResultOf(self.storage.put_blob(TENANT, b'{"v":1}'))
+        tree = self.successResultOf(
+            self.storage.put_tree(TENANT, [TreeEntry("root", "100644", "blob", blob)])
+        )
+        return self.successResultOf(
+            self.storage.put_commit(TENANT, tree, [], AUTHOR, "Summary")
+        )
+
+    def summarize(self, client: DocumentClient, handle: Any, csn: int = 1) -> None:
+        """Submit a summarize op naming C{handle}."""
+        contents = {"handle": handle, "head": "", "message": "m", "parents": []}
+        rsn = client.ops()[-1]["sequenceNumber"]
+        client.submit(op(csn, rsn, contents=contents, type="summarize"))
+
+    def test_uploaded_summary_acked(self) -> None:
+        """A summary that was uploaded is acked in the op stream, to everyone, and becomes the head."""
+        commit = self.upload()
+        self.summarize(self.writer, commit)
+        for client in (self.writer, self.other):
+            summarize, ack = client.ops()[-2:]
+            self.assertEqual(summarize["type"], "summarize")
+            self.assertEqual(ack["type"], "summaryAck")
+            self.assertIsNone(ack["clientId"])
+            self.assertEqual(ack["sequenceNumber"], summarize["sequenceNumber"] + 1)
+            expected = {
+                "handle": commit,
+                "summaryProposal": {
+                    "summarySequenceNumber": summarize["sequenceNumber"]
+                },
+            }
+            self.assertEqual(ack["contents"], expected)
+            self.assertEqual(json.loads(ack["data"]), expected)
+        self.assertEqual(self.successResultOf(self.storage.head(TENANT, "doc")), commit)
+
+    def test_string_contents(self) -> None:
+        """Summarize contents sent as JSON text are read too."""
+        commit = self.upload()
+        rsn = self.writer.ops()[-1]["sequenceNumber"]
+        contents = json.dumps({"handle": commit, "message": "m"})
+        self.writer.submit(op(1, rsn, contents=contents, type="summarize"))
+        self.assertEqual(self.writer.ops()[-1]["type"], "summaryAck")
+
+    def test_missing_summary_nacked(self) -> None:
+        """A handle naming nothing, a tree, or nothing at all gets a summaryNack with the reason."""
+        tree = self.successResultOf(self.storage.put_tree(TENANT, []))
+        cases = [
+            ("f" * 40, "was not uploaded"),
+            (tree, "is a tree, not a commit"),
+            (None, "handle is missing"),
+        ]
+        for csn, (handle, reason) in enumerate(cases, 1):
+            self.summarize(self.writer, handle, csn)
+            nack = self.other.ops()[-1]
+            self.assertEqual(nack["type"], "summaryNack")
+            self.assertIn(reason, nack["contents"]["message"])
+            self.assertEqual(
+                nack["contents"]["summaryProposal"]["summarySequenceNumber"],
+                nack["sequenceNumber"] - 1,
+            )
+        self.assertIsNone(self.successResultOf(self.storage.head(TENANT, "doc")))
+        self.assertEqual(self.writer.nacks(), [])
+
+    def test_without_storage_nacked(self) -> None:
+        """A relay without storage nacks every summary."""
+        relay = Relay()
+        client = relay.client()
+        client.connect(token="rws")
+        self.summarize(client, "a" * 40)
+        self.assertEqual(
+            client.ops()[-1]["contents"]["message"], "This server stores no summaries"
+        )
+
+    def test_summarize_needs_scope(self) -> None:
+        """A writer without summary:write is nacked 403 and nothing is sequenced."""
+        before = self.other.ops()[-1]["sequenceNumber"]
+        self.summarize(self.other, self.upload())
+        self.assertEqual(self.other.ops()[-1]["sequenceNumber"], before)
+        self.assertEqual(self.other.nacks()[0]["content"]["code"], 403)
+
+    def test_ops_persisted(self) -> None:
+        """Every sequenced op, acks included, is in the database for /deltas."""
+        self.summarize(self.writer, self.upload())
+        stored = self.successResultOf(self.storage.deltas(TENANT, "doc", 1, None))
+        self.assertEqual(stored, self.writer.ops())
