@@ -29,7 +29,7 @@ from typing import Callable, Mapping, Union
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from beryl.app import App
@@ -160,6 +160,9 @@ class LeveeRelay:
         )
         # (tenant id, document id, client id) -> the push of its channel
         self._routes: dict[tuple[str, str, str], _Deliver] = {}
+        # (tenant id, document id) -> the pending consolidated noop / eviction check
+        self._noop_timers: dict[tuple[str, str], IDelayedCall] = {}
+        self._eviction_timers: dict[tuple[str, str], IDelayedCall] = {}
 
     def channel(self) -> Channel[DocumentAssigns]:
         """
@@ -239,6 +242,46 @@ class LeveeRelay:
             )
         )
 
+    def _schedule_noop(self, session: DocumentSession) -> None:
+        """
+        When the MSN moved without an op to carry it, send one consolidated
+        server noop after C{noop_delay}, however many client noops come in
+        meanwhile.
+        """
+        key = (session.tenant_id, session.document_id)
+        if not session.needs_noop or key in self._noop_timers:
+            return
+
+        def fire() -> None:
+            del self._noop_timers[key]
+            live = self.sessions.get(*key)
+            if live is not None:
+                self._perform(*key, live.consolidated_noop())
+
+        self._noop_timers[key] = self.clock.callLater(session.config.noop_delay, fire)
+
+    def _watch_writers(self, session: DocumentSession) -> None:
+        """
+        While the document has writers, evict those silent for
+        C{client_timeout}, checking four times per timeout.
+        """
+        key = (session.tenant_id, session.document_id)
+        if key in self._eviction_timers or not session.has_writers:
+            return
+        timeout = session.config.client_timeout
+
+        def fire() -> None:
+            del self._eviction_timers[key]
+            live = self.sessions.get(*key)
+            if live is None:
+                return
+            self._perform(*key, live.evict_idle(timeout))
+            self._schedule_noop(live)
+            if not self.sessions.discard_if_idle(live):
+                self._watch_writers(live)
+
+        self._eviction_timers[key] = self.clock.callLater(timeout / 4, fire)
+
     def _session(self, connection: DocumentConnection) -> DocumentSession | None:
         return self.sessions.get(connection.tenant_id, connection.document_id)
 
@@ -277,6 +320,7 @@ class LeveeRelay:
                 effects = session.update_reference(
                     assigns.client_id, noop.reference_sequence_number
                 )
+                self._schedule_noop(session)
         elif event == "requestOps":
             after = parse_request_ops(payload)
             if after is not None:
@@ -314,6 +358,7 @@ class LeveeRelay:
             ctx.push
         )
         self._perform(assigns.tenant_id, assigns.document_id, connected.effects)
+        self._watch_writers(session)
         return NoReply(
             DocumentConnection(
                 assigns.tenant_id,
@@ -345,6 +390,7 @@ class LeveeRelay:
             )
         effects = session.submit_ops(assigns.client_id, submission.messages)
         self._perform(assigns.tenant_id, assigns.document_id, effects)
+        self._schedule_noop(session)
         return NoReply(assigns)
 
     def _terminate(self, reason: str, ctx: SocketContext[DocumentAssigns]) -> None:
@@ -359,7 +405,12 @@ class LeveeRelay:
             return
         effects = session.disconnect(assigns.client_id)
         self._perform(assigns.tenant_id, assigns.document_id, effects)
-        self.sessions.discard_if_idle(session)
+        if self.sessions.discard_if_idle(session):
+            key = (assigns.tenant_id, assigns.document_id)
+            for timers in (self._noop_timers, self._eviction_timers):
+                timer = timers.pop(key, None)
+                if timer is not None and timer.active():
+                    timer.cancel()
 
     def connected_clients(
         self, tenant_id: str, document_id: str
