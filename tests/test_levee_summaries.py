@@ -32,12 +32,18 @@ class SummaryTests(SynchronousTestCase):
         self.other = self.relay.client()
         self.other.connect(token="rw", user="bob")
 
-    def upload(self) -> str:
-        """Upload a one-blob summary as the driver does; its commit sha."""
+    def upload(self, protocol: bool = True) -> str:
+        """Upload a summary as the driver does (with .protocol/attributes); its commit sha."""
         blob = self.successResultOf(self.storage.put_blob(TENANT, b'{"v":1}'))
-        tree = self.successResultOf(
-            self.storage.put_tree(TENANT, [TreeEntry("root", "100644", "blob", blob)])
-        )
+        entries = [TreeEntry("root", "100644", "blob", blob)]
+        if protocol:
+            inner = self.successResultOf(
+                self.storage.put_tree(
+                    TENANT, [TreeEntry("attributes", "100644", "blob", blob)]
+                )
+            )
+            entries.append(TreeEntry(".protocol", "40000", "tree", inner))
+        tree = self.successResultOf(self.storage.put_tree(TENANT, entries))
         return self.successResultOf(
             self.storage.put_commit(TENANT, tree, [], AUTHOR, "Summary")
         )
@@ -68,6 +74,39 @@ class SummaryTests(SynchronousTestCase):
             self.assertEqual(json.loads(ack["data"]), expected)
         self.assertEqual(self.successResultOf(self.storage.head(TENANT, "doc")), commit)
 
+    def test_single_commit_summary_flattened(self) -> None:
+        """A summary uploaded as .app beside .protocol is acked as a commit with the .app children at the root."""
+        blob = self.successResultOf(self.storage.put_blob(TENANT, b"{}"))
+        leaf = [TreeEntry("attributes", "100644", "blob", blob)]
+        protocol = self.successResultOf(self.storage.put_tree(TENANT, leaf))
+        app = self.successResultOf(
+            self.storage.put_tree(TENANT, [TreeEntry("root", "100644", "blob", blob)])
+        )
+        tree = self.successResultOf(
+            self.storage.put_tree(
+                TENANT,
+                [
+                    TreeEntry(".app", "40000", "tree", app),
+                    TreeEntry(".protocol", "40000", "tree", protocol),
+                ],
+            )
+        )
+        uploaded = self.successResultOf(
+            self.storage.put_commit(TENANT, tree, [], AUTHOR, "Summary")
+        )
+        self.summarize(self.writer, uploaded)
+        ack = self.writer.ops()[-1]
+        self.assertEqual(ack["type"], "summaryAck")
+        handle = ack["contents"]["handle"]
+        self.assertNotEqual(handle, uploaded)
+        self.assertEqual(self.successResultOf(self.storage.head(TENANT, "doc")), handle)
+        commit = self.successResultOf(self.storage.get_commit(TENANT, handle))
+        assert commit is not None
+        self.assertEqual(commit.message, "Summary")
+        entries = self.successResultOf(self.storage.get_tree(TENANT, commit.tree))
+        assert entries is not None
+        self.assertEqual([e.path for e in entries], [".protocol", "root"])
+
     def test_string_contents(self) -> None:
         """Summarize contents sent as JSON text are read too."""
         commit = self.upload()
@@ -83,6 +122,7 @@ class SummaryTests(SynchronousTestCase):
             ("f" * 40, "was not uploaded"),
             (tree, "is a tree, not a commit"),
             (None, "handle is missing"),
+            (self.upload(protocol=False), "has no .protocol/attributes"),
         ]
         for csn, (handle, reason) in enumerate(cases, 1):
             self.summarize(self.writer, handle, csn)

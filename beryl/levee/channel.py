@@ -57,7 +57,7 @@ from beryl.levee.requests import (
     parse_submit_signal,
 )
 from beryl.levee.sequencer import ClientRecord, DocumentSession, SessionConfig
-from beryl.levee.storage import LeveeStorage
+from beryl.levee.storage import LeveeStorage, SummaryVerdict
 from beryl.levee.store import IDocumentStore, InMemoryDocumentStore
 from beryl.wire import Payload, encode_once
 
@@ -214,20 +214,22 @@ class LeveeRelay:
         """
         storage = self.storage
         if storage is None:
-            verdict: Deferred[str | None] = succeed("This server stores no summaries")
+            verdict: Deferred[SummaryVerdict] = succeed(
+                SummaryVerdict("This server stores no summaries")
+            )
         else:
             verdict = storage.check_summary(tenant_id, check.handle)
 
-        def decided(refusal: str | None) -> Deferred[None] | None:
+        def decided(decision: SummaryVerdict) -> Deferred[None] | None:
             session = self.sessions.session_for(tenant_id, document_id)
             effects = session.summary_checked(
-                check.sequence_number, check.handle, refusal
+                check.sequence_number, decision.commit, decision.refusal
             )
             self._perform(tenant_id, document_id, effects)
             self.sessions.discard_if_idle(session)
-            if refusal is None and storage is not None:
+            if decision.commit is not None and storage is not None:
                 return storage.acknowledge_summary(
-                    tenant_id, document_id, check.sequence_number, check.handle
+                    tenant_id, document_id, check.sequence_number, decision.commit
                 )
             return None
 

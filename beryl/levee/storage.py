@@ -54,6 +54,7 @@ __all__ = [
     "DurableDocumentStore",
     "LeveeStorage",
     "MAX_DELTAS_PER_REQUEST",
+    "SummaryVerdict",
     "flatten_create_summary",
 ]
 
@@ -259,6 +260,19 @@ class DurableDocumentStore:
         if log is None:
             return []
         return [message for message in log.messages if message.sequence_number > after]
+
+
+@attrs.frozen
+class SummaryVerdict:
+    """
+    The decision on a proposed summary.
+
+    @ivar refusal: why it is refused, or L{None} when it is accepted.
+    @ivar commit: the commit to acknowledge (and load later documents from).
+    """
+
+    refusal: str | None
+    commit: str | None = None
 
 
 @attrs.frozen
@@ -619,22 +633,62 @@ class LeveeStorage:
             )
         )
 
-    def check_summary(self, tenant: str, handle: Any) -> Deferred[str | None]:
+    def check_summary(self, tenant: str, handle: Any) -> Deferred[SummaryVerdict]:
         """
-        Why a summarize op's C{handle} cannot be acknowledged, or L{None}
-        when it names a stored commit (whose tree, like every stored tree,
-        is complete).
+        Decide on the summary a summarize op's C{handle} names.
+
+        It must be a stored commit (whose tree, like every stored tree, is
+        complete) with a C{.protocol/attributes} blob, so that a loader can
+        start from it.  A single-commit summary as the loader uploads it
+        (C{.app} beside C{.protocol}) is stored again with the C{.app}
+        children at the root, where a loader looks for them, and that
+        commit is the one acknowledged.
         """
         if not isinstance(handle, str) or not handle:
-            return succeed("Summary handle is missing")
+            return succeed(SummaryVerdict("Summary handle is missing"))
 
-        def work(cursor: Cursor) -> str | None:
+        def work(cursor: Cursor) -> SummaryVerdict:
             found = _get_object(cursor, tenant, handle)
             if found is None:
-                return f"Summary {handle} was not uploaded"
+                return SummaryVerdict(f"Summary {handle} was not uploaded")
             if found[0] != COMMIT:
-                return f"Summary {handle} is a {found[0]}, not a commit"
-            return None
+                return SummaryVerdict(f"Summary {handle} is a {found[0]}, not a commit")
+            commit = _parse_commit(handle, found[1])
+            root = _get_object(cursor, tenant, commit.tree)
+            assert root is not None
+            entries = {e.path: e for e in _parse_tree(root[1])}
+            app = entries.get(".app")
+            if app is not None and app.type == TREE:
+                inner = _get_object(cursor, tenant, app.sha)
+                assert inner is not None
+                del entries[".app"]
+                for entry in _parse_tree(inner[1]):
+                    if entry.path in entries:
+                        return SummaryVerdict(
+                            f"Summary {handle}: .app/{entry.path} collides with "
+                            "the root"
+                        )
+                    entries[entry.path] = entry
+            protocol = entries.get(".protocol")
+            attributes = None
+            if protocol is not None and protocol.type == TREE:
+                inner = _get_object(cursor, tenant, protocol.sha)
+                assert inner is not None
+                names = {e.path: e.type for e in _parse_tree(inner[1])}
+                attributes = names.get("attributes")
+            if attributes != BLOB:
+                return SummaryVerdict(
+                    f"Summary {handle} has no .protocol/attributes: the driver "
+                    "must upload single-commit summaries "
+                    "(policies.summarizeProtocolTree)"
+                )
+            if app is None:
+                return SummaryVerdict(None, handle)
+            tree = _put_tree(cursor, tenant, list(entries.values()))
+            flat = _put_commit(
+                cursor, tenant, tree, commit.parents, commit.author, commit.message
+            )
+            return SummaryVerdict(None, flat)
 
         return self.database.run(work)
 
