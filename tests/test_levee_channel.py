@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from beryl.app import App
 from beryl.coordinator import Coordinator
-from beryl.levee.auth import InsecureDevTokens
+from beryl.levee.auth import InsecureDevTokens, TokenValidator
 from beryl.levee.channel import LeveeRelay, mount_levee, parse_document_topic
 from beryl.levee.protocol import (
     DOC_READ,
@@ -88,6 +88,7 @@ class Relay:
         self,
         store: IDocumentStore | None = None,
         storage: LeveeStorage | None = None,
+        validate: TokenValidator = validate,
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_100)
@@ -158,7 +159,8 @@ class DocumentClient:
         self, mode: str = "write", token: str = "rw", user: str = "alice"
     ) -> Any:
         """Send C{connect_document}; return the success payload and keep the client id."""
-        self.push("connect_document", connect_payload(mode, token, user))
+        document = self.topic.split(":", 2)[2]
+        self.push("connect_document", connect_payload(mode, token, user, document))
         [response] = [
             payload
             for event, payload in self.collect()
