@@ -100,3 +100,24 @@ class TenantTokenTests(SynchronousTestCase):
         ]
         for verdict in verdicts:
             self.assertEqual(verdict, ConnectError(401, "Invalid authentication token"))
+
+
+class ServiceTests(SynchronousTestCase):
+    """C{make_beryl_service} with C{--levee}."""
+
+    def test_routes_mounted(self) -> None:
+        """--levee mounts the HTTP routes beside /socket."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from beryl.tap import make_beryl_service
+
+        options = Options()
+        options.parseOptions(
+            ["--levee", "--levee-data", ":memory:", "--levee-tenant", f"t:{SECRET}"]
+        )
+        service = make_beryl_service(options, MemoryReactorClock())
+        site = service.getServiceNamed("web").factory  # type: ignore[attr-defined]
+        self.assertEqual(
+            sorted(site.resource.children),
+            [b"", b"api", b"deltas", b"documents", b"repos", b"socket"],
+        )

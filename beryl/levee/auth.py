@@ -111,12 +111,21 @@ class TenantTokens:
     scopes are checked by L{authorize} and L{authorize_request}.
     """
 
+    log = Logger()
+
     def __init__(self, secrets: Mapping[str, str]) -> None:
         """
         @param secrets: each tenant id's signing secret; tokens for other
             tenants are refused.
         """
         self.secrets = dict(secrets)
+        for tenant, secret in sorted(self.secrets.items()):
+            if len(secret.encode("utf-8")) < 32:
+                self.log.warn(
+                    "The token secret of Levee tenant {tenant} is shorter than "
+                    "32 bytes; HS256 wants at least 32",
+                    tenant=tenant,
+                )
 
     def __call__(
         self, tenant_id: str, document_id: str, token: str
@@ -234,7 +243,13 @@ def token_validator(
         L{refuse_all_tokens} when there is no tenant.
     """
     if not insecure_dev_tokens:
-        return TenantTokens(tenants) if tenants else refuse_all_tokens
+        if tenants:
+            return TenantTokens(tenants)
+        Logger().warn(
+            "Levee has no tenants: every token is refused (give "
+            "--levee-tenant ID:SECRET or --levee-tenants-file)"
+        )
+        return refuse_all_tokens
     if clock is None:
         raise ValueError("insecure_dev_tokens needs a clock")
     return InsecureDevTokens(clock)

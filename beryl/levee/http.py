@@ -143,8 +143,8 @@ class LeveeHttp(Resource):
             code, message = 500, "Internal server error"
         self._finish(request, code, {"message": message})
 
-    def _body(self, request: Request) -> Any:
-        """The request's JSON body."""
+    def _check_size(self, request: Request) -> None:
+        """Refuse a body larger than C{max_body} with 413."""
         length = request.getHeader(b"content-length")
         content = request.content
         assert content is not None
@@ -154,6 +154,12 @@ class LeveeHttp(Resource):
             length is not None and length.isdigit() and int(length) > self.max_body
         ):
             raise HttpError(413, f"Request body larger than {self.max_body} bytes")
+
+    def _body(self, request: Request) -> Any:
+        """The request's JSON body."""
+        self._check_size(request)
+        content = request.content
+        assert content is not None
         content.seek(0)
         try:
             return orjson.loads(content.read())
@@ -184,7 +190,7 @@ class LeveeHttp(Resource):
     ) -> Any:
         if method in ("POST", "PATCH", "PUT"):
             # Refuse an oversized body before anything else, token included.
-            self._body(request)
+            self._check_size(request)
         if prefix == "documents" and len(path) == 1 and path[0]:
             self._allow(method, "POST")
             return await self._create_document(path[0], request)
