@@ -10,7 +10,7 @@ import json
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_levee_channel import Relay, op
+from tests.test_levee_channel import DocumentClient, Relay, op
 
 
 class TimerTests(SynchronousTestCase):
@@ -23,9 +23,9 @@ class TimerTests(SynchronousTestCase):
         self.bob = self.relay.client()
         self.bob.connect(user="bob")
 
-    def noop(self, client: object, csn: int, rsn: int) -> None:
+    def noop(self, client: DocumentClient, csn: int, rsn: int) -> None:
         """Submit a null-contents noop op."""
-        client.submit(op(csn, rsn, type="noop") | {"contents": None})  # type: ignore[attr-defined]
+        client.submit(op(csn, rsn, type="noop") | {"contents": None})
 
     def test_consolidated_noop(self) -> None:
         """Client noops that move the MSN yield one server noop after the delay."""

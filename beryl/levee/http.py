@@ -16,6 +16,7 @@ Routes (every one checks C{Authorization: Bearer <token>}):
     with C{X <= sequenceNumber < Y}, Fluid's C{fetchMessages} bounds.
   - C{POST /api/tenants/{tenant}/token-mint} (only when enabled).
 
+Any origin may call them (CORS; tokens are bearer headers, never cookies).
 Errors answer C{{"message": ...}} with 400 (malformed), 401 (no, bad or
 expired token), 403 (another tenant or document, missing scope), 404
 (unknown object or document), 405, 409 (document exists) or 413 (body
@@ -113,6 +114,18 @@ class LeveeHttp(Resource):
         """Serve one request under C{/prefix}."""
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
+        # Tokens travel in a header, never in cookies, so any origin may call.
+        request.setHeader(b"access-control-allow-origin", b"*")
+        if request.method == b"OPTIONS":
+            request.setHeader(
+                b"access-control-allow-methods", b"GET, POST, PATCH, OPTIONS"
+            )
+            request.setHeader(
+                b"access-control-allow-headers", b"authorization, content-type"
+            )
+            request.setHeader(b"access-control-max-age", b"600")
+            request.setResponseCode(204)
+            return b""
         path = [
             segment.decode("utf-8", "replace") for segment in request.postpath or []
         ]

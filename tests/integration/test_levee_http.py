@@ -448,6 +448,35 @@ class LeveeHttpTests(TestCase):
         self.assertEqual(code, 403)
 
     @inlineCallbacks
+    def test_cors(self) -> Deferred[None]:
+        """Browsers on other origins may call the routes: preflights pass, answers allow any origin."""
+        response = yield treq.request(
+            "OPTIONS",
+            f"{self.base}/repos/{TENANT}/git/blobs",
+            headers={
+                "Origin": "http://app.example",
+                "Access-Control-Request-Method": "POST",
+            },
+            pool=self.pool,
+        )
+        yield treq.content(response)
+        self.assertEqual(response.code, 204)
+        headers = response.headers
+        self.assertEqual(headers.getRawHeaders("access-control-allow-origin"), ["*"])
+        self.assertIn(
+            "authorization",
+            headers.getRawHeaders("access-control-allow-headers")[0],
+        )
+        response = yield treq.get(
+            f"{self.base}/repos/{TENANT}/git/blobs/{HELLO_BLOB}", pool=self.pool
+        )
+        yield treq.content(response)
+        self.assertEqual(response.code, 401)
+        self.assertEqual(
+            response.headers.getRawHeaders("access-control-allow-origin"), ["*"]
+        )
+
+    @inlineCallbacks
     def test_token_mint(self) -> Deferred[None]:
         """The development mint signs tokens the routes accept, only for known tenants."""
         code, answer = yield self.call(
