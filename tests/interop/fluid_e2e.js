@@ -6,8 +6,8 @@
 //
 // collaborate: alice creates and attaches a SharedMap container, bob loads
 // it and sees her values, both write concurrently (same keys and own keys)
-// until they converge, and the runtime's own summarizer gets a summary
-// acknowledged in the op stream.  reload (after a server restart): carol
+// until they converge, and the runtime's own summarizer gets two summaries
+// acknowledged in the op stream (the second one incremental).  reload (after a server restart): carol
 // loads from the newest summary plus the deltas after it.
 // Prints one JSON line: {"result": {...}} or {"error": ...}.
 "use strict";
@@ -160,8 +160,11 @@ async function collaborate() {
   );
   const converged = entries(aliceMap);
 
-  // 4. the runtime's summarizer gets a summary acknowledged in the op stream.
+  // 4. the runtime's summarizer gets a summary acknowledged in the op stream,
+  // and a second one, incremental (unchanged subtrees sent as handles).
   await until("summary acked", () => summaries.some((s) => s.type === "summaryAck"), 60000);
+  for (let i = 0; i < 25; i += 1) bob.map.set(`c${i}`, i);
+  await until("second summary acked", () => summaries.filter((s) => s.type === "summaryAck").length >= 2, 60000);
   aliceMap.set("after summary", true);
   await until("after-summary op seen", () => bob.map.get("after summary") === true && !container.isDirty);
   const final = entries(bob.map);
