@@ -264,7 +264,11 @@ class Options(usage.Options):
                 if self[name]:
                     raise usage.UsageError(f"--{name} needs --levee")
             if tenants:
-                raise usage.UsageError("--levee-tenant needs --levee")
+                raise usage.UsageError(
+                    "--levee-tenant and --levee-tenants-file need --levee"
+                )
+            if self["levee-data"] != "./levee-data":
+                raise usage.UsageError("--levee-data needs --levee")
         if self["levee-dev-token-mint"] and not tenants:
             raise usage.UsageError(
                 "--levee-dev-token-mint needs --levee-tenant or --levee-tenants-file"

@@ -48,8 +48,9 @@ class OptionTests(SynchronousTestCase):
         """Options without --levee, bad tenants and a mint without tenants are usage errors."""
         missing = self.mktemp()
         for argv, words in (
-            (["--levee-tenant", "a:b"], "needs --levee"),
+            (["--levee-tenant", "a:b"], "need --levee"),
             (["--levee-dev-token-mint"], "needs --levee"),
+            (["--levee-data", "/tmp/x"], "needs --levee"),
             (["--levee", "--levee-tenant", "nosecret"], "ID:SECRET"),
             (["--levee", "--levee-tenants-file", missing], "--levee-tenants-file"),
             (["--levee", "--levee-dev-token-mint"], "needs --levee-tenant"),
