@@ -1,16 +1,19 @@
 """
-Tests for the relay's timers (L{beryl.levee.channel.LeveeRelay}): the
-consolidated server noop and the eviction of silent writers, on a fake
-clock.
+Tests for the relay's timing (L{beryl.levee.channel.LeveeRelay}): the
+consolidated server noop and the eviction of silent writers on a fake
+clock, and deliveries held until the store's writes are durable.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.test_levee_channel import DocumentClient, Relay, op
+from beryl.levee.store import InMemoryDocumentStore
+from tests.test_levee_channel import DocumentClient, Relay, connect_payload, op
 
 
 class TimerTests(SynchronousTestCase):
@@ -68,3 +71,59 @@ class TimerTests(SynchronousTestCase):
         self.alice.socket.disconnect()
         self.bob.socket.disconnect()
         self.assertEqual(self.relay.clock.getDelayedCalls(), [])
+
+
+class SlowStore(InMemoryDocumentStore):
+    """A store whose writes become durable only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: Deferred[None] | None = None
+
+    def append(self, *args: Any) -> None:
+        """Append, and hold the write until L{commit}."""
+        super().append(*args)
+        if self.pending is None:
+            self.pending = Deferred()
+
+    def written(self) -> Deferred[None] | None:  # type: ignore[override]
+        """The write being held, if any."""
+        return self.pending
+
+    def commit(self) -> None:
+        """Make every held write durable."""
+        pending, self.pending = self.pending, None
+        assert pending is not None
+        pending.callback(None)
+
+
+class DurableDeliveryTests(SynchronousTestCase):
+    """Ops reach clients only once the store has them on disk."""
+
+    def test_ops_wait_for_the_write(self) -> None:
+        """Nothing is pushed before the write commits; then everything, in order."""
+        store = SlowStore()
+        relay = Relay(store=store)
+        alice = relay.client()
+        alice.push("connect_document", connect_payload())
+        self.assertEqual(alice.collect(), [])
+        store.commit()
+        self.assertEqual(
+            [event for event, _ in alice.collect()],
+            ["signal", "op", "connect_document_success"],
+        )
+        alice.client_id = alice.events("connect_document_success")[0]["clientId"]
+        alice.submit(op(1, 1, contents="one"))
+        alice.submit(op(2, 1, contents="two"))
+        alice.push(
+            "submitSignal", {"clientId": alice.client_id, "contentBatches": ["s"]}
+        )
+        self.assertEqual(alice.collect(), [])
+        store.commit()
+        self.assertEqual(
+            [
+                (e, p["op"][0]["contents"] if e == "op" else p["content"])
+                for e, p in alice.collect()
+            ],
+            [("op", "one"), ("op", "two"), ("signal", "s")],
+        )

@@ -180,6 +180,34 @@ class LeveeRelay:
         self, tenant_id: str, document_id: str, effects: tuple[Effect, ...]
     ) -> None:
         """
+        Push every effect to each of its recipients, in order, once the ops
+        sequenced so far are durable (at once with an in-memory store).
+        Later effects wait behind earlier ones, so pushes keep their order.
+        """
+        if not effects:
+            return
+        written = self.sessions.store.written()
+        if written is None:
+            self._deliver(tenant_id, document_id, effects)
+            return
+
+        def deliver(result: object) -> object:
+            try:
+                self._deliver(tenant_id, document_id, effects)
+            except Exception:
+                self.log.failure(
+                    "Could not deliver to {tenant_id}/{document_id}",
+                    tenant_id=tenant_id,
+                    document_id=document_id,
+                )
+            return result
+
+        written.addBoth(deliver)
+
+    def _deliver(
+        self, tenant_id: str, document_id: str, effects: tuple[Effect, ...]
+    ) -> None:
+        """
         Push every effect to each of its recipients, in order.  A payload
         going to several clients is encoded once.
         """

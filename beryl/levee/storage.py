@@ -10,9 +10,9 @@ runs them at once on the calling thread instead.
 
 L{DurableDocumentStore} is the sequencer's L{IDocumentStore}: it answers
 from memory (sequence numbers and the newest ops) and queues each op's
-write, so sequencing never waits for the disk.  An op is broadcast before
-its row is committed; a clean shutdown (C{SIGTERM}, C{SIGINT}) lets the
-queue drain, a crash may lose the last few milliseconds of ops.
+write, so sequencing never waits for the disk; the channel delivers an op
+only once its row is committed (L{DurableDocumentStore.written}), so an op
+a client saw sequenced survives a crash of the server process.
 
 L{LeveeStorage} is the asynchronous API of the HTTP routes and of summary
 checks.
@@ -100,6 +100,8 @@ class Database:
         @param reactor: runs the worker thread of an on-disk database.
         """
         self.directory = directory
+        self.reactor = None if directory == ":memory:" else reactor
+        self.before_close: list[Callable[[], None]] = []
         self._pool: adbapi.ConnectionPool | None = None
         self._connection: sqlite3.Connection | None = None
         if directory == ":memory:":
@@ -154,7 +156,12 @@ class Database:
             connection.close()
 
     def close(self) -> None:
-        """Finish the queued statements and close the database."""
+        """
+        Call every C{before_close} hook (which may queue statements), finish
+        the queued statements and close the database.
+        """
+        for hook in self.before_close:
+            hook()
         if self._pool is not None:
             self._pool.close()
             self._pool = None
@@ -188,7 +195,9 @@ class DurableDocumentStore:
 
     def __init__(self, database: Database, recent_ops: int = 1000) -> None:
         """
-        Read every document's last sequence number (at startup).
+        Read every document's last sequence number (at startup).  On disk,
+        the ops appended in one reactor turn are written in one transaction
+        at the end of it (and before shutdown).
 
         @param recent_ops: how many of each document's newest ops
             C{requestOps} can replay; C{GET /deltas} serves them all.
@@ -205,6 +214,12 @@ class DurableDocumentStore:
             (tenant, document): _RecentOps(number, deque(maxlen=recent_ops))
             for tenant, document, number in rows
         }
+        self._last_write: Deferred[None] | None = None
+        self._rows: list[tuple[str, str, int, bytes]] = []
+        self._batch: Deferred[None] | None = None
+        database.before_close.append(self._flush)
+        if database.reactor is not None:
+            database.reactor.addSystemEventTrigger("before", "shutdown", self._flush)
 
     def sequence_number(self, tenant_id: str, document_id: str) -> int:
         """See L{IDocumentStore.sequence_number}."""
@@ -239,18 +254,34 @@ class DurableDocumentStore:
             )
             for message in messages
         ]
-        self.database.run(
-            lambda cursor: cursor.executemany(
-                "INSERT INTO ops VALUES (?, ?, ?, ?)", rows
-            )
-        ).addErrback(
-            lambda failure: self.log.failure(
-                "Could not store ops of {tenant_id}/{document_id}",
-                failure,
-                tenant_id=tenant_id,
-                document_id=document_id,
+        self._rows += rows
+        if self._batch is not None:
+            return
+        self._batch = self._last_write = Deferred()
+        reactor = self.database.reactor
+        if reactor is None:
+            self._flush()
+        else:
+            # Group commit: every op of this reactor turn in one transaction.
+            reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """Write the ops appended since the last flush, in one transaction."""
+        rows, self._rows = self._rows, []
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return
+        write: Deferred[None] = self.database.run(
+            lambda cursor: (
+                cursor.executemany("INSERT INTO ops VALUES (?, ?, ?, ?)", rows) and None
             )
         )
+        write.addErrback(
+            lambda failure: self.log.failure(
+                "Could not store {count} ops", failure, count=len(rows)
+            )
+        )
+        write.chainDeferred(batch)
 
     def messages_after(
         self, tenant_id: str, document_id: str, after: int
@@ -260,6 +291,17 @@ class DurableDocumentStore:
         if log is None:
             return []
         return [message for message in log.messages if message.sequence_number > after]
+
+    def written(self) -> Deferred[None] | None:
+        """
+        See L{IDocumentStore.written}: the last write queued, which commits
+        after every earlier one, while it is pending.
+        """
+        last = self._last_write
+        if last is None or last.called:
+            self._last_write = None
+            return None
+        return last
 
 
 @attrs.frozen
