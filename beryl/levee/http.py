@@ -255,7 +255,8 @@ class LeveeHttp(Resource):
         end = _int_arg(request, b"to", None)
         if end is not None and end <= first:
             return {"value": []}
-        return {"value": await self.storage.deltas(tenant, document, first, end)}
+        ops = await self.storage.deltas_json(tenant, document, first, end)
+        return {"value": orjson.Fragment(ops)}
 
     async def _git(
         self, method: str, tenant: str, kind: str, rest: list[str], request: Request
