@@ -107,6 +107,58 @@ class SummaryTests(SynchronousTestCase):
         assert entries is not None
         self.assertEqual([e.path for e in entries], [".protocol", "root"])
 
+    def test_protocol_written_by_the_service(self) -> None:
+        """A summary without .protocol gets the quorum at its reference SN, as scribe writes it."""
+        protocol = {
+            "type": 1,
+            "tree": {
+                "attributes": {
+                    "type": 2,
+                    "content": '{"minimumSequenceNumber":0,"sequenceNumber":0}',
+                },
+                "quorumMembers": {"type": 2, "content": "[]"},
+                "quorumProposals": {"type": 2, "content": "[]"},
+                "quorumValues": {"type": 2, "content": '[["code",{"key":"code"}]]'},
+            },
+        }
+        summary = {"type": 1, "tree": {".protocol": protocol}}
+        self.successResultOf(
+            self.storage.create_document(TENANT, "doc", summary, AUTHOR, 0)
+        )
+        self.summarize(self.writer, self.upload(protocol=False))
+        summarize, ack = self.writer.ops()[-2:]
+        self.assertEqual(ack["type"], "summaryAck")
+        commit = self.successResultOf(
+            self.storage.get_commit(TENANT, ack["contents"]["handle"])
+        )
+        assert commit is not None
+        entries = self.successResultOf(
+            self.storage.get_tree(TENANT, commit.tree, recursive=True)
+        )
+        assert entries is not None
+        blobs = {
+            e.path: json.loads(
+                self.successResultOf(self.storage.get_blob(TENANT, e.sha))
+            )
+            for e in entries
+            if e.path.startswith(".protocol/")
+        }
+        self.assertEqual(
+            blobs[".protocol/attributes"],
+            {
+                "minimumSequenceNumber": summarize["minimumSequenceNumber"],
+                "sequenceNumber": summarize["referenceSequenceNumber"],
+            },
+        )
+        members = dict(blobs[".protocol/quorumMembers"])
+        self.assertEqual(
+            {key: value["sequenceNumber"] for key, value in members.items()},
+            {self.writer.client_id: 1, self.other.client_id: 2},
+        )
+        self.assertEqual(members[self.other.client_id]["client"]["user"], {"id": "bob"})
+        self.assertEqual(blobs[".protocol/quorumValues"], [["code", {"key": "code"}]])
+        self.assertIn("root", [e.path for e in entries])
+
     def test_string_contents(self) -> None:
         """Summarize contents sent as JSON text are read too."""
         commit = self.upload()
@@ -122,7 +174,7 @@ class SummaryTests(SynchronousTestCase):
             ("f" * 40, "was not uploaded"),
             (tree, "is a tree, not a commit"),
             (None, "handle is missing"),
-            (self.upload(protocol=False), "has no .protocol/attributes"),
+            (self.upload(protocol=False), "no earlier summary to start one from"),
         ]
         for csn, (handle, reason) in enumerate(cases, 1):
             self.summarize(self.writer, handle, csn)

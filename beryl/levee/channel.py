@@ -246,7 +246,9 @@ class LeveeRelay:
                 SummaryVerdict("This server stores no summaries")
             )
         else:
-            verdict = storage.check_summary(tenant_id, check.handle)
+            verdict = storage.check_summary(
+                tenant_id, check.handle, document_id, check.reference_sequence_number
+            )
 
         def decided(decision: SummaryVerdict) -> Deferred[None] | None:
             session = self.sessions.session_for(tenant_id, document_id)

@@ -67,6 +67,8 @@ class CheckSummary:
 
     sequence_number: int
     handle: Any
+    reference_sequence_number: int = 0
+    """The op's reference SN: the SN the summary describes."""
     event = "summarize"
     payload = None
 

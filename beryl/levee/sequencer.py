@@ -523,7 +523,11 @@ class DocumentSession:
             sequenced.append(ordered)
             if admitted.type == SUMMARIZE:
                 checks.append(
-                    CheckSummary(ordered.sequence_number, _summary_handle(ordered))
+                    CheckSummary(
+                        ordered.sequence_number,
+                        _summary_handle(ordered),
+                        ordered.reference_sequence_number,
+                    )
                 )
         effects = self._broadcast_ops(sequenced, tuple(self._clients)) + checks
         if nacks:

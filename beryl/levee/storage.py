@@ -431,6 +431,81 @@ def _put_commit(
     )
 
 
+def _child(cursor: Cursor, tenant: str, tree: str, name: str) -> TreeEntry | None:
+    """The entry C{name} of a stored tree, if it has one."""
+    found = _get_object(cursor, tenant, tree)
+    if found is None or found[0] != TREE:
+        return None
+    return {e.path: e for e in _parse_tree(found[1])}.get(name)
+
+
+def _protocol_tree(
+    cursor: Cursor, tenant: str, document: str, reference: int | None
+) -> TreeEntry | str:
+    """
+    Write the C{.protocol} tree of C{document} at sequence number
+    C{reference}, as scribe does: C{attributes} (SN and MSN), the quorum
+    members then (those of the newest acknowledged summary, plus the join
+    and minus the leave ops after it), and its proposals and values as they
+    were in that summary (only the code proposal, which clients never
+    change).
+
+    @return: the tree's entry, or why it cannot be made.
+    """
+    if reference is None or not document:
+        return "the summary has no .protocol tree"
+    row = cursor.execute(
+        "SELECT commit_sha FROM summaries WHERE tenant = ? AND document = ? "
+        "ORDER BY sequence_number DESC LIMIT 1",
+        (tenant, document),
+    ).fetchone()
+    if row is None:
+        return "no .protocol tree, and no earlier summary to start one from"
+    found = _get_object(cursor, tenant, str(row[0]))
+    assert found is not None
+    parent = _child(cursor, tenant, _parse_commit(row[0], found[1]).tree, ".protocol")
+    if parent is None:
+        return "no .protocol tree, and the previous summary has none either"
+    blobs: dict[str, bytes] = {}
+    for name in ("attributes", "quorumMembers", "quorumProposals", "quorumValues"):
+        entry = _child(cursor, tenant, parent.sha, name)
+        blob = None if entry is None else _get_object(cursor, tenant, entry.sha)
+        if blob is None:
+            return f"the previous summary has no .protocol/{name}"
+        blobs[name] = blob[1]
+    try:
+        start = int(orjson.loads(blobs["attributes"])["sequenceNumber"])
+        members = dict(orjson.loads(blobs["quorumMembers"]))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return "the previous summary's .protocol cannot be read"
+    if reference < start:
+        return f"reference sequence number {reference} precedes the last summary"
+    minimum = int(orjson.loads(blobs["attributes"]).get("minimumSequenceNumber", 0))
+    for (body,) in cursor.execute(
+        "SELECT body FROM ops WHERE tenant = ? AND document = ? "
+        "AND sequence_number > ? AND sequence_number <= ? ORDER BY sequence_number",
+        (tenant, document, start, reference),
+    ):
+        op = orjson.loads(body)
+        minimum = op["minimumSequenceNumber"]
+        if op["type"] == "join":
+            joined = orjson.loads(op["data"])
+            members[joined["clientId"]] = {
+                "client": joined["detail"],
+                "sequenceNumber": op["sequenceNumber"],
+            }
+        elif op["type"] == "leave":
+            members.pop(orjson.loads(op["data"]), None)
+    attributes = {"minimumSequenceNumber": minimum, "sequenceNumber": reference}
+    blobs["attributes"] = orjson.dumps(attributes)
+    blobs["quorumMembers"] = orjson.dumps(list(members.items()))
+    entries = [
+        TreeEntry(name, "100644", BLOB, _put_object(cursor, tenant, BLOB, body))
+        for name, body in blobs.items()
+    ]
+    return TreeEntry(".protocol", "40000", TREE, _put_tree(cursor, tenant, entries))
+
+
 def _summary_blob(value: Any) -> bytes:
     """The bytes of a create-new summary blob's C{content}."""
     if isinstance(value, str):
@@ -675,16 +750,25 @@ class LeveeStorage:
             )
         )
 
-    def check_summary(self, tenant: str, handle: Any) -> Deferred[SummaryVerdict]:
+    def check_summary(
+        self,
+        tenant: str,
+        handle: Any,
+        document: str = "",
+        reference_sequence_number: int | None = None,
+    ) -> Deferred[SummaryVerdict]:
         """
         Decide on the summary a summarize op's C{handle} names.
 
         It must be a stored commit (whose tree, like every stored tree, is
-        complete) with a C{.protocol/attributes} blob, so that a loader can
-        start from it.  A single-commit summary as the loader uploads it
+        complete).  A single-commit summary as the loader uploads it
         (C{.app} beside C{.protocol}) is stored again with the C{.app}
-        children at the root, where a loader looks for them, and that
-        commit is the one acknowledged.
+        children at the root, where a loader looks for them.  A summary
+        without C{.protocol} gets one written by the service, as
+        Routerlicious's scribe does: the document's quorum at
+        C{reference_sequence_number} (the summarize op's reference SN),
+        from its newest acknowledged summary and the join and leave ops
+        after it.  Either way, the commit so made is the one acknowledged.
         """
         if not isinstance(handle, str) or not handle:
             return succeed(SummaryVerdict("Summary handle is missing"))
@@ -699,6 +783,7 @@ class LeveeStorage:
             root = _get_object(cursor, tenant, commit.tree)
             assert root is not None
             entries = {e.path: e for e in _parse_tree(root[1])}
+            changed = False
             app = entries.get(".app")
             if app is not None and app.type == TREE:
                 inner = _get_object(cursor, tenant, app.sha)
@@ -711,26 +796,28 @@ class LeveeStorage:
                             "the root"
                         )
                     entries[entry.path] = entry
+                changed = True
             protocol = entries.get(".protocol")
-            attributes = None
-            if protocol is not None and protocol.type == TREE:
-                inner = _get_object(cursor, tenant, protocol.sha)
-                assert inner is not None
-                names = {e.path: e.type for e in _parse_tree(inner[1])}
-                attributes = names.get("attributes")
-            if attributes != BLOB:
-                return SummaryVerdict(
-                    f"Summary {handle} has no .protocol/attributes: the driver "
-                    "must upload single-commit summaries "
-                    "(policies.summarizeProtocolTree)"
+            if protocol is None:
+                made = _protocol_tree(
+                    cursor, tenant, document, reference_sequence_number
                 )
-            if app is None:
+                if isinstance(made, str):
+                    return SummaryVerdict(f"Summary {handle}: {made}")
+                entries[".protocol"] = made
+                changed = True
+            elif (
+                protocol.type != TREE
+                or _child(cursor, tenant, protocol.sha, "attributes") is None
+            ):
+                return SummaryVerdict(f"Summary {handle} has no .protocol/attributes")
+            if not changed:
                 return SummaryVerdict(None, handle)
             tree = _put_tree(cursor, tenant, list(entries.values()))
-            flat = _put_commit(
+            made_commit = _put_commit(
                 cursor, tenant, tree, commit.parents, commit.author, commit.message
             )
-            return SummaryVerdict(None, flat)
+            return SummaryVerdict(None, made_commit)
 
         return self.database.run(work)
 

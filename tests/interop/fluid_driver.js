@@ -319,9 +319,10 @@ class DocumentService extends EventEmitter {
     this.resolvedUrl = resolvedUrl;
     this.documentId = documentId;
     this.rest = new Rest(options.httpUrl, options.tenantId, options.getToken);
-    // Single-commit summaries: the loader adds .protocol to each summary it
-    // uploads (Beryl, unlike Routerlicious's scribe, does not write it).
-    this.policies = { summarizeProtocolTree: true };
+    // With summarizeProtocolTree the loader adds .protocol to each summary
+    // it uploads (single-commit summaries); without it Beryl writes
+    // .protocol itself, as Routerlicious's scribe does.
+    this.policies = { summarizeProtocolTree: options.summarizeProtocolTree ?? false };
   }
 
   async connectToStorage() {

@@ -50,6 +50,7 @@ const driver = leveeDriver({
   socketUrl: args.socketUrl,
   tenantId: args.tenantId,
   getToken,
+  summarizeProtocolTree: args.summarizeProtocolTree,
 });
 const schema = { initialObjects: { map: SharedMap } };
 const runtimeFactory = createDOProviderContainerRuntimeFactory({

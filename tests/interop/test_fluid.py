@@ -3,8 +3,9 @@ The real Fluid loader and runtime from npm (container-loader, fluid-static,
 map) on a small driver of the tests' own (fluid_driver.js: Beryl's storage
 REST API and a Phoenix-channel delta stream) against real C{twistd beryl
 --levee} processes: create and attach, a second client loads, concurrent
-writes converge, the runtime's summarizer gets a summary acknowledged, the
-server restarts, and a third client loads from the summary plus deltas.
+writes converge, the runtime's summarizer gets two summaries acknowledged
+(Beryl writes their .protocol tree, as scribe does), the server restarts,
+and a third client loads from the newest summary plus deltas.
 """
 
 from __future__ import annotations
