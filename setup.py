@@ -39,6 +39,7 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "orjson>=3.9",
+        "PyJWT>=2.8",
     ],
     extras_require={
         # ssl: server endpoints and tls: cluster peers.
@@ -58,6 +59,8 @@ setup(
             # third-party Python clients (docs/clients.md)
             "phxsocket>=0.1.5",
             "phoenix-channels-python-client>=0.4",
+            # HTTP tests (Levee storage routes)
+            "treq>=23.11",
         ],
     },
     classifiers=[

@@ -274,9 +274,26 @@ class Options(usage.Options):
             None,
             "With --levee: accept any token with full scopes (development only; logged as a warning).",
         ],
+        [
+            "levee-dev-token-mint",
+            None,
+            "With --levee: POST /api/tenants/{t}/token-mint signs tokens for the configured tenants, for anyone (development only).",
+        ],
     ]
 
     optParameters: list[list[Any]] = [
+        [
+            "levee-data",
+            None,
+            "./levee-data",
+            "With --levee: keep documents, summaries and ops in this directory (SQLite); ':memory:' keeps nothing.",
+        ],
+        [
+            "levee-tenants-file",
+            None,
+            None,
+            "With --levee: read TENANT:SECRET lines (HS256 token secrets) from this file.",
+        ],
         [
             "port",
             "p",
@@ -426,6 +443,48 @@ class Options(usage.Options):
                 self._environment_names.append(name)
         return arguments
 
+    def opt_levee_tenant(self, value: str) -> None:
+        """
+        With --levee: accept HS256 tokens of tenant ID signed with SECRET
+        (ID:SECRET; repeatable).
+        """
+        from beryl.levee.auth import parse_tenants
+
+        try:
+            self.setdefault("levee-tenants", {}).update(parse_tenants([value]))
+        except ValueError:
+            raise usage.UsageError("--levee-tenant: expected ID:SECRET") from None
+
+    def _levee_options(self) -> None:
+        from beryl.levee.auth import parse_tenants
+
+        tenants = self.setdefault("levee-tenants", {})
+        path = self["levee-tenants-file"]
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as file:
+                    tenants.update(parse_tenants(file.read().splitlines()))
+            except OSError as error:
+                raise usage.UsageError(
+                    f"--levee-tenants-file: {error.strerror}"
+                ) from None
+            except ValueError as error:
+                raise usage.UsageError(f"--levee-tenants-file: {error}") from None
+        if not self["levee"]:
+            for name in ("levee-insecure-dev-tokens", "levee-dev-token-mint"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} needs --levee")
+            if tenants:
+                raise usage.UsageError(
+                    "--levee-tenant and --levee-tenants-file need --levee"
+                )
+            if self["levee-data"] != "./levee-data":
+                raise usage.UsageError("--levee-data needs --levee")
+        if self["levee-dev-token-mint"] and not tenants:
+            raise usage.UsageError(
+                "--levee-dev-token-mint needs --levee-tenant or --levee-tenants-file"
+            )
+
     def postOptions(self) -> None:
         """
         Check everything here, so that bad input is a one-line usage error
@@ -458,8 +517,7 @@ class Options(usage.Options):
                 "--levee is single-node for now (each node would sequence the same "
                 "documents on its own): run Levee on a node without --cluster-port"
             )
-        if self["levee-insecure-dev-tokens"] and not self["levee"]:
-            raise usage.UsageError("--levee-insecure-dev-tokens needs --levee")
+        self._levee_options()
 
     def _cluster_config(self) -> ClusterConfig | None:
         port = self["cluster-port"]
@@ -552,17 +610,24 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     Build the service tree: Beryl's services, then the web listener last.
     """
     app = options.get("loaded_app") or _demo()
+    children = {}
     if options["levee"]:
         from beryl.levee.auth import token_validator
-        from beryl.levee.channel import mount_levee
+        from beryl.levee.service import serve_levee
 
-        mount_levee(
+        tenants = options.get("levee-tenants", {})
+        levee = serve_levee(
             app,
-            clock=reactor,
+            reactor,
             validate=token_validator(
-                insecure_dev_tokens=options["levee-insecure-dev-tokens"], clock=reactor
+                insecure_dev_tokens=options["levee-insecure-dev-tokens"],
+                clock=reactor,
+                tenants=tenants,
             ),
+            data=options["levee-data"],
+            mint_secrets=tenants if options["levee-dev-token-mint"] else None,
         )
+        children = levee.resources()
     server = make_server(
         app,
         reactor,
@@ -579,7 +644,11 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         ),
     )
     top = server.service
-    site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))
+    site = Site(
+        root_resource(
+            server.websocket_factory, demo=options["app"] is None, children=children
+        )
+    )
     web = _ListenService(
         "port", options["port"], serverFromString(reactor, options["port"]), site
     )

@@ -7,6 +7,7 @@ own C{twisted.web} site instead.
 from __future__ import annotations
 
 from importlib.resources import files
+from typing import Mapping
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import Resource
@@ -38,13 +39,19 @@ def demo_page() -> Resource:
     return page
 
 
-def root_resource(factory: PhoenixWebSocketFactory, demo: bool) -> Resource:
+def root_resource(
+    factory: PhoenixWebSocketFactory,
+    demo: bool,
+    children: Mapping[bytes, Resource] | None = None,
+) -> Resource:
     """
-    The site root: C{/socket/websocket}, and the demo page at C{/} when
-    C{demo} is true.
+    The site root: C{/socket/websocket}, the demo page at C{/} when C{demo}
+    is true, and C{children} (such as Levee's HTTP routes) by name.
     """
     root = demo_page() if demo else Resource()
     root.putChild(b"socket", socket_resource(factory))
+    for name, child in (children or {}).items():
+        root.putChild(name, child)
     if demo:
         root.putChild(b"", root)
     return root
