@@ -25,6 +25,7 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "orjson>=3.9",
+        "itsdangerous>=2.1",
     ],
     extras_require={
         "test": ["hypothesis>=6.80", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.6"],

@@ -35,6 +35,8 @@ _NUMBERS: dict[str, type[int] | type[float]] = {
     "max-silent-periods": int,
     "down-period": float,
     "permdown-period": float,
+    "longpoll-timeout": float,
+    "longpoll-idle-timeout": float,
 }
 """The numeric options, all positive, checked in L{Options.postOptions}."""
 
@@ -118,12 +120,18 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Serve Phoenix Channels over WebSocket at /socket/websocket. Without "
+        "Serve Phoenix Channels over WebSocket at /socket/websocket and long-poll "
+        "at /socket/longpoll. Without "
         "--app, the built-in demo (a chat page at / with room:* and feed:* "
         "channels) is served."
     )
 
     optFlags = [
+        [
+            "no-longpoll",
+            None,
+            "Do not serve the long-poll transport at /socket/longpoll.",
+        ],
         [
             "levee",
             None,
@@ -188,6 +196,18 @@ class Options(usage.Options):
             "Largest inbound WebSocket message in bytes; larger closes with 1009.",
         ],
         ["max-channels", None, 100, "Most channels one socket may join."],
+        [
+            "longpoll-timeout",
+            None,
+            10.0,
+            "Long-poll: seconds a poll is held when nothing is waiting.",
+        ],
+        [
+            "longpoll-idle-timeout",
+            None,
+            15.0,
+            "Long-poll: end a session not polled for this many seconds.",
+        ],
         [
             "check-origin",
             None,
@@ -343,6 +363,9 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
         cluster=options["cluster"],
+        longpoll=not options["no-longpoll"],
+        longpoll_timeout=options["longpoll-timeout"],
+        longpoll_idle_timeout=options["longpoll-idle-timeout"],
         presence=PresenceTimings(
             broadcast_period=options["broadcast-period"],
             max_silent_periods=options["max-silent-periods"],
@@ -351,7 +374,13 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         ),
     )
     top = server.service
-    site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))
+    site = Site(
+        root_resource(
+            server.websocket_factory,
+            demo=options["app"] is None,
+            longpoll=server.longpoll,
+        )
+    )
     web = strports.service(options["port"], site, reactor=reactor)
     web.name = "web"
     top.addService(web)

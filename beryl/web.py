@@ -12,18 +12,24 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
+from beryl.transport.longpoll import LongPollResource, LongPollTransport
 from beryl.transport.websocket import PhoenixWebSocketFactory
 
 __all__ = ["demo_page", "root_resource", "socket_resource"]
 
 
-def socket_resource(factory: PhoenixWebSocketFactory) -> Resource:
+def socket_resource(
+    factory: PhoenixWebSocketFactory, longpoll: LongPollTransport | None = None
+) -> Resource:
     """
     The C{/socket} prefix: its C{websocket} child upgrades to the Phoenix
-    WebSocket transport.
+    WebSocket transport; its C{longpoll} child, when C{longpoll} is given,
+    serves the long-poll transport.
     """
     socket = Resource()
     socket.putChild(b"websocket", WebSocketResource(factory))
+    if longpoll is not None:
+        socket.putChild(b"longpoll", LongPollResource(longpoll))
     return socket
 
 
@@ -35,13 +41,17 @@ def demo_page() -> Resource:
     return Data(html, "text/html; charset=utf-8")
 
 
-def root_resource(factory: PhoenixWebSocketFactory, demo: bool) -> Resource:
+def root_resource(
+    factory: PhoenixWebSocketFactory,
+    demo: bool,
+    longpoll: LongPollTransport | None = None,
+) -> Resource:
     """
-    The site root: C{/socket/websocket}, and the demo page at C{/} when
-    C{demo} is true.
+    The site root: C{/socket/websocket} (and C{/socket/longpoll} when
+    C{longpoll} is given), and the demo page at C{/} when C{demo} is true.
     """
     root = demo_page() if demo else Resource()
-    root.putChild(b"socket", socket_resource(factory))
+    root.putChild(b"socket", socket_resource(factory, longpoll))
     if demo:
         root.putChild(b"", root)
     return root
