@@ -85,6 +85,37 @@ class Puppet:
         """
         return self.command("join", id=client, url=url, topic=topic, params=params)
 
+    def join_with(
+        self,
+        client: str,
+        url: str,
+        topic: str,
+        params: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """
+        L{join} with client options: C{package} (C{"phoenix17"} for the 1.7
+        client), C{transport} (C{"longpoll"}), C{serializer} (C{"v1"}),
+        C{socketOptions}.
+        """
+        return self.command(
+            "join", id=client, url=url, topic=topic, params=params or {}, **options
+        )
+
+    def leave(self, client: str) -> Any:
+        """
+        Leave the channel and wait for the reply.
+        """
+        return self.command("leave", id=client)
+
+    def transport(self, client: str) -> str:
+        """
+        The transport C{client}'s socket uses now: C{"WebSocket"} or
+        C{"LongPoll"}.
+        """
+        result: str = self.command("transport", id=client)
+        return result
+
     def push(self, client: str, event: str, payload: Any = None) -> Any:
         """
         Push and wait for the reply (C{{"status", "response"}}).
