@@ -130,13 +130,32 @@ class SessionTokens:
             value = self._serializer.loads(token, max_age=self._max_age)
         except BadSignature:
             return None
-        if (
-            isinstance(value, list)
-            and len(value) == 2
-            and all(isinstance(part, str) for part in value)
-        ):
-            return value[0], value[1]
-        return None
+        return _named(value)
+
+    def claimed_node(self, token: str) -> str | None:
+        """
+        The node a token that did not verify claims to come from (another
+        node signs with its own key), for the log; L{None} if it names none.
+        """
+        try:
+            _, value = self._serializer.loads_unsafe(token)
+        except Exception:
+            return None
+        named = _named(value)
+        return None if named is None else named[0]
+
+
+def _named(value: Any) -> tuple[str, str] | None:
+    """
+    A token's payload as C{(node name, session id)}, if it is one.
+    """
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(part, str) for part in value)
+    ):
+        return value[0], value[1]
+    return None
 
 
 def _json(request: Request, body: bytes) -> bytes:
@@ -472,10 +491,8 @@ class LongPollTransport:
         if token is None:
             return None
         named = self.tokens.read(token)
-        if named is None:
-            return None
-        node, session_id = named
-        if node != self.node_name:
+        node = named[0] if named is not None else self.tokens.claimed_node(token)
+        if node is not None and node != self.node_name:
             self.log.info(
                 "A long-poll request carries a session of node {other}, not of "
                 "this node ({node}); answering 410 so that the client starts "
@@ -484,6 +501,9 @@ class LongPollTransport:
                 node=self.node_name,
             )
             return None
+        if named is None:
+            return None
+        session_id = named[1]
         return self.sessions.get(session_id)
 
     def end(self, session: LongPollSession) -> None:
