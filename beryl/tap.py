@@ -22,7 +22,7 @@ from twisted.web.server import Site
 from beryl.app import App
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
-from beryl.web import root_resource
+from beryl.web import access_log_formatter, root_resource
 
 __all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
 
@@ -379,7 +379,8 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
             server.websocket_factory,
             demo=options["app"] is None,
             longpoll=server.longpoll,
-        )
+        ),
+        logFormatter=access_log_formatter,
     )
     web = strports.service(options["port"], site, reactor=reactor)
     web.name = "web"

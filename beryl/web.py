@@ -6,16 +6,46 @@ own C{twisted.web} site instead.
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
+from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
 from beryl.transport.longpoll import LongPollResource, LongPollTransport
 from beryl.transport.websocket import PhoenixWebSocketFactory
 
-__all__ = ["demo_page", "root_resource", "socket_resource"]
+__all__ = ["access_log_formatter", "demo_page", "root_resource", "socket_resource"]
+
+_TOKEN_PARAMETER = re.compile(rb"([?&]token=)[^&]*")
+
+
+class _RedactedRequest:
+    """
+    A request as the access log sees it: the value of every C{token}
+    query parameter (long-poll session tokens, applications' tokens)
+    replaced.
+    """
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self.uri = _TOKEN_PARAMETER.sub(rb"\1[redacted]", request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def access_log_formatter(timestamp: str, request: Any) -> str:
+    """
+    Twisted's combined access log line, without the values of C{token}
+    query parameters: they are credentials (a long-poll session token lets
+    its holder read the session's messages).
+    """
+    line: str = combinedLogFormatter(timestamp, _RedactedRequest(request))
+    return line
 
 
 def socket_resource(

@@ -33,6 +33,7 @@ from beryl.transport.longpoll import (
     SessionTokens,
 )
 from beryl.transport.sockethost import socket_host
+from beryl.web import access_log_formatter
 from beryl.wire import Binary, Payload
 
 NDJSON = {"content-type": "application/x-ndjson"}
@@ -694,3 +695,20 @@ class BadInputTests(LongPollCase):
         other = self.open()
         self.post(other, [None, "1", "phoenix", "heartbeat", {}])
         self.assertEqual(len(self.poll(other)), 1)
+
+
+class AccessLogTests(SynchronousTestCase):
+    def test_tokens_redacted(self) -> None:
+        """The access log line keeps the request but not the values of token parameters."""
+        request = DummyRequest([])
+        request.uri = b"/socket/longpoll?token=app-secret&vsn=2.0.0&token=SESSION.x.y"
+        request.client = IPv4Address("TCP", "10.0.0.1", 1234)
+        request.code = 200
+        request.sentLength = 14
+        line = access_log_formatter("[01/Jan/2026:00:00:00 +0000]", request)
+        self.assertIn(
+            "/socket/longpoll?token=[redacted]&vsn=2.0.0&token=[redacted]", line
+        )
+        self.assertNotIn("SESSION", line)
+        self.assertNotIn("app-secret", line)
+        self.assertIn('"10.0.0.1"', line)

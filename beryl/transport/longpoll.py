@@ -288,7 +288,11 @@ class LongPollSession:
         request = self._poller
         self._poller = None
         self._cancel_poll_timers()
-        self.last_poll = self._transport.clock.seconds()
+        transport = self._transport
+        self.last_poll = transport.clock.seconds()
+        if self.socket is not None and not self.closed:
+            # A poll held longer than the core's idle timeout still counts.
+            transport.host.touch(self.socket)
         if request is not None:
             _finish(request, body)
 
