@@ -56,28 +56,40 @@ def client_argv(
     ]
 
 
-def memory_per_session(port: int, pid: int, transport: str, sessions: int) -> float:
+def memory_per_session(transport: str, sessions: int) -> float:
     """
-    The server's RSS growth in KiB per joined session of C{transport}.
+    The RSS growth in KiB per joined session of C{transport}, on a fresh
+    server (memory freed by an earlier run would hide the cost).
     """
-    before = rss_kib(pid)
-    client = subprocess.Popen(
-        pinned(1, client_argv(port, transport, sessions, 0, "memory")),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert client.stdin is not None and client.stdout is not None
-    line = client.stdout.readline().strip()
-    if line != "READY":
-        raise RuntimeError(f"{transport} memory client: {line}")
-    time.sleep(1)
-    after = rss_kib(pid)
-    client.stdin.write("done\n")
-    client.stdin.flush()
-    client.wait(60)
-    # Let the server forget them (long-poll sessions expire when idle).
-    time.sleep(17 if transport == "longpoll" else 1)
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            pinned(0, beryl_argv(port, Path(tmp) / "server.log")),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(port)
+            time.sleep(0.5)
+            before = rss_kib(server.pid)
+            client = subprocess.Popen(
+                pinned(1, client_argv(port, transport, sessions, 0, "memory")),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert client.stdin is not None and client.stdout is not None
+            line = client.stdout.readline().strip()
+            if line != "READY":
+                raise RuntimeError(f"{transport} memory client: {line}")
+            time.sleep(1)
+            after = rss_kib(server.pid)
+            client.stdin.write("done\n")
+            client.stdin.flush()
+            client.wait(60)
+        finally:
+            server.terminate()
+            server.wait(10)
     return (after - before) / sessions
 
 
@@ -123,13 +135,11 @@ def main() -> None:
                             result["server_cpu"] * 1e6 / result["deliveries"],
                         )
                 results[transport] = best
-            for transport in ("websocket", "longpoll"):
-                memory[transport] = memory_per_session(
-                    port, server.pid, transport, args.sessions
-                )
         finally:
             server.terminate()
             server.wait(10)
+    for transport in ("websocket", "longpoll"):
+        memory[transport] = memory_per_session(transport, args.sessions)
     ws_rate, ws_cpu = results["websocket"]
     lp_rate, lp_cpu = results["longpoll"]
     print(

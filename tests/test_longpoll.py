@@ -24,7 +24,7 @@ from zope.interface.verify import verifyObject
 
 from beryl.app import App, ConnectError, ConnectInfo, ConnectOk, ConnectResult
 from beryl.channel import Channel, JoinContext, JoinOk, NoReply, SocketContext
-from beryl.coordinator import Coordinator
+from beryl.coordinator import Coordinator, SocketHandle
 from beryl.demo import demo_app
 from beryl.interfaces import IConnection, ISocketHost
 from beryl.transport.longpoll import (
@@ -37,6 +37,21 @@ from beryl.web import access_log_formatter
 from beryl.wire import Binary, Payload
 
 NDJSON = {"content-type": "application/x-ndjson"}
+
+
+def _heartbeat(number: int) -> list[Any]:
+    return [None, str(number), "phoenix", "heartbeat", {}]
+
+
+class FakeRequest(DummyRequest):
+    """
+    A L{DummyRequest} with the attributes of a real request that the
+    transport and the access log read.
+    """
+
+    content: BytesIO
+    code: int = 200
+    sentLength: int = 0
 
 
 @attrs.define
@@ -115,11 +130,11 @@ class LongPollCase(SynchronousTestCase):
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         token: str | None = None,
-    ) -> DummyRequest:
+    ) -> FakeRequest:
         """
         Render one request to C{/socket/longpoll?query[&token=...]}.
         """
-        request = DummyRequest([])
+        request = FakeRequest([])
         request.method = method
         if token is not None:
             query += f"&token={token}"
@@ -132,7 +147,7 @@ class LongPollCase(SynchronousTestCase):
         request.render(self.resource)
         return request
 
-    def answer(self, request: DummyRequest) -> Any:
+    def answer(self, request: FakeRequest) -> Any:
         """
         The JSON a finished request was answered with (HTTP 200 always).
         """
@@ -156,7 +171,7 @@ class LongPollCase(SynchronousTestCase):
 
     def post(
         self, token: str, *frames: Any, headers: Mapping[str, str] = NDJSON
-    ) -> DummyRequest:
+    ) -> FakeRequest:
         """
         POST frames (JSON values) as phoenix.js batches them.
         """
@@ -441,6 +456,7 @@ class ConnectTests(LongPollCase):
         token = self.open()
         self.join(token, "rec:a")
         (session,) = self.transport.sessions.values()
+        assert isinstance(session.socket, SocketHandle)
         self.assertEqual(session.socket.assigns, {"user": "u"})
 
     def test_connect_refused(self) -> None:
@@ -657,7 +673,7 @@ class BadInputTests(LongPollCase):
     def test_too_many_lines(self) -> None:
         """More than 100 messages in one POST is refused whole with HTTP 400."""
         token = self.open()
-        frames = [[None, str(n), "phoenix", "heartbeat", {}] for n in range(101)]
+        frames = [_heartbeat(number) for number in range(101)]
         request = self.post(token, *frames)
         self.assertEqual(request.responseCode, 400)
         self.assertEqual(self.answer_count(token), 0)
@@ -700,7 +716,7 @@ class BadInputTests(LongPollCase):
 class AccessLogTests(SynchronousTestCase):
     def test_tokens_redacted(self) -> None:
         """The access log line keeps the request but not the values of token parameters."""
-        request = DummyRequest([])
+        request = FakeRequest([])
         request.uri = b"/socket/longpoll?token=app-secret&vsn=2.0.0&token=SESSION.x.y"
         request.client = IPv4Address("TCP", "10.0.0.1", 1234)
         request.code = 200
