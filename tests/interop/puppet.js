@@ -9,7 +9,8 @@
 //   {"op": "join", "id": "a", "url": U, "topic": T, "params": {...}}
 //        -> {"ok": {"status": "ok"|"error", "response": ...}}
 //        optional: "package": "phoenix" | "phoenix17" (the 1.7 client),
-//        "transport": "websocket" (default) | "longpoll", "serializer": "v1"
+//        "transport": "websocket" (default) | "longpoll" | "default" (phoenix.js
+//        picks), "serializer": "v1"
 //        (vsn 1.0.0 with V1 objects), "socketOptions": {...}
 //   {"op": "leave", "id": "a"}                             -> {"ok": {"status", "response"}}
 //   {"op": "transport", "id": "a"}                         -> {"ok": "WebSocket"|"LongPoll"}
@@ -97,7 +98,10 @@ function sameCounts(a, b) {
 function join(command) {
   const {Socket, Presence, LongPoll} = packages[command.package || "phoenix"];
   const socket = new Socket(command.url, {
-    transport: command.transport === "longpoll" ? LongPoll : WebSocket,
+    // "default": whatever phoenix.js picks by itself (LongPoll where there is
+    // no global WebSocket, as in Node 20)
+    transport: command.transport === "default" ? undefined
+      : command.transport === "longpoll" ? LongPoll : WebSocket,
     reconnectAfterMs: () => 200,
     rejoinAfterMs: () => 300,
     ...(command.serializer === "v1" ? v1 : {}),

@@ -11,11 +11,18 @@ shares a room with long-poll clients.
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.harness import OK_EMPTY, BerylServer, start_server, unique_topic
+from tests.interop.harness import (
+    OK_EMPTY,
+    BerylServer,
+    node_executable,
+    start_server,
+    unique_topic,
+)
 from tests.interop.puppet import Puppet
 
 LONGPOLL = {"transport": "longpoll"}
@@ -155,6 +162,25 @@ class FallbackTests(SynchronousTestCase):
             {"status": "ok", "response": {"x": 1}},
         )
         self.puppet.wait_presence("c", {"c": 1})
+
+
+class DefaultTransportTests(SynchronousTestCase):
+    def test_readme_example_without_global_websocket(self) -> None:
+        """The README's client with no transport option works on Node 20 (no global WebSocket: long-poll)."""
+        server = start_server(self)
+        puppet = Puppet(self)
+        topic = unique_topic("room")
+        reply = puppet.join_with(
+            "c", server.url, topic, {"user": "alice"}, transport="default"
+        )
+        self.assertEqual(reply, OK_EMPTY)
+        version = subprocess.run(
+            [node_executable(self), "--version"], capture_output=True, text=True
+        ).stdout
+        if int(version.strip().lstrip("v").split(".")[0]) < 22:
+            self.assertEqual(puppet.transport("c"), "LongPoll")
+        self.assertEqual(puppet.push("c", "new_msg", {"body": "hello"}), OK_EMPTY)
+        puppet.wait_for("c", "new_msg", {"user": "alice", "body": "hello"})
 
 
 class AuthTokenTests(SynchronousTestCase):
