@@ -27,11 +27,8 @@ from beryl.channel import Channel, JoinContext, JoinOk, NoReply, SocketContext
 from beryl.coordinator import Coordinator, SocketHandle
 from beryl.demo import demo_app
 from beryl.interfaces import IConnection, ISocketHost
-from beryl.transport.longpoll import (
-    LongPollResource,
-    LongPollTransport,
-    SessionTokens,
-)
+from beryl.transport.longpoll import LongPollResource, LongPollTransport
+from beryl.transport.sessiontokens import SessionTokens
 from beryl.transport.sockethost import socket_host
 from beryl.web import access_log_formatter
 from beryl.wire import Binary, Payload
