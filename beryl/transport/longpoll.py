@@ -177,6 +177,14 @@ class LongPollSession:
             messages,
         )
 
+    def opened(self) -> bytes:
+        """
+        The answer to the GET that opened this session: C{410} (Phoenix's
+        "new session"), the token and no messages; anything already
+        buffered waits for the first poll.
+        """
+        return b'{"status":410,"token":%s,"messages":[]}' % self._token_json
+
     def poll(self, request: Request) -> bytes | int:
         """
         A C{GET} with this session's token: answered now when frames wait,
@@ -570,7 +578,7 @@ class LongPollResource(Resource):
                 _finish(request, _FORBIDDEN)
                 return
             session = self.transport.open(serializer, params, info, result.assigns)
-            _finish(request, session.answer(410))
+            _finish(request, session.opened())
 
         def failed(failure: Failure) -> None:
             self.log.failure("Opening a long-poll session failed.", failure)
