@@ -15,6 +15,7 @@
 //   {"op": "leave", "id": "a"}                             -> {"ok": {"status", "response"}}
 //   {"op": "transport", "id": "a"}                         -> {"ok": "WebSocket"|"LongPoll"}
 //   {"op": "push", "id": "a", "event": E, "payload": P}   -> {"ok": {"status", "response"}}
+//        ("binary": [bytes] instead of "payload" pushes an ArrayBuffer)
 //   {"op": "cast", "id": "a", "event": E, "payload": P}   -> {"ok": true} (no reply awaited)
 //   {"op": "wait", "id": "a", "event": E, "count": N}     -> {"ok": [payloads of E so far]}
 //   {"op": "wait_for", "id": "a", "event": E, "payload": P} -> {"ok": [payloads of E so far]}
@@ -141,7 +142,8 @@ async function handle(command) {
       return join(command);
     case "push":
       return new Promise((resolve) => {
-        client.channel.push(command.event, command.payload || {}, timeoutMs)
+        const payload = command.binary ? new Uint8Array(command.binary).buffer : command.payload || {};
+        client.channel.push(command.event, payload, timeoutMs)
           .receive("ok", (response) => resolve({status: "ok", response: summarize(response)}))
           .receive("error", (response) => resolve({status: "error", response: summarize(response)}))
           .receive("timeout", () => resolve({status: "timeout"}));

@@ -122,6 +122,13 @@ class Puppet:
         """
         return self.command("push", id=client, event=event, payload=payload or {})
 
+    def push_binary(self, client: str, event: str, data: bytes) -> Any:
+        """
+        Push C{data} as an ArrayBuffer (a V2 binary frame) and wait for the
+        reply.
+        """
+        return self.command("push", id=client, event=event, binary=list(data))
+
     def cast(self, client: str, event: str, payload: Any = None) -> None:
         """
         Push without waiting for a reply.

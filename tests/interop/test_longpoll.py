@@ -51,6 +51,8 @@ class LongPollClientMixin:
     def setUp(self) -> None:
         self.server = start_server(
             self,  # type: ignore[arg-type]
+            "--app",
+            "tests.interop.longpollapp:open_app",
             "--longpoll-timeout",
             "2",
             "--longpoll-idle-timeout",
@@ -71,6 +73,16 @@ class LongPollClientMixin:
         test.assertEqual(
             self.puppet.push("lp", "nope"),
             {"status": "error", "response": {"reason": "unknown event 'nope'"}},
+        )
+
+    def test_binary_push(self) -> None:
+        """A binary push travels base64 in the POST, as phoenix.js sends it, and reaches the channel as bytes."""
+        test: SynchronousTestCase = self  # type: ignore[assignment]
+        topic = unique_topic("bin")
+        test.assertEqual(self.join_longpoll("lp", topic), OK_EMPTY)
+        test.assertEqual(
+            self.puppet.push_binary("lp", "blob", bytes([0, 1, 2, 250, 255])),
+            {"status": "ok", "response": {"bytes": [0, 1, 2, 250, 255]}},
         )
 
     def test_presence_and_broadcasts_with_a_websocket_client(self) -> None:
