@@ -48,16 +48,17 @@ class LongPollClientMixin:
             **options,
         )
 
+    options = (
+        "--app",
+        "tests.interop.longpollapp:open_app",
+        "--longpoll-timeout",
+        "2",
+        "--longpoll-idle-timeout",
+        "3",
+    )
+
     def setUp(self) -> None:
-        self.server = start_server(
-            self,  # type: ignore[arg-type]
-            "--app",
-            "tests.interop.longpollapp:open_app",
-            "--longpoll-timeout",
-            "2",
-            "--longpoll-idle-timeout",
-            "3",
-        )
+        self.server = start_server(self, *self.options)  # type: ignore[arg-type]
         self.puppet = Puppet(self)  # type: ignore[arg-type]
         self.topic = unique_topic("room")
 
@@ -115,6 +116,17 @@ class LongPollClientMixin:
         self.puppet.wait_for("lp", "new_msg", {"user": "v1", "body": "from v1"})
         self.puppet.push("lp", "new_msg", {"body": "from lp"})
         self.puppet.wait_for("v1", "new_msg", {"user": "lp", "body": "from lp"})
+
+    def test_rejoin_after_restart(self) -> None:
+        """After a server restart the long-poll client gets a new session, rejoins and works again."""
+        test: SynchronousTestCase = self  # type: ignore[assignment]
+        test.assertEqual(self.join_longpoll("lp", self.topic), OK_EMPTY)
+        self.puppet.wait("lp", "presence_state")
+        self.server.stop()
+        start_server(test, *self.options, port=self.server.port)
+        self.puppet.wait("lp", "presence_state", count=2, timeout=40)
+        test.assertEqual(self.puppet.push("lp", "new_msg", {"body": "after"}), OK_EMPTY)
+        self.puppet.wait_for("lp", "new_msg", {"user": "lp", "body": "after"})
 
     def test_leave(self) -> None:
         """A long-poll client leaves its channel; the others see its presence go."""
