@@ -130,7 +130,7 @@ class LongPollSession:
     __slots__ = (
         "_buffer",
         "_buffered",
-        "_flush_call",
+        "_flush_pending",
         "_idle_call",
         "_poll_call",
         "_poller",
@@ -160,7 +160,7 @@ class LongPollSession:
         self._buffered = 0
         self._poller: Request | None = None
         self._poll_call: IDelayedCall | None = None
-        self._flush_call: IDelayedCall | None = None
+        self._flush_pending = False
         self._idle_call: IDelayedCall | None = None
 
     def answer(self, status: int) -> bytes:
@@ -222,10 +222,10 @@ class LongPollSession:
             _finish(request, body)
 
     def _cancel_poll_timers(self) -> None:
-        for call in (self._poll_call, self._flush_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._poll_call = self._flush_call = None
+        call = self._poll_call
+        if call is not None and call.active():
+            call.cancel()
+        self._poll_call = None
 
     def _poll_expired(self) -> None:
         self._poll_call = None
@@ -241,8 +241,12 @@ class LongPollSession:
             self._cancel_poll_timers()
             self.last_poll = self._transport.clock.seconds()
 
-    def _flush(self) -> None:
-        self._flush_call = None
+    def flush(self) -> None:
+        """
+        Answer a held poll with what this turn buffered (see
+        L{LongPollTransport.flush_soon}).
+        """
+        self._flush_pending = False
         if self._poller is not None and self._buffer:
             self._respond(self.answer(200))
 
@@ -316,9 +320,9 @@ class LongPollSession:
         transport = self._transport
         if self._buffered > transport.max_buffer:
             self._overflow()
-        elif self._poller is not None and self._flush_call is None:
-            # Answer at the end of this turn, with everything it produced.
-            self._flush_call = transport.clock.callLater(0, self._flush)
+        elif self._poller is not None and not self._flush_pending:
+            self._flush_pending = True
+            transport.flush_soon(self)
 
     def _overflow(self) -> None:
         transport = self._transport
@@ -388,6 +392,30 @@ class LongPollTransport:
         self.max_body = max_body
         self.tokens = SessionTokens(node_name, clock, secret)
         self.sessions: dict[str, LongPollSession] = {}
+        self._to_flush: list[LongPollSession] = []
+        self._flush_call: IDelayedCall | None = None
+
+    def flush_soon(self, session: LongPollSession) -> None:
+        """
+        Answer C{session}'s held poll at the end of this reactor turn, with
+        everything the turn produced; one timer for every session a
+        broadcast reached, not one each.
+        """
+        self._to_flush.append(session)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        sessions, self._to_flush = self._to_flush, []
+        for session in sessions:
+            try:
+                session.flush()
+            except Exception:
+                self.log.failure(
+                    "Answering the poll of long-poll session {session} failed.",
+                    session=session.session_id,
+                )
 
     def open(
         self,
