@@ -40,6 +40,7 @@ setup(
         "zope.interface>=6.0",
         "orjson>=3.9",
         "PyJWT>=2.8",
+        "itsdangerous>=2.1",
     ],
     extras_require={
         # ssl: server endpoints and tls: cluster peers.

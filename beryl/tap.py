@@ -28,7 +28,7 @@ from twisted.web.server import Site
 from beryl.app import App
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
-from beryl.web import root_resource
+from beryl.web import access_log_formatter, root_resource
 
 __all__ = [
     "ENVIRONMENT_PREFIX",
@@ -253,7 +253,8 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Serve Phoenix Channels over WebSocket at /socket/websocket. Without "
+        "Serve Phoenix Channels over WebSocket at /socket/websocket and long-poll "
+        "at /socket/longpoll. Without "
         "--app, the built-in demo (a chat page at / with room:* and feed:* "
         "channels) is served. Every option can also be set in the environment "
         "as BERYL_<OPTION> (BERYL_PORT=4100, BERYL_CLUSTER_SECRET=..., "
@@ -264,6 +265,11 @@ class Options(usage.Options):
     """Where C{BERYL_<OPTION>} variables are read; tests replace it."""
 
     optFlags: list[list[Any]] = [
+        [
+            "no-longpoll",
+            None,
+            "Do not serve the long-poll transport at /socket/longpoll.",
+        ],
         [
             "levee",
             None,
@@ -352,6 +358,20 @@ class Options(usage.Options):
             100,
             "Most channels one socket may join.",
             _positive(int, "max-channels"),
+        ],
+        [
+            "longpoll-timeout",
+            None,
+            10.0,
+            "Long-poll: seconds a poll is held when nothing is waiting.",
+            _positive(float, "longpoll-timeout"),
+        ],
+        [
+            "longpoll-idle-timeout",
+            None,
+            15.0,
+            "Long-poll: end a session not polled for this many seconds.",
+            _positive(float, "longpoll-idle-timeout"),
         ],
         [
             "check-origin",
@@ -636,6 +656,9 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
         cluster=options["cluster"],
+        longpoll=not options["no-longpoll"],
+        longpoll_timeout=options["longpoll-timeout"],
+        longpoll_idle_timeout=options["longpoll-idle-timeout"],
         presence=PresenceTimings(
             broadcast_period=options["broadcast-period"],
             max_silent_periods=options["max-silent-periods"],
@@ -646,8 +669,12 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     top = server.service
     site = Site(
         root_resource(
-            server.websocket_factory, demo=options["app"] is None, children=children
-        )
+            server.websocket_factory,
+            demo=options["app"] is None,
+            children=children,
+            longpoll=server.longpoll,
+        ),
+        logFormatter=access_log_formatter,
     )
     web = _ListenService(
         "port", options["port"], serverFromString(reactor, options["port"]), site

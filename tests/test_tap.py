@@ -366,3 +366,37 @@ class ServiceTests(SynchronousTestCase):
         )
         self.assertEqual(ports, [(4321, "127.0.0.1"), (4322, "127.0.0.1")])
         self.assertIn(("127.0.0.1", 4400), [(h, p) for h, p, *_ in reactor.tcpClients])
+
+
+class LongPollOptionTests(SynchronousTestCase):
+    def site_children(self, *argv: str) -> list[bytes]:
+        """
+        The children of C{/socket} in the site built from C{argv}.
+        """
+        options = Options()
+        options.parseOptions(["--port", "tcp:4321:interface=127.0.0.1", *argv])
+        reactor = MemoryReactorClock()
+        service = make_beryl_service(options, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        ((_, site, _, _),) = reactor.tcpServers
+        return sorted(site.resource.children[b"socket"].children)
+
+    def test_longpoll_on_by_default(self) -> None:
+        """/socket/longpoll is served by default and --no-longpoll removes it."""
+        self.assertEqual(self.site_children(), [b"longpoll", b"websocket"])
+        self.assertEqual(self.site_children("--no-longpoll"), [b"websocket"])
+
+    def test_longpoll_timeouts(self) -> None:
+        """--longpoll-timeout and --longpoll-idle-timeout are positive numbers."""
+        options = Options()
+        options.parseOptions(
+            ["--longpoll-timeout", "2.5", "--longpoll-idle-timeout", "4"]
+        )
+        self.assertEqual(
+            (options["longpoll-timeout"], options["longpoll-idle-timeout"]), (2.5, 4.0)
+        )
+        for name in ("--longpoll-timeout", "--longpoll-idle-timeout"):
+            options = Options()
+            error = self.assertRaises(UsageError, options.parseOptions, [name, "0"])
+            self.assertIn(name, str(error))

@@ -11,10 +11,13 @@ import binascii
 from typing import Any, Callable
 from urllib.parse import unquote_plus, urlsplit
 
+from beryl.wire import Serializer, serializer_for_vsn
+
 __all__ = [
     "AUTH_TOKEN_PREFIX",
     "HandshakeRefused",
     "check_origin",
+    "connect_params",
     "parse_params",
     "split_auth_token",
 ]
@@ -71,6 +74,22 @@ def parse_params(uri: str) -> dict[str, Any]:
         path = [head] + rest[:-1].split("][")
         _set(params, path, value)
     return params
+
+
+def connect_params(uri: str) -> tuple[dict[str, Any], Serializer]:
+    """
+    The connect parameters of a request (L{parse_params}) and the
+    serializer their C{vsn} selects, for every transport alike.
+
+    @raise HandshakeRefused: when C{vsn} is not a supported version (or not
+        a string at all, as with C{vsn[]=2.0.0}).
+    """
+    params = parse_params(uri)
+    vsn = params.get("vsn")
+    serializer = serializer_for_vsn(vsn) if isinstance(vsn, (str, type(None))) else None
+    if serializer is None:
+        raise HandshakeRefused(f"unsupported protocol version {vsn!r}")
+    return params, serializer
 
 
 def split_auth_token(protocols: list[str]) -> tuple[list[str], str | None]:
