@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import re
 import socket
-from typing import Any
+import sys
+from typing import Any, Sequence
 
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
@@ -23,6 +24,7 @@ from beryl.app import App
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
 from beryl.web import root_resource
+from beryl.workers import WorkerRole, check_worker_options, make_supervisor
 
 __all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
 
@@ -150,6 +152,12 @@ class Options(usage.Options):
             "The application to serve, as package.module:attribute (a beryl.App or a function returning one).",
         ],
         [
+            "workers",
+            None,
+            "1",
+            "Worker processes sharing the port, each a full node clustered with the others; 'auto' is one per core.",
+        ],
+        [
             "cluster-port",
             None,
             None,
@@ -215,6 +223,14 @@ class Options(usage.Options):
         ],
     ]
 
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Keep the arguments as given, for the worker processes of
+        C{--workers}.
+        """
+        self["argv"] = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)  # type: ignore[no-untyped-call]
+
     def postOptions(self) -> None:
         """
         Check everything here, so that bad input is a one-line usage error
@@ -262,6 +278,7 @@ class Options(usage.Options):
             )
         if self["levee-insecure-dev-tokens"] and not self["levee"]:
             raise usage.UsageError("--levee-insecure-dev-tokens needs --levee")
+        self["workers"] = check_worker_options(self)
 
     def _cluster_config(self) -> ClusterConfig | None:
         port = self["cluster-port"]
@@ -322,7 +339,16 @@ class Options(usage.Options):
 def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     """
     Build the service tree: Beryl's services, then the web listener last.
+    With C{--workers} above one this process is the workers' parent, or
+    (told so by its parent) one of the workers.
     """
+    worker = WorkerRole.from_environment() if options.get("workers", 1) > 1 else None
+    if options.get("workers", 1) > 1 and worker is None:
+        return make_supervisor(options, reactor)
+    if worker is not None:
+        options["cluster"] = worker.cluster_config(
+            options["node-name"], options["cluster"]
+        )
     app = options.get("loaded_app") or _demo()
     if options["levee"]:
         from beryl.levee.auth import token_validator
@@ -352,7 +378,11 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     )
     top = server.service
     site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))
-    web = strports.service(options["port"], site, reactor=reactor)
+    web = (
+        strports.service(options["port"], site, reactor=reactor)
+        if worker is None
+        else worker.web_service(site, options["port"], reactor)
+    )
     web.name = "web"
     top.addService(web)
     return top
