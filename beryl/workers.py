@@ -265,6 +265,9 @@ class WorkerRole:
         """
         others = [i for i in range(1, self.count + 1) if i != self.index]
         if wider is None:
+            # Each pair of workers has one link, dialled by the lower
+            # number: no duplicate links to resolve.
+            higher = [i for i in others if i > self.index]
             path = self._socket_path(self.index)
             if os.path.exists(path):
                 # Left behind by this worker's predecessor (killed).
@@ -272,7 +275,7 @@ class WorkerRole:
             return ClusterConfig(
                 node_name=f"{node_name or 'beryl'}-w{self.index}",
                 listen=f"unix:{_escape(path)}",
-                peers=tuple(f"unix:{_escape(self._socket_path(i))}" for i in others),
+                peers=tuple(f"unix:{_escape(self._socket_path(i))}" for i in higher),
                 secret=self.secret,
             )
         listen = ListenAddress.from_description("cluster-port", wider.listen)
