@@ -229,12 +229,14 @@ class WorkerRole:
 
     @classmethod
     def from_environment(
-        cls, environ: Mapping[str, str] = os.environ
+        cls, environ: Mapping[str, str] | None = None
     ) -> WorkerRole | None:
         """
-        The role the parent gave this process, or L{None} when this process
-        is not a worker.
+        The role the parent gave this process (in C{environ}, by default
+        C{os.environ}), or L{None} when this process is not a worker.
         """
+        if environ is None:
+            environ = os.environ
         role = environ.get(ROLE_ENV)
         if not role:
             return None
