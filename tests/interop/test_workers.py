@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.harness import BerylServer, start_server, unique_topic
+from tests.interop.harness import BerylServer, free_port, start_server, unique_topic
 from tests.interop.puppet import Puppet
 from tests.interop.test_cluster_presence import FAST_PRESENCE
 from tests.interop.workers import connections_per_worker, worker_pids
@@ -40,13 +41,17 @@ def wait_for_log(
         time.sleep(0.05)
 
 
-def start_workers(testcase: SynchronousTestCase, *options: str) -> BerylServer:
+def start_workers(
+    testcase: SynchronousTestCase,
+    *options: str,
+    worker_names: tuple[str, str] = ("beryl-w1", "beryl-w2"),
+) -> BerylServer:
     """
     A C{--workers 2} server whose two workers have linked up.
     """
     server = start_server(testcase, "--workers", "2", *FAST_PRESENCE, *options)
-    wait_for_log(testcase, server, "Cluster node beryl-w1 is up")
-    wait_for_log(testcase, server, "Cluster node beryl-w2 is up")
+    for name in worker_names:
+        wait_for_log(testcase, server, f"Cluster node {name} is up")
     return server
 
 
@@ -208,3 +213,61 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def _two_free_ports() -> int:
+    """
+    A port P such that P and P + 1 are free on loopback.
+    """
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports")
+
+
+class WorkersInWiderClusterTests(WorkersTestCase):
+    def setUp(self) -> None:
+        cluster_port = _two_free_ports()
+        self.server = start_workers(
+            self,
+            "--node-name",
+            "m",
+            "--cluster-port",
+            f"tcp:{cluster_port}:interface=127.0.0.1",
+            worker_names=("m-w1", "m-w2"),
+        )
+        self.other = start_server(
+            self,
+            "--node-name",
+            "b",
+            "--cluster-port",
+            f"tcp:{free_port()}:interface=127.0.0.1",
+            "--peers",
+            f"127.0.0.1:{cluster_port}",
+        )
+        for name in ("m-w1", "m-w2"):
+            wait_for_log(self, self.other, f"Cluster node {name} is up")
+        wait_for_log(self, self.server, "Cluster node b is up", count=2)
+        self.puppet = Puppet(self)
+        self.topic = unique_topic("room")
+        self.joined = 0
+
+    def test_other_node_reaches_both_workers(self) -> None:
+        """With --cluster-port, a broadcast from another node reaches clients on both workers of the machine."""
+        clients = self.place({1: "alice", 2: "bob"})
+        reply = self.puppet.join("x", self.other.url, self.topic, user="xavier")
+        self.assertEqual(reply["status"], "ok")
+        self.puppet.push("x", "new_msg", {"body": "from b"})
+        for client in clients.values():
+            self.assertEqual(
+                self.puppet.wait(client, "new_msg"),
+                [{"user": "xavier", "body": "from b"}],
+            )
+        expected = {"alice": 1, "bob": 1, "xavier": 1}
+        for client in (*clients.values(), "x"):
+            self.assertEqual(self.puppet.wait_presence(client, expected), expected)
