@@ -27,7 +27,15 @@ setup(
         "orjson>=3.9",
     ],
     extras_require={
-        "test": ["hypothesis>=6.80", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.6"],
+        "redis": ["txredisapi>=1.4.10", "twisted[tls]>=23.10"],
+        "test": [
+            "hypothesis>=6.80",
+            "mypy>=1.8",
+            "mypy-zope>=1.0",
+            "ruff>=0.6",
+            "txredisapi>=1.4.10",
+            "twisted[tls]>=23.10",
+        ],
     },
     classifiers=[
         "Framework :: Twisted",

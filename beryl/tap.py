@@ -21,6 +21,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from beryl.app import App
+from beryl.backplane import default_backplane_node_name, parse_backplane_url
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
 from beryl.web import root_resource
@@ -158,6 +159,12 @@ class Options(usage.Options):
             "Worker processes sharing the port, each a full node clustered with the others; 'auto' is one per core.",
         ],
         [
+            "backplane",
+            None,
+            None,
+            "Link the nodes through Redis instead of the AMP mesh: redis://[:password@]host:port/db or rediss://...",
+        ],
+        [
             "cluster-port",
             None,
             None,
@@ -278,6 +285,18 @@ class Options(usage.Options):
             )
         if self["levee-insecure-dev-tokens"] and not self["levee"]:
             raise usage.UsageError("--levee-insecure-dev-tokens needs --levee")
+        self["backplane_config"] = None
+        if self["backplane"] is not None:
+            if self["cluster"] is not None:
+                raise usage.UsageError("give --backplane or --cluster-port, not both")
+            if self["levee"]:
+                raise usage.UsageError(
+                    "--levee is single-node: run it on a node without --backplane"
+                )
+            try:
+                self["backplane_config"] = parse_backplane_url(self["backplane"])
+            except ValueError as error:
+                raise usage.UsageError(f"--backplane: {error}") from None
         self["workers"] = check_worker_options(self)
 
     def _cluster_config(self) -> ClusterConfig | None:
@@ -345,10 +364,18 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     worker = WorkerRole.from_environment() if options.get("workers", 1) > 1 else None
     if options.get("workers", 1) > 1 and worker is None:
         return make_supervisor(options, reactor)
+    backplane = options.get("backplane_config")
+    node_name = options["node-name"] or (
+        default_backplane_node_name() if backplane is not None else "beryl"
+    )
     if worker is not None:
-        options["cluster"] = worker.cluster_config(
-            options["node-name"], options["cluster"]
-        )
+        if backplane is None:
+            options["cluster"] = worker.cluster_config(
+                options["node-name"], options["cluster"]
+            )
+        else:
+            # Over a backplane the workers need no links of their own.
+            node_name = f"{options['node-name'] or socket.gethostname()}-w{worker.index}"
     app = options.get("loaded_app") or _demo()
     if options["levee"]:
         from beryl.levee.auth import token_validator
@@ -369,6 +396,8 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
         cluster=options["cluster"],
+        backplane=backplane,
+        node_name=node_name,
         presence=PresenceTimings(
             broadcast_period=options["broadcast-period"],
             max_silent_periods=options["max-silent-periods"],
