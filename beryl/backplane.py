@@ -174,6 +174,7 @@ class RedisMessaging(Service):
         self._headers: dict[str, bytes] = {}
         self._publisher: Any = None
         self._subscriber: Any = None
+        self._subscribed = False
         self._factories: list[Any] = []
         self._outage_logged = False
         self._started_before = False
@@ -284,10 +285,11 @@ class RedisMessaging(Service):
             return
         if subscriber:
             self._subscriber = connection
-            connection.subscribe([self._all_channel, self._own_channel]).addErrback(
+            connection.subscribe([self._all_channel, self._own_channel]).addCallbacks(
+                lambda _: self._now_subscribed(connection),
                 lambda failure: self.log.failure(
                     "Subscribing on the Redis backplane failed", failure
-                )
+                ),
             )
             return
         self._publisher = connection
@@ -305,6 +307,11 @@ class RedisMessaging(Service):
             )
         self._heartbeat()
 
+    def _now_subscribed(self, connection: Any) -> None:
+        if self._subscriber is connection:
+            self._subscribed = True
+            self._heartbeat()
+
     def connection_lost(self, connection: Any, subscriber: bool) -> None:
         """
         A connection to Redis closed; txredisapi reconnects with backoff.
@@ -312,6 +319,7 @@ class RedisMessaging(Service):
         if subscriber:
             if self._subscriber is connection:
                 self._subscriber = None
+                self._subscribed = False
         elif self._publisher is connection:
             self._publisher = None
         if self.running:
@@ -342,12 +350,9 @@ class RedisMessaging(Service):
         publisher = self._publisher
         if publisher is not None:
             try:
-                publisher.set(
-                    self._member_key(self.node_name),
-                    self.incarnation,
-                    pexpire=int(self.heartbeat_timeout * 1000),
-                ).addErrback(_ignore)
-                publisher.sadd(self._members, self.node_name).addErrback(_ignore)
+                if self._subscribed:
+                    # Only a node that hears the others says it is there.
+                    self._announce(publisher)
                 publisher.smembers(self._members).addCallbacks(
                     self._members_listed, _ignore
                 )
@@ -359,6 +364,14 @@ class RedisMessaging(Service):
         for name, seen in list(self._last_seen.items()):
             if now - seen > self.heartbeat_timeout:
                 self._down(name)
+
+    def _announce(self, publisher: Any) -> None:
+        publisher.set(
+            self._member_key(self.node_name),
+            self.incarnation,
+            pexpire=int(self.heartbeat_timeout * 1000),
+        ).addErrback(_ignore)
+        publisher.sadd(self._members, self.node_name).addErrback(_ignore)
 
     def _members_listed(self, members: Any) -> Deferred[Any] | None:
         names = sorted(

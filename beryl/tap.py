@@ -375,7 +375,9 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
             )
         else:
             # Over a backplane the workers need no links of their own.
-            node_name = f"{options['node-name'] or socket.gethostname()}-w{worker.index}"
+            node_name = (
+                f"{options['node-name'] or socket.gethostname()}-w{worker.index}"
+            )
     app = options.get("loaded_app") or _demo()
     if options["levee"]:
         from beryl.levee.auth import token_validator
