@@ -203,6 +203,15 @@ class RedisMessaging(Service):
             node=self.node_name,
             url=self.config.describe(),
         )
+        self._connect()
+        self._tick.start(self.heartbeat_interval, now=False).addErrback(
+            lambda failure: self.log.failure("Backplane heartbeat failed", failure)
+        )
+
+    def _connect(self) -> None:
+        """
+        Open the publishing and the subscribing connection.
+        """
         endpoint = self._endpoint()
         self._factories = [
             _factory(self, subscriber=False),
@@ -210,9 +219,6 @@ class RedisMessaging(Service):
         ]
         for factory in self._factories:
             factory.startConnecting(endpoint)
-        self._tick.start(self.heartbeat_interval, now=False).addErrback(
-            lambda failure: self.log.failure("Backplane heartbeat failed", failure)
-        )
 
     def _endpoint(self) -> Any:
         from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
