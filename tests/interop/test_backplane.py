@@ -76,3 +76,24 @@ class RedisOutageTests(SynchronousTestCase):
         ]
         self.assertTrue(received, "no broadcast crossed after Redis came back")
         self.assertTrue(received[0]["body"].startswith("back "))
+
+
+class RedisSecurityTests(SynchronousTestCase):
+    def test_password_and_tls(self) -> None:
+        """Nodes reach a password-protected Redis over rediss:// and broadcast through it; no log shows the password."""
+        redis = start_redis(self, password="s3cret-pw", tls=True)
+        n1, n2 = start_cluster(self, size=2, backplane=redis.url)
+        puppet = Puppet(self)
+        topic = unique_topic("room")
+        for client, node in (("a", n1), ("b", n2)):
+            self.assertEqual(
+                puppet.join(client, node.url, topic, user=client)["status"], "ok"
+            )
+        puppet.push("a", "new_msg", {"body": "over TLS"})
+        self.assertEqual(
+            puppet.wait("b", "new_msg"), [{"user": "a", "body": "over TLS"}]
+        )
+        for node in (n1, n2):
+            log = node.log()
+            self.assertIn(f"rediss://127.0.0.1:{redis.port}/0", log)
+            self.assertNotIn("s3cret-pw", log.split("\n", 1)[1])

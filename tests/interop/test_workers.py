@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.interop.harness import BerylServer, free_port, start_server, unique_topic
 from tests.interop.puppet import Puppet
+from tests.interop.redis import start_redis
 from tests.interop.test_cluster_presence import FAST_PRESENCE
 from tests.interop.workers import connections_per_worker, worker_pids
 
@@ -259,6 +260,43 @@ class WorkersInWiderClusterTests(WorkersTestCase):
 
     def test_other_node_reaches_both_workers(self) -> None:
         """With --cluster-port, a broadcast from another node reaches clients on both workers of the machine."""
+        clients = self.place({1: "alice", 2: "bob"})
+        reply = self.puppet.join("x", self.other.url, self.topic, user="xavier")
+        self.assertEqual(reply["status"], "ok")
+        self.puppet.push("x", "new_msg", {"body": "from b"})
+        for client in clients.values():
+            self.assertEqual(
+                self.puppet.wait(client, "new_msg"),
+                [{"user": "xavier", "body": "from b"}],
+            )
+        expected = {"alice": 1, "bob": 1, "xavier": 1}
+        for client in (*clients.values(), "x"):
+            self.assertEqual(self.puppet.wait_presence(client, expected), expected)
+
+
+class WorkersOverBackplaneTests(WorkersTestCase):
+    def setUp(self) -> None:
+        redis = start_redis(self)
+        self.server = start_workers(
+            self,
+            "--node-name",
+            "m",
+            "--backplane",
+            redis.url,
+            worker_names=("m-w1", "m-w2"),
+        )
+        self.other = start_server(
+            self, "--node-name", "b", "--backplane", redis.url, *FAST_PRESENCE
+        )
+        for name in ("m-w1", "m-w2"):
+            wait_for_log(self, self.other, f"Cluster node {name} is up")
+        wait_for_log(self, self.server, "Cluster node b is up", count=2)
+        self.puppet = Puppet(self)
+        self.topic = unique_topic("room")
+        self.joined = 0
+
+    def test_other_node_reaches_both_workers(self) -> None:
+        """With --backplane, each worker is a node of the backplane: another node's broadcast and presence reach both."""
         clients = self.place({1: "alice", 2: "bob"})
         reply = self.puppet.join("x", self.other.url, self.topic, user="xavier")
         self.assertEqual(reply["status"], "ok")
