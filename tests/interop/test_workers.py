@@ -19,8 +19,11 @@ from tests.interop.redis import start_redis
 from tests.interop.test_cluster_presence import FAST_PRESENCE
 from tests.interop.workers import connections_per_worker, worker_pids
 
-if not os.path.isdir("/proc/self/fd"):
-    skip = "finding which worker serves a client reads Linux's /proc"
+NO_PROC = (
+    None
+    if os.path.isdir("/proc/self/fd")
+    else "finding which worker serves a client reads Linux's /proc"
+)
 
 
 def wait_for_log(
@@ -60,6 +63,8 @@ class WorkersTestCase(SynchronousTestCase):
     """
     A two-worker server, and clients placed on known workers.
     """
+
+    skip = NO_PROC
 
     def setUp(self) -> None:
         self.server = start_workers(self)
@@ -194,6 +199,8 @@ class WorkerFailureTests(WorkersTestCase):
 
 
 class WorkerStopTests(SynchronousTestCase):
+    skip = NO_PROC
+
     def test_sigterm_drains_every_worker(self) -> None:
         """SIGTERM to the parent stops both workers, each shutting down cleanly, and then the parent."""
         server = start_workers(self)
