@@ -13,7 +13,14 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.harness import BerylServer, free_port, start_server, unique_topic
+from tests.interop.harness import (
+    OK_EMPTY,
+    BerylServer,
+    RawWebSocket,
+    free_port,
+    start_server,
+    unique_topic,
+)
 from tests.interop.puppet import Puppet
 from tests.interop.redis import start_redis
 from tests.interop.test_cluster_presence import FAST_PRESENCE
@@ -202,17 +209,33 @@ class WorkerStopTests(SynchronousTestCase):
     skip = NO_PROC
 
     def test_sigterm_drains_every_worker(self) -> None:
-        """SIGTERM to the parent stops both workers, each shutting down cleanly, and then the parent."""
+        """SIGTERM to the parent makes both workers close their sockets with 1001 and shut down cleanly, then the parent."""
         server = start_workers(self)
         pids = worker_pids(server.log())
+        clients = []
+        topic = unique_topic("feed")
+        for _ in range(40):
+            client = RawWebSocket.connect(server.port)
+            self.addCleanup(client.close)
+            self.assertEqual(
+                client.request(["1", "1", topic, "phx_join", {}]),
+                ["1", "1", topic, "phx_reply", OK_EMPTY],
+            )
+            clients.append(client)
+            by_pid = connections_per_worker(server.port, pids.values())
+            if len(clients) >= 2 and all(by_pid.values()):
+                break
+        self.assertTrue(all(by_pid.values()), by_pid)
         # twistd exits by the signal that stopped it; a hung worker would
         # have made the harness kill the parent (-9).
         self.assertIn(server.stop(), (0, -signal.SIGTERM))
+        for client in clients:
+            self.assertEqual(client.recv_close(), (1001, "server shutting down", []))
         log = server.log()
         for index, pid in pids.items():
             self.assertIn(f"Worker {index} (pid {pid}) stopped", log)
             self.assertIn(f"[worker {index}] Main loop terminated.", log)
-            self.assertFalse(os.path.exists(f"/proc/{pid}/stat") and _alive(pid))
+            self.assertFalse(_alive(pid))
 
 
 def _alive(pid: int) -> bool:
