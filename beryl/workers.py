@@ -523,9 +523,19 @@ class WorkerSupervisor(MultiService):
         super().startService()  # type: ignore[no-untyped-call]
         self._directory = tempfile.mkdtemp(prefix="beryl-workers-")
         self._secret = secrets.token_hex(32)
-        self._socket = self.address.bind(
-            reuse_port=self.reuse_port, listen=not self.reuse_port
-        )
+        try:
+            self._socket = self.address.bind(
+                reuse_port=self.reuse_port, listen=not self.reuse_port
+            )
+        except OSError as error:
+            self.log.error(
+                "Cannot listen on {host}:{port}: {error}; stopping",
+                host=self.address.host or "*",
+                port=self.address.port,
+                error=error.strerror or str(error),
+            )
+            self.reactor.callLater(0, self.reactor.stop)
+            return
         host, self._port = self._socket.getsockname()[:2]
         self.log.info(
             "Serving port {host}:{port} with {count} workers ({how})",

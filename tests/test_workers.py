@@ -316,6 +316,30 @@ class SupervisorTests(SynchronousTestCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
         self.assertEqual(len(self.reactor.spawned), 2, "nothing restarted")
 
+    def test_port_in_use(self) -> None:
+        """A port that is taken is logged in one line, no worker starts and the reactor stops."""
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        reactor = _ProcessReactor()
+        stopped: list[bool] = []
+        reactor.stop = lambda: stopped.append(True)  # type: ignore[attr-defined]
+        second = WorkerSupervisor(
+            reactor,
+            2,
+            [],
+            ListenAddress("127.0.0.1", taken.getsockname()[1]),
+            reuse_port=False,
+        )
+        second.startService()
+        reactor.advance(0)
+        self.assertEqual(reactor.spawned, [])
+        self.assertEqual(stopped, [True])
+        errors = [e for e in self.events if e.get("log_level") == LogLevel.error]
+        self.assertIn("Cannot listen on", errors[-1]["log_format"])
+        self.successResultOf(second.stopService())
+
     def test_relays_worker_logs(self) -> None:
         """A worker's JSON log events are re-published with the worker as their system; other output is logged as warnings."""
         process = self.supervisor.workers[2]
