@@ -276,7 +276,11 @@ class RedisMessaging(Service):
                 [factory.disconnect() for factory in factories], consumeErrors=True
             )
 
-        done: Deferred[Any] = DeferredList(leaving) if leaving else succeed(None)
+        done: Deferred[Any] = succeed(None)
+        if leaving:
+            # An unresponsive Redis must not hold up the shutdown.
+            done = DeferredList(leaving).addTimeout(2.0, self.clock)
+            done.addErrback(_ignore)
         return done.addCallback(disconnect).addCallback(lambda _: None)
 
     # Connections (called by the txredisapi factories)

@@ -258,3 +258,11 @@ class MessagingTests(SynchronousTestCase):
         self.assertEqual(orjson.loads(published[: published.index(b"\0")])[2], "\0bye")
         self.assertNotIn(b"t:member:a", self.redis.keys)
         self.assertEqual(self.observer.events[-1], ("down", "b", "one"))
+
+    def test_stop_does_not_wait_for_a_silent_redis(self) -> None:
+        """Stopping finishes two seconds later when Redis never answers the goodbye."""
+        self.redis.delete = lambda key: Deferred()  # type: ignore[method-assign]
+        stopping = self.messaging.stopService()
+        self.assertNoResult(stopping)
+        self.clock.advance(2.0)
+        self.successResultOf(stopping)
