@@ -45,6 +45,7 @@ setup(
     extras_require={
         # ssl: server endpoints and tls: cluster peers.
         "tls": ["twisted[tls]>=23.10"],
+        "redis": ["txredisapi>=1.4.10", "twisted[tls]>=23.10"],
         "test": [
             "hypothesis>=6.80",
             "mypy>=1.8",
@@ -62,6 +63,8 @@ setup(
             "phoenix-channels-python-client>=0.4",
             # HTTP tests (Levee storage routes)
             "treq>=23.11",
+            # the Redis backplane tests
+            "txredisapi>=1.4.10",
         ],
     },
     classifiers=[

@@ -16,6 +16,7 @@ from twisted.application.service import MultiService
 from twisted.web.resource import Resource
 
 from beryl.app import App
+from beryl.backplane import BackplaneConfig, RedisMessaging
 from beryl.cluster import ClusterService, LocalMessaging
 from beryl.coordinator import Coordinator
 from beryl.interfaces import INodeMessaging, IPresence
@@ -122,6 +123,7 @@ def make_server(
     longpoll: bool = True,
     longpoll_timeout: float = 10.0,
     longpoll_idle_timeout: float = 15.0,
+    backplane: BackplaneConfig | None = None,
 ) -> Server:
     """
     Build the services that serve C{app}, in dependency order: cluster
@@ -138,11 +140,20 @@ def make_server(
     @param longpoll: serve the long-poll transport beside the WebSocket one;
         C{longpoll_timeout} and C{longpoll_idle_timeout} are its poll
         timeout and idle timeout (see L{LongPollTransport}).
+    @param backplane: link the nodes through this Redis server instead of
+        the AMP mesh (with C{cluster} L{None}); this node is C{node_name}.
     """
     timings = presence if presence is not None else PresenceTimings()
     service = MultiService()
     messaging: INodeMessaging
-    if cluster is None:
+    if backplane is not None:
+        if cluster is not None:
+            raise ValueError("use a backplane or a cluster, not both")
+        redis = RedisMessaging(node_name, backplane, reactor)
+        redis.name = "cluster"
+        service.addService(redis)
+        messaging = redis
+    elif cluster is None:
         messaging = LocalMessaging(node_name)
     else:
         links = ClusterService.from_descriptions(
@@ -162,7 +173,7 @@ def make_server(
     pubsub.name = "pubsub"
     service.addService(pubsub)
     tracker = PresenceTracker(
-        None if cluster is None else messaging,
+        None if cluster is None and backplane is None else messaging,
         reactor,
         broadcast_period=timings.broadcast_period,
         max_silent_periods=timings.max_silent_periods,

@@ -26,9 +26,11 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from beryl.app import App
+from beryl.backplane import default_backplane_node_name, parse_backplane_url
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
 from beryl.web import access_log_formatter, root_resource
+from beryl.workers import WorkerRole, check_worker_options, make_supervisor
 
 __all__ = [
     "ENVIRONMENT_PREFIX",
@@ -313,6 +315,18 @@ class Options(usage.Options):
             "The application to serve, as package.module:attribute (a beryl.App or a function returning one); the current directory is on the import path.",
         ],
         [
+            "workers",
+            None,
+            "1",
+            "Worker processes sharing the port, each a full node clustered with the others; 'auto' is one per core.",
+        ],
+        [
+            "backplane",
+            None,
+            None,
+            "Link the nodes through Redis instead of the AMP mesh: redis://[:password@]host:port/db or rediss://...",
+        ],
+        [
             "cluster-port",
             None,
             None,
@@ -419,6 +433,8 @@ class Options(usage.Options):
         hint to run C{--help}, instead of the whole usage text.
         """
         argv = list(sys.argv[1:] if options is None else options)
+        # Kept as given, for the worker processes of --workers.
+        self["argv"] = argv
         from_environment = self._environment_arguments()
         try:
             super().parseOptions(from_environment + argv)  # type: ignore[no-untyped-call]
@@ -538,6 +554,19 @@ class Options(usage.Options):
                 "documents on its own): run Levee on a node without --cluster-port"
             )
         self._levee_options()
+        self["backplane_config"] = None
+        if self["backplane"] is not None:
+            if self["cluster"] is not None:
+                raise usage.UsageError("give --backplane or --cluster-port, not both")
+            if self["levee"]:
+                raise usage.UsageError(
+                    "--levee is single-node: run it on a node without --backplane"
+                )
+            try:
+                self["backplane_config"] = parse_backplane_url(self["backplane"])
+            except ValueError as error:
+                raise usage.UsageError(f"--backplane: {error}") from None
+        self["workers"] = check_worker_options(self)
 
     def _cluster_config(self) -> ClusterConfig | None:
         port = self["cluster-port"]
@@ -628,7 +657,26 @@ class _ListenService(StreamServerEndpointService):
 def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     """
     Build the service tree: Beryl's services, then the web listener last.
+    With C{--workers} above one this process is the workers' parent, or
+    (told so by its parent) one of the workers.
     """
+    worker = WorkerRole.from_environment() if options.get("workers", 1) > 1 else None
+    if options.get("workers", 1) > 1 and worker is None:
+        return make_supervisor(options, reactor)
+    backplane = options.get("backplane_config")
+    node_name = options["node-name"] or (
+        default_backplane_node_name() if backplane is not None else "beryl"
+    )
+    if worker is not None:
+        if backplane is None:
+            options["cluster"] = worker.cluster_config(
+                options["node-name"], options["cluster"]
+            )
+        else:
+            # Over a backplane the workers need no links of their own.
+            node_name = (
+                f"{options['node-name'] or socket.gethostname()}-w{worker.index}"
+            )
     app = options.get("loaded_app") or _demo()
     children = {}
     if options["levee"]:
@@ -659,6 +707,8 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         longpoll=not options["no-longpoll"],
         longpoll_timeout=options["longpoll-timeout"],
         longpoll_idle_timeout=options["longpoll-idle-timeout"],
+        backplane=backplane,
+        node_name=node_name,
         presence=PresenceTimings(
             broadcast_period=options["broadcast-period"],
             max_silent_periods=options["max-silent-periods"],
@@ -676,8 +726,12 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         ),
         logFormatter=access_log_formatter,
     )
-    web = _ListenService(
-        "port", options["port"], serverFromString(reactor, options["port"]), site
+    web = (
+        _ListenService(
+            "port", options["port"], serverFromString(reactor, options["port"]), site
+        )
+        if worker is None
+        else worker.web_service(site, options["port"], reactor)
     )
     web.name = "web"
     top.addService(web)
