@@ -25,6 +25,7 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "orjson>=3.9",
+        "automat>=24.8",
     ],
     extras_require={
         "test": ["hypothesis>=6.80", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.6"],

@@ -26,7 +26,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from beryl.cluster.addresses import gossip_safe
+from beryl.cluster.commands import DuplicateNode
 from beryl.cluster.link import ClusterLink
+from beryl.cluster.ratelimit import LogLimiter
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
 __all__ = ["ClusterService"]
@@ -113,6 +115,7 @@ class ClusterService(MultiService):
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 5.0,
         retry_policy: Callable[[int], float] | None = None,
+        close_timeout: float = 2.0,
     ) -> None:
         """
         @param clock: schedules heartbeats, timeouts and retries.
@@ -124,6 +127,9 @@ class ClusterService(MultiService):
             to; the rest of the cluster is learned from them.
         @param retry_policy: seconds to wait before a reconnection attempt,
             given the number of failed attempts; backoff by default.
+        @param close_timeout: seconds a closing link may take to flush what
+            was sent on it (the presence "bye" of a stopping node) before it
+            is aborted.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.node_name = node_name
@@ -133,6 +139,8 @@ class ClusterService(MultiService):
         self.advertise = advertise or ""
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self.close_timeout = close_timeout
+        self._warnings = LogLimiter(clock)
         self._connect = connect
         self._listen_endpoint = listen
         self._retry_policy = retry_policy or backoffPolicy(
@@ -240,7 +248,10 @@ class ClusterService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """
-        Report every peer down, close every link and stop listening.
+        Report every peer down, close every link and stop listening.  Links
+        close gracefully: what services stopped before this one sent (the
+        presence "bye") reaches the peers, unless a link takes longer than
+        C{close_timeout} to flush.
 
         @return: fires when the links and the listening port are closed.
         """
@@ -382,13 +393,13 @@ class ClusterService(MultiService):
             # The node restarted before we noticed the old one was gone.
             del self._active[name]
             self._report_down(name, current)
-            current.close()
+            current.abort()
             self._activate(name, link)
         else:
             keep, drop = sorted((current, link), key=lambda each: each.link_key)
             self._active[name] = keep
             self.log.debug("Closed a duplicate cluster link to {node}", node=name)
-            drop.close()
+            drop.retire()
             self._park_link(drop)
 
     def link_lost(self, link: ClusterLink) -> None:
@@ -427,12 +438,74 @@ class ClusterService(MultiService):
                 self._unpark(name)
 
     def _handshaking_with(self, lost: ClusterLink) -> bool:
+        # Only a link whose peer proved the secret counts: a stranger that
+        # gives a node's name must not keep that node "up".
         return any(
-            link.handshaking
-            and link.peer_name == lost.peer_name
-            and link.peer_incarnation == lost.peer_incarnation
+            link.handshaking and link.peer_name == lost.peer_name
             for link in self._links
         )
+
+    def owns_nonce(self, nonce: bytes) -> bool:
+        """
+        Whether one of this node's links uses C{nonce}: a L{Hello} with it
+        comes from this node itself.
+        """
+        return any(link.nonce == nonce for link in self._links)
+
+    def admit(self, link: ClusterLink) -> Deferred[None]:
+        """
+        Let the proven peer of C{link} join, unless a node of the same name
+        and another incarnation is linked already and still answers: two
+        nodes share a name, and the newer link is refused (with an error
+        naming both addresses) so that presence stays with the first.  A
+        linked node that does not answer within two heartbeat intervals
+        has restarted, and the new link replaces it.
+
+        @return: fires when admitted; fails with L{DuplicateNode}.
+        """
+        name = link.peer_name
+        current = None if name is None else self._active.get(name)
+        if current is None or current.peer_incarnation == link.peer_incarnation:
+            return succeed(None)
+        timeout = min(2 * self.heartbeat_interval, self.heartbeat_timeout)
+
+        def decide(alive: bool) -> None:
+            if not alive or self._active.get(name or "") is not current:
+                return
+            assert current is not None
+            self.warn_peer(
+                "duplicate",
+                link.peer_address,
+                "Refused cluster link with {address}: it is named {node}, and a "
+                "live node of that name is linked from {other}; give every node "
+                "its own --node-name",
+                error=True,
+                node=name,
+                other=current.peer_address,
+            )
+            raise DuplicateNode(
+                f"a node named {name} is already in the cluster, linked from "
+                f"{current.peer_address}; this link is from {link.peer_address}"
+            )
+
+        return current.probe(timeout).addCallback(decide)
+
+    def warn_peer(
+        self, kind: str, address: str, text: str, error: bool = False, **fields: Any
+    ) -> None:
+        """
+        Log a warning (or an error) about the peer at C{address}, at most
+        once a minute for each kind and address; the next one logged says
+        how many were held back.
+        """
+        host = address.rsplit(":", 1)[0]
+        held_back = self._warnings.allow(kind, host)
+        if held_back is None:
+            return
+        if held_back:
+            text += " ({held_back} similar messages held back)"
+        emit = self.log.error if error else self.log.warn
+        emit(text, address=address, held_back=held_back, **fields)
 
     def connected_to_self(self, link: ClusterLink) -> None:
         """
