@@ -72,3 +72,53 @@ class RealNetworkTests(TestCase):
     def test_three_nodes(self) -> Deferred[None]:
         """Three nodes given one peer each form a mesh and exchange messages."""
         return Deferred.fromCoroutine(self._three_nodes())
+
+    async def _stop_flushes(self) -> None:
+        from twisted.internet import reactor
+
+        first = ClusterService.from_descriptions(
+            reactor, "a", "tcp:0:interface=127.0.0.1", [], heartbeat_interval=0.2
+        )
+        first.startService()
+        self.addCleanup(first.stopService)
+        port = await first.when_listening()
+        up: Deferred[None] = Deferred()
+
+        @implementer(IMembershipObserver)
+        class Up:
+            def node_up(self, node_name: str, incarnation: str) -> None:
+                if not up.called:
+                    up.callback(None)
+
+            def node_down(self, node_name: str, incarnation: str) -> None:
+                pass
+
+        second = ClusterService.from_descriptions(
+            reactor,
+            "b",
+            None,
+            [f"tcp:host=127.0.0.1:port={port.getHost().port}"],  # type: ignore[attr-defined]
+            heartbeat_interval=0.2,
+        )
+        second.add_membership_observer(Up())
+        second.startService()
+        self.addCleanup(second.stopService)
+        await up
+        received: list[bytes] = []
+        arrived: Deferred[None] = Deferred()
+
+        def got(node: str, data: bytes) -> None:
+            received.append(data)
+            arrived.callback(None)
+
+        first.add_handler("bye", got)
+        # Larger than a socket buffer: an abort would lose most of it.
+        last_words = b"b" * 8_000_000
+        second.send_all("bye", last_words)
+        await second.stopService()
+        await arrived
+        self.assertEqual(received, [last_words])
+
+    def test_stop_flushes(self) -> None:
+        """What a node sends just before it stops reaches its peers over real TCP."""
+        return Deferred.fromCoroutine(self._stop_flushes())

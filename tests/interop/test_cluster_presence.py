@@ -6,6 +6,7 @@ users leave after the down period and come back with it.
 
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -74,3 +75,46 @@ class ClusterPresenceTests(SynchronousTestCase):
         self.nodes[2].restart()
         # carol's phoenix client reconnects to the restarted node and rejoins.
         self.converge("abc", {"alice": 1, "bob": 1, "carol": 1})
+
+
+# A down period far longer than the test waits: leaves that arrive in time
+# can only come from the stopped node's "bye".
+SLOW_DOWN = (
+    "--broadcast-period",
+    "0.2",
+    "--max-silent-periods",
+    "2",
+    "--down-period",
+    "60",
+    "--permdown-period",
+    "120",
+)
+
+
+class GracefulStopTests(SynchronousTestCase):
+    def test_stopped_node_users_leave_at_once(self) -> None:
+        """SIGTERM of n3: its users leave on n1 and n2 from its "bye", long before the down period."""
+        nodes = start_cluster(self, options=SLOW_DOWN)
+        puppet = Puppet(self)
+        topic = unique_topic("room")
+        for client, node, user in [
+            ("a", 0, "alice"),
+            ("b", 1, "bob"),
+            ("c", 2, "carol"),
+        ]:
+            reply = puppet.join(client, nodes[node].url, topic, user=user)
+            self.assertEqual(reply, {"status": "ok", "response": {}})
+        for client in "abc":
+            expected = {"alice": 1, "bob": 1, "carol": 1}
+            self.assertEqual(puppet.wait_presence(client, expected), expected)
+        started = time.monotonic()
+        nodes[2].server.stop()
+        for client in "ab":
+            self.assertEqual(
+                puppet.wait_presence(client, {"alice": 1, "bob": 1}, timeout=20.0),
+                {"alice": 1, "bob": 1},
+            )
+            self.assertIn("carol", puppet.presence(client)["leaves"])
+        print(
+            f"\ncarol left on n1 and n2 {time.monotonic() - started:.2f} s after SIGTERM"
+        )
