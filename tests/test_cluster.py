@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 from twisted.application.internet import backoffPolicy
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import (
@@ -34,6 +35,7 @@ from beryl.cluster import (
     peer_endpoint_description,
 )
 from beryl.cluster.chunks import CHUNK_SIZE, ChunkError, Reassembler, split
+from beryl.cluster.commands import PROTOCOL_VERSION
 from beryl.interfaces import IMembershipObserver, INodeMessaging, ISubscriber
 from beryl.pubsub import PubSub
 from beryl.wire import Binary
@@ -112,6 +114,7 @@ class MemoryNetwork:
         factory=list
     )
     connections: list[Connection] = attrs.field(factory=list)
+    stranger_port: int = 40000
 
     def server(self, address: str) -> IStreamServerEndpoint:
         return _ServerEndpoint(self, address)
@@ -662,3 +665,235 @@ class ClusterServiceTests(SynchronousTestCase):
                 ("room", "bin", Binary(b"\x00\xff" * 40000), None),
             ],
         )
+
+
+class _Stranger(amp.AMP):
+    """A raw AMP peer that records what it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.boxes: list[amp.AmpBox] = []
+        self.lost = False
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        self.boxes.append(box)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+def stranger(network: MemoryNetwork, address: str) -> tuple[_Stranger, Connection]:
+    """Connect a raw AMP peer to the node listening at C{address}."""
+    server = network.listeners[address].buildProtocol(iosim.FakeAddress())
+    client = _Stranger()
+    network.stranger_port += 1
+    pump = iosim.connect(
+        server,
+        iosim.FakeTransport(
+            server,
+            isServer=True,
+            peerAddress=IPv4Address("TCP", "192.0.2.7", network.stranger_port),
+        ),
+        client,
+        iosim.FakeTransport(client, isServer=False),
+        greet=False,
+        clock=network.clock,
+    )
+    connection = Connection(address, pump)
+    network.connections.append(connection)
+    return client, connection
+
+
+def hello_box(name: str, version: int = PROTOCOL_VERSION) -> bytes:
+    return amp.AmpBox(
+        {
+            b"_command": b"Hello",
+            b"_ask": b"1",
+            b"version": str(version).encode(),
+            b"node_name": name.encode(),
+            b"nonce": b"n" * 16,
+        }
+    ).serialize()
+
+
+class HardeningTests(SynchronousTestCase):
+    """
+    Tests for what strangers and broken peers can do to a cluster port.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = ClusterHarness(self)
+        self.network = self.cluster.network
+
+    def test_hello_answer_discloses_no_incarnation(self) -> None:
+        """The answer to an unauthenticated Hello tells no incarnation or address."""
+        a = self.cluster.node("a", secret=b"s3cret")
+        peer, connection = stranger(self.network, "a")
+        connection.pump.clientIO.write(hello_box("b"))
+        self.network.flush()
+        [answer] = peer.boxes
+        self.assertEqual(
+            sorted(answer),
+            [b"_answer", b"node_name", b"nonce", b"proof", b"secret_required"],
+        )
+        self.assertNotIn(a.incarnation.encode(), b"".join(answer.values()))
+        self.assertNotIn(b"tcp:", b"".join(answer.values()))
+
+    def test_stranger_cannot_delay_node_down(self) -> None:
+        """A stranger giving a vanished node's name every second does not keep it up."""
+        a = self.cluster.node("a", secret=b"s3cret")
+        b = self.cluster.node("b", peers=["a"], secret=b"s3cret")
+        self.network.flush()
+        [connection] = self.network.open_connections()
+        connection.frozen = True
+        for _ in range(8):
+            stranger(self.network, "a")[1].pump.clientIO.write(hello_box("b"))
+            self.network.run(1)
+        # b itself may link up again since; the stranger did not hold the
+        # down back past the heartbeat timeout.
+        self.assertEqual(
+            self.cluster.observers["a"].events[:2],
+            [("up", "b", b.incarnation), ("down", "b", b.incarnation)],
+        )
+        del a
+
+    def test_unauthenticated_buffer_capped(self) -> None:
+        """A box that never ends, sent before the proof, closes the connection after a few KB."""
+        self.cluster.node("a", secret=b"s3cret")
+        logs = capture_logs(self)
+        peer, connection = stranger(self.network, "a")
+        sent = 0
+        while not peer.lost and sent < 10_000_000:
+            key = os.urandom(8).hex().encode()
+            connection.pump.clientIO.write(
+                len(key).to_bytes(2, "big")
+                + key
+                + (1000).to_bytes(2, "big")
+                + b"v" * 1000
+            )
+            sent += 1012
+            self.network.flush()
+        self.assertTrue(peer.lost)
+        self.assertLessEqual(sent, 8 * 1024)
+        closes = [e for e in logs if "Closed the cluster link" in e["log_format"]]
+        self.assertEqual(len(closes), 1)
+
+    def test_authenticated_box_capped(self) -> None:
+        """After the proof a never-ending box is still refused, while a 1 MiB message passes."""
+        a = self.cluster.node("a", peers=["b"], secret=b"s3cret")
+        self.cluster.node("b", secret=b"s3cret")
+        self.network.flush()
+        a.send("b", "test", b"x" * (1024 * 1024))
+        self.network.flush()
+        self.assertEqual(self.cluster.received["b"], [("a", b"x" * (1024 * 1024))])
+        logs = capture_logs(self)
+        [connection] = self.network.open_connections()
+        for index in range(10):
+            key = b"k%d" % index
+            connection.pump.clientIO.write(
+                len(key).to_bytes(2, "big")
+                + key
+                + (60000).to_bytes(2, "big")
+                + b"v" * 60000
+            )
+        self.network.flush()
+        self.assertEqual(self.network.open_connections(), [])
+        closes = [e for e in logs if "Closed the cluster link" in e["log_format"]]
+        self.assertEqual(len(closes), 1)
+        self.assertIn("more than", closes[0]["log_format"])
+
+    def test_unauthenticated_commands_close_quietly(self) -> None:
+        """Pings and bad Hellos before the proof close the connection with one rate-limited line."""
+        self.cluster.node("a", secret=b"s3cret")
+        logs = capture_logs(self)
+        boxes = [
+            amp.AmpBox({b"_command": b"Ping", b"_ask": b"1"}).serialize(),
+            amp.AmpBox(
+                {b"_command": b"Deliver", b"channel": b"presence", b"data": b"x"}
+            ).serialize(),
+            hello_box("b").replace(b"\x00\x01" + b"2", b"\x00\x01" + b"x"),
+            amp.AmpBox({b"_command": b"Authenticate", b"proof": b"p"}).serialize(),
+        ]
+        strangers = []
+        for _ in range(25):
+            for box in boxes:
+                peer, connection = stranger(self.network, "a")
+                connection.pump.clientIO.write(box)
+                strangers.append(peer)
+        self.network.flush()
+        self.assertTrue(all(peer.lost for peer in strangers))
+        self.assertEqual([e for e in logs if e.get("log_failure")], [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        # One line for each kind of mistake, not one per connection.
+        warnings = [
+            e
+            for e in logs
+            if e.get("log_level") is not None
+            and e["log_level"].name in ("warn", "error")
+        ]
+        self.assertLessEqual(len(warnings), len(boxes))
+        self.assertGreaterEqual(len(warnings), 1)
+
+    def test_wrong_secret_retries_summarised(self) -> None:
+        """A wrong-secret node retrying for minutes leaves a few summarised lines, not one per try."""
+        logs = capture_logs(self)
+        self.cluster.node("a", secret=b"s3cret")
+        self.cluster.node("b", peers=["a"], secret=b"wrong")
+        self.network.run(150)
+        refusals = [e for e in logs if "Refused cluster link" in e["log_format"]]
+        attempts = [e for e in logs if "refused the link" in e["log_format"]]
+        self.assertLessEqual(len(refusals), 3)
+        self.assertLessEqual(len(attempts), 3)
+        self.assertTrue(any(e.get("held_back") for e in refusals))
+
+    def test_duplicate_name_refused(self) -> None:
+        """A second live node with a taken name is refused, named in errors on both sides; no flapping."""
+        logs = capture_logs(self)
+        a = self.cluster.node("a", secret=b"s3cret")
+        b = self.cluster.node("b", peers=["a"], secret=b"s3cret")
+        self.network.flush()
+        impostor = self.cluster.node("b", peers=["a"], secret=b"s3cret")
+        self.network.run(30)
+        self.assertEqual(dict(a.peers()), {"b": b.incarnation})
+        self.assertEqual(
+            self.cluster.observers["a"].events, [("up", "b", b.incarnation)]
+        )
+        self.assertEqual(dict(impostor.peers()), {})
+        errors = [
+            e for e in logs if e["log_level"].name == "error" and e.get("node") != "a"
+        ]
+        here = [e for e in errors if "is already" not in e["log_format"]]
+        there = [e for e in errors if "refused the link" in e["log_format"]]
+        self.assertTrue(here and there)
+        self.assertIn("linked from", here[0]["log_format"])
+        self.assertIn("a node named b is already in the cluster", there[0]["reason"])
+
+    def test_early_messages_handled_after_handshake(self) -> None:
+        """What the accepting side sends as soon as it is up reaches the connecting side, after its own up."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        seen: list[str] = []
+
+        @implementer(IMembershipObserver)
+        class Greeter:
+            def node_up(self, node_name: str, incarnation: str) -> None:
+                b.send(node_name, "test", b"greeting")
+
+            def node_down(self, node_name: str, incarnation: str) -> None:
+                pass
+
+        @implementer(IMembershipObserver)
+        class Recorder:
+            def node_up(self, node_name: str, incarnation: str) -> None:
+                seen.append("up")
+
+            def node_down(self, node_name: str, incarnation: str) -> None:
+                pass
+
+        b.add_membership_observer(Greeter())
+        a.add_membership_observer(Recorder())
+        a.add_handler("test", lambda node, data: seen.append(data.decode()))
+        logs = capture_logs(self)
+        self.network.flush()
+        self.assertEqual(seen, ["up", "greeting"])
+        self.assertEqual([e for e in logs if "Dropped" in e.get("log_format", "")], [])
