@@ -458,6 +458,13 @@ class ClusterLink(amp.AMP):
 
     # Connection lifetime
 
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Start the protocol without AMP's log line for every connection (a
+        stranger could make it repeat).
+        """
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionMade(self) -> None:
         """
         Start the handshake clock and, on the connecting side, the
@@ -475,7 +482,8 @@ class ClusterLink(amp.AMP):
         """
         Stop the timers and tell the owner.
         """
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
+        self.transport = None
         self._machine.lost()
         if self._queued:
             self.log.info(
@@ -726,6 +734,7 @@ class ClusterLink(amp.AMP):
             return
         secret = self._owner.secret
         if secret is not None:
+            proof = prove_secret(secret, _CONNECT, self._peer_nonce, self.nonce)
             expected = prove_secret(secret, _ACCEPT, self.nonce, self._peer_nonce)
             if not hmac.compare_digest(expected, answer["proof"]):
                 self._owner.warn_peer(
@@ -734,9 +743,8 @@ class ClusterLink(amp.AMP):
                     "Refused cluster link to {address}: it did not prove the "
                     "cluster secret",
                 )
-                self._machine.fail()
+                self._refuse_peer(proof)
                 return
-            proof = prove_secret(secret, _CONNECT, self._peer_nonce, self.nonce)
         elif answer["secret_required"]:
             self._owner.warn_peer(
                 "secret",
@@ -744,7 +752,7 @@ class ClusterLink(amp.AMP):
                 "Refused cluster link to {address}: it requires a cluster secret "
                 "and this node has none",
             )
-            self._machine.fail()
+            self._refuse_peer(b"")
             return
         else:
             proof = b""
@@ -756,6 +764,17 @@ class ClusterLink(amp.AMP):
             advertise=self._owner.advertise,
         )
         authenticated.addCallbacks(self._authenticate_answered, self._refused)
+
+    def _refuse_peer(self, proof: bytes) -> None:
+        # Send our proof all the same (it tells nothing of the secret), so
+        # that the peer finds the mismatch and logs it too; no incarnation.
+        refused: Deferred[Any] = self.callRemote(  # type: ignore[no-untyped-call]
+            Authenticate, proof=proof, incarnation="", advertise=""
+        )
+        refused.addErrback(lambda _: None)
+        self._machine.refuse()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def _authenticate_answered(self, answer: dict[str, Any]) -> None:
         if self._phase is not _AUTHENTICATING:

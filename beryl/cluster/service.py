@@ -21,7 +21,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -414,8 +414,12 @@ class ClusterService(MultiService):
         self._links.remove(link)
         name = link.peer_name
         if name is not None and not link.was_up:
-            self.log.info(
-                "Cluster link with {node} closed before its handshake finished",
+            self.warn_peer(
+                "early-close",
+                link.peer_address,
+                "Cluster link with {node} at {address} closed before its "
+                "handshake finished",
+                level=LogLevel.info,
                 node=name,
             )
         if name is None:
@@ -491,7 +495,13 @@ class ClusterService(MultiService):
         return current.probe(timeout).addCallback(decide)
 
     def warn_peer(
-        self, kind: str, address: str, text: str, error: bool = False, **fields: Any
+        self,
+        kind: str,
+        address: str,
+        text: str,
+        error: bool = False,
+        level: LogLevel = LogLevel.warn,
+        **fields: Any,
     ) -> None:
         """
         Log a warning (or an error) about the peer at C{address}, at most
@@ -504,8 +514,13 @@ class ClusterService(MultiService):
             return
         if held_back:
             text += " ({held_back} similar messages held back)"
-        emit = self.log.error if error else self.log.warn
-        emit(text, address=address, held_back=held_back, **fields)
+        self.log.emit(
+            LogLevel.error if error else level,
+            text,
+            address=address,
+            held_back=held_back,
+            **fields,
+        )
 
     def connected_to_self(self, link: ClusterLink) -> None:
         """
