@@ -28,7 +28,15 @@ setup(
         "automat>=24.8",
     ],
     extras_require={
-        "test": ["hypothesis>=6.80", "mypy>=1.8", "mypy-zope>=1.0", "ruff>=0.6"],
+        "test": [
+            "hypothesis>=6.80",
+            "mypy>=1.8",
+            "mypy-zope>=1.0",
+            "ruff>=0.6",
+            "twisted[tls]>=23.10",
+        ],
+        # TLS endpoints (ssl: / tls:) for the cluster port and its peers.
+        "tls": ["twisted[tls]>=23.10"],
     },
     classifiers=[
         "Framework :: Twisted",
