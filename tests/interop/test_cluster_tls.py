@@ -98,7 +98,10 @@ class ClusterTLSTests(SynchronousTestCase):
             servers.append(server)
         puppet = Puppet(self)
         topic = unique_topic("room")
-        for client, server, user in [("a", servers[0], "alice"), ("b", servers[1], "bob")]:
+        for client, server, user in [
+            ("a", servers[0], "alice"),
+            ("b", servers[1], "bob"),
+        ]:
             reply = puppet.join(client, server.url, topic, user=user)
             self.assertEqual(reply, {"status": "ok", "response": {}})
         for client in "ab":
@@ -108,11 +111,7 @@ class ClusterTLSTests(SynchronousTestCase):
             self.assertIn(f"Cluster node {other} is up", server.log())
         # The port speaks TLS only: a plain AMP Hello is never answered.
         with socket.create_connection(("127.0.0.1", ports[0]), timeout=10) as plain:
-            plain.sendall(
-                amp.AmpBox(
-                    {b"_command": b"Ping", b"_ask": b"1"}
-                ).serialize()
-            )
+            plain.sendall(amp.AmpBox({b"_command": b"Ping", b"_ask": b"1"}).serialize())
             received = b""
             try:
                 while chunk := plain.recv(65536):
