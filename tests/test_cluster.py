@@ -798,7 +798,7 @@ class HardeningTests(SynchronousTestCase):
         self.assertEqual(self.cluster.received["b"], [("a", b"x" * (1024 * 1024))])
         logs = capture_logs(self)
         [connection] = self.network.open_connections()
-        for index in range(10):
+        for index in range(40):
             key = b"k%d" % index
             connection.pump.clientIO.write(
                 len(key).to_bytes(2, "big")

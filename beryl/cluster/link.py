@@ -51,7 +51,7 @@ from beryl.cluster.commands import (
 )
 
 __all__ = [
-    "MAX_BOX_BYTES",
+    "MAX_BOX_KEYS",
     "UNAUTHENTICATED_BYTES",
     "ClusterLink",
     "LinkInputs",
@@ -72,10 +72,12 @@ secret: the handshake takes a few hundred bytes.
 UNAUTHENTICATED_VALUE_BYTES = 1024
 """The longest AMP value accepted before the proof (node names, nonces)."""
 
-MAX_BOX_BYTES = 256 * 1024
+MAX_BOX_KEYS = 16
 """
-The most one AMP box may hold once the peer has proved the secret; the
-largest the cluster sends is a L{Deliver} chunk of about 60 KB.
+The most keys one AMP box may have once the peer has proved the secret
+(values are at most 64 KiB each, so a box holds about 1 MiB at most); the
+cluster's own boxes have six keys at most, and a large message travels as
+consecutive L{Deliver} chunks of 60 KB.
 """
 
 MAX_QUEUED_BOXES = 4096
@@ -110,6 +112,7 @@ class Phase:
 
 
 _TRAFFIC = frozenset(c.commandName for c in (Deliver, Members, Ping))
+_ANSWERED = frozenset(c.commandName for c in (Hello, Authenticate, Ping))
 _OPENED = Phase("Opened", handles=frozenset([Hello.commandName]))
 _GREETING = Phase("Greeting")
 _AUTHENTICATING = Phase("Authenticating", queues=_TRAFFIC, proven=True)
@@ -318,7 +321,12 @@ class _Responders(amp.CommandLocator):
         phase = link._phase
         if name in phase.handles:
             responder = super().locateResponder(name)  # type: ignore[no-untyped-call]
-            return lambda box: link._run(responder, name, box)
+            if name in _ANSWERED:
+                # AMP logs a traceback for an answered command whose
+                # arguments do not decode; catch that first.  Unanswered
+                # ones (Deliver, Members) reach unhandledError instead.
+                return lambda box: link._run(responder, name, box)
+            return responder  # type: ignore[no-any-return]
         if name in phase.queues:
             return lambda box: link._queue(name, box)
         if not phase.quiet:
@@ -402,8 +410,7 @@ class ClusterLink(amp.AMP):
         self.nonce = secrets.token_bytes(16)
         self._peer_nonce = b""
         self._phase = _OPENED
-        self._box_bytes = 0
-        self._box_limit = UNAUTHENTICATED_BYTES
+        self._unproven_budget: int | None = UNAUTHENTICATED_BYTES
         self._MAX_VALUE_LENGTH = UNAUTHENTICATED_VALUE_BYTES
         self._queued: list[tuple[bytes, amp.AmpBox, Deferred[Any]]] = []
         self._handshake_timer: IDelayedCall | None = None
@@ -519,8 +526,8 @@ class ClusterLink(amp.AMP):
 
     def _enter(self, phase: Phase) -> None:
         self._phase = phase
-        if phase.proven and self._box_limit != MAX_BOX_BYTES:
-            self._box_limit = MAX_BOX_BYTES
+        if phase.proven and self._unproven_budget is not None:
+            self._unproven_budget = None
             del self._MAX_VALUE_LENGTH
 
     def _abort(self) -> None:
@@ -597,21 +604,32 @@ class ClusterLink(amp.AMP):
 
     # Limits and violations
 
-    def stringReceived(self, string: bytes) -> None:
+    def dataReceived(self, data: bytes) -> None:
         """
-        Count what the current box holds (everything, before the peer's
-        proof) and close the connection when it passes the limit.
+        Parse C{data}, counting it against what a peer may send before its
+        proof, and close the connection when the box being read grows past
+        L{MAX_BOX_KEYS} (checked once a read, which adds 64 KiB at most).
         """
-        self._box_bytes += len(string) + 2
-        if self._box_bytes > self._box_limit:
+        budget = self._unproven_budget
+        if budget is not None:
+            budget -= len(data)
+            self._unproven_budget = budget
+            if budget < 0:
+                self._violation(
+                    "too-big",
+                    "sent more than {limit} bytes before proving the cluster secret",
+                    limit=UNAUTHENTICATED_BYTES,
+                )
+                return
+        super().dataReceived(data)  # type: ignore[no-untyped-call]
+        box = self._currentBox
+        if box is not None and len(box) > MAX_BOX_KEYS:
+            self._currentBox = None
             self._violation(
                 "too-big",
-                "sent more than {limit} bytes in one AMP box (or before proving "
-                "the cluster secret)",
-                limit=self._box_limit,
+                "sent an AMP box of more than {keys} keys",
+                keys=MAX_BOX_KEYS,
             )
-            return
-        super().stringReceived(string)  # type: ignore[no-untyped-call]
 
     def lengthLimitExceeded(self, length: int) -> None:
         """
@@ -635,8 +653,6 @@ class ClusterLink(amp.AMP):
             self._violation(
                 "malformed", "sent a malformed AMP box ({error})", error=repr(error)
             )
-        if self._phase.proven:
-            self._box_bytes = 0
 
     def _run(
         self, responder: Callable[[amp.AmpBox], Any], name: bytes, box: amp.AmpBox
