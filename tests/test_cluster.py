@@ -36,6 +36,7 @@ from beryl.cluster import (
 )
 from beryl.cluster.chunks import CHUNK_SIZE, ChunkError, Reassembler, split
 from beryl.cluster.commands import PROTOCOL_VERSION
+from beryl.cluster.ratelimit import LogLimiter
 from beryl.interfaces import IMembershipObserver, INodeMessaging, ISubscriber
 from beryl.pubsub import PubSub
 from beryl.wire import Binary
@@ -909,3 +910,30 @@ class HardeningTests(SynchronousTestCase):
         self.network.flush()
         self.assertEqual(seen, ["up", "greeting"])
         self.assertEqual([e for e in logs if "Dropped" in e.get("log_format", "")], [])
+
+
+class LogLimiterTests(SynchronousTestCase):
+    """
+    Tests for L{LogLimiter}.
+    """
+
+    def test_summarises(self) -> None:
+        """One warning per key and interval; the next one counts those held back."""
+        clock = Clock()
+        limiter = LogLimiter(clock, interval=60)
+        self.assertEqual(limiter.allow("secret", "10.0.0.1"), 0)
+        self.assertEqual(
+            [limiter.allow("secret", "10.0.0.1") for _ in range(5)], [None] * 5
+        )
+        self.assertEqual(limiter.allow("secret", "10.0.0.2"), 0)
+        self.assertEqual(limiter.allow("other", "10.0.0.1"), 0)
+        clock.advance(60)
+        self.assertEqual(limiter.allow("secret", "10.0.0.1"), 5)
+
+    def test_bounded(self) -> None:
+        """A flood of addresses never holds more than max_keys keys."""
+        clock = Clock()
+        limiter = LogLimiter(clock, interval=60, max_keys=10)
+        for index in range(1000):
+            limiter.allow("secret", f"10.0.{index // 256}.{index % 256}")
+            self.assertLessEqual(len(limiter._keys), 10)
