@@ -557,6 +557,7 @@ class ClusterServiceTests(SynchronousTestCase):
         self.network.run(3)
         for service in self.cluster.services:
             self.assertEqual(dict(service.peers()), {}, service.node_name)
+            self.assertEqual(self.cluster.observers[service.node_name].events, [])
         refusals = [
             e for e in logs if "Refused cluster link" in e.get("log_format", "")
         ]

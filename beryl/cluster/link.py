@@ -759,7 +759,11 @@ class ClusterLink(amp.AMP):
                     "Refused cluster link to {address}: it did not prove the "
                     "cluster secret",
                 )
-                self._refuse_peer(proof)
+                if answer["secret_required"]:
+                    # It has a secret too, a different one: let it see so.
+                    self._refuse_peer(proof)
+                else:
+                    self._machine.fail()
                 return
         elif answer["secret_required"]:
             self._owner.warn_peer(
