@@ -32,7 +32,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols import amp
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -164,9 +164,12 @@ class LinkOwner(Protocol):
         """
 
     def warn_peer(
-        self, kind: str, address: str, text: str, error: bool = False, **fields: Any
+        self, kind: str, address: str, text: str, level: LogLevel = ..., **fields: Any
     ) -> None:
-        """Log C{text}, caused by the peer at C{address}, rate-limited."""
+        """
+        Log C{text} (a warning by default), caused by the peer at
+        C{address}, rate-limited.
+        """
 
 
 class LinkInputs(Protocol):
@@ -743,7 +746,7 @@ class ClusterLink(amp.AMP):
                     self.peer_address,
                     "Refused cluster link to {address}: the node there is named "
                     "{node} too, like this one; give every node its own --node-name",
-                    error=True,
+                    level=LogLevel.error,
                     node=node,
                 )
             self._machine.fail()
@@ -814,7 +817,7 @@ class ClusterLink(amp.AMP):
             "refused",
             self.peer_address,
             "Cluster node at {address} refused the link: {reason}",
-            error=bool(failure.check(DuplicateNode)),
+            level=LogLevel.error if failure.check(DuplicateNode) else LogLevel.warn,
             reason=str(failure.value)[:300],
         )
         self._machine.fail()
@@ -842,7 +845,7 @@ class ClusterLink(amp.AMP):
                 self.peer_address,
                 "Refused cluster link from {address}: it is named {node} too, "
                 "like this node; give every node its own --node-name",
-                error=True,
+                level=LogLevel.error,
                 node=node_name,
             )
             self._machine.refuse()

@@ -483,7 +483,7 @@ class ClusterService(MultiService):
                 "Refused cluster link with {address}: it is named {node}, and a "
                 "live node of that name is linked from {other}; give every node "
                 "its own --node-name",
-                error=True,
+                level=LogLevel.error,
                 node=name,
                 other=current.peer_address,
             )
@@ -499,14 +499,13 @@ class ClusterService(MultiService):
         kind: str,
         address: str,
         text: str,
-        error: bool = False,
         level: LogLevel = LogLevel.warn,
         **fields: Any,
     ) -> None:
         """
-        Log a warning (or an error) about the peer at C{address}, at most
-        once a minute for each kind and address; the next one logged says
-        how many were held back.
+        Log C{text} (a warning unless C{level} says otherwise) about the
+        peer at C{address}, at most once a minute for each kind and host;
+        the next one logged says how many were held back.
         """
         host = address.rsplit(":", 1)[0]
         held_back = self._warnings.allow(kind, host)
@@ -515,7 +514,7 @@ class ClusterService(MultiService):
         if held_back:
             text += " ({held_back} similar messages held back)"
         self.log.emit(
-            LogLevel.error if error else level,
+            level,
             text,
             address=address,
             held_back=held_back,
