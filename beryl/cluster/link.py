@@ -412,6 +412,7 @@ class ClusterLink(amp.AMP):
         self.closed: Deferred[None] = Deferred()
         self.nonce = secrets.token_bytes(16)
         self._peer_nonce = b""
+        self._peer_address: str | None = None
         self._phase = _OPENED
         self._unproven_budget: int | None = UNAUTHENTICATED_BYTES
         self._MAX_VALUE_LENGTH = UNAUTHENTICATED_VALUE_BYTES
@@ -456,15 +457,12 @@ class ClusterLink(amp.AMP):
     @property
     def peer_address(self) -> str:
         """
-        The peer's address, as C{host:port} when it is an IP address.
+        The peer's address, as C{host:port} when it is an IP address, kept
+        after the connection is gone.
         """
-        if self.transport is None:
+        if self._peer_address is None:
             return self.description or "?"
-        peer = self.transport.getPeer()
-        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        if host is None:
-            return self.description or str(peer)
-        return f"{host}:{port}"
+        return self._peer_address
 
     # Connection lifetime
 
@@ -473,6 +471,12 @@ class ClusterLink(amp.AMP):
         Start the protocol without AMP's log line for every connection (a
         stranger could make it repeat).
         """
+        peer = transport.getPeer()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        if host is not None:
+            self._peer_address = f"{host}:{port}"
+        elif self.description is None:
+            self._peer_address = str(peer)
         amp.BinaryBoxProtocol.makeConnection(self, transport)
 
     def connectionMade(self) -> None:
