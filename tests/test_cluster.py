@@ -12,7 +12,7 @@ import attrs
 from twisted.application.internet import backoffPolicy
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -20,8 +20,10 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -37,6 +39,7 @@ from beryl.cluster import (
 from beryl.cluster.chunks import CHUNK_SIZE, ChunkError, Reassembler, split
 from beryl.cluster.commands import PROTOCOL_VERSION
 from beryl.cluster.ratelimit import LogLimiter
+from beryl.cluster.service import _LinkFactory
 from beryl.interfaces import IMembershipObserver, INodeMessaging, ISubscriber
 from beryl.pubsub import PubSub
 from beryl.wire import Binary
@@ -938,3 +941,33 @@ class LogLimiterTests(SynchronousTestCase):
         for index in range(1000):
             limiter.allow("secret", f"10.0.{index // 256}.{index % 256}")
             self.assertLessEqual(len(limiter._keys), 10)
+
+
+class LinkCloseTests(SynchronousTestCase):
+    """
+    Tests for how a L{ClusterLink} closes.
+    """
+
+    def test_refused_peer_that_never_reads(self) -> None:
+        """A refused connection whose peer does not read is aborted after close_timeout."""
+        clock = Clock()
+        service = ClusterService(
+            "a", clock, lambda d: _ClientEndpoint(MemoryNetwork(), d), secret=b"s"
+        )
+        link = _LinkFactory(service, None).buildProtocol(None)
+        transport = _AbortRecorder(peerAddress=IPv4Address("TCP", "192.0.2.1", 1))
+        link.makeConnection(transport)
+        link.dataReceived(hello_box("a"))
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        clock.advance(service.close_timeout)
+        self.assertTrue(transport.aborted)
+        link.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class _AbortRecorder(StringTransport):
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True

@@ -282,8 +282,9 @@ def _build_machine() -> Callable[[ClusterLink], LinkInputs]:
         state.upon(LinkInputs.retire).loop().returns(None)
     for state in [up, draining, aborted, closed]:
         state.upon(LinkInputs.refuse).loop().returns(None)
-    for state in [aborted, closed]:
-        state.upon(LinkInputs.fail).loop().returns(None)
+    # A refused link waits for AMP to close it; failing it forces that.
+    aborted.upon(LinkInputs.fail).loop()(abort)
+    closed.upon(LinkInputs.fail).loop().returns(None)
 
     def lose(inputs: LinkInputs, link: ClusterLink) -> None:
         link._enter(_CLOSED)
