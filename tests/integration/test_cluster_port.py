@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from beryl.cluster.commands import PROTOCOL_VERSION
+from beryl.cluster.commands import PROTOCOL_VERSION, prove_secret
 from tests.interop.cluster import Node
 
 SECRET = ("--cluster-secret", "s3cret")
@@ -39,6 +39,26 @@ def _hello(name: str) -> bytes:
     ).serialize()
 
 
+def _read_box(sock: socket.socket) -> dict[bytes, bytes]:
+    """Read one AMP box from C{sock}."""
+
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    box: dict[bytes, bytes] = {}
+    while True:
+        key = exactly(int.from_bytes(exactly(2), "big"))
+        if not key:
+            return box
+        box[key] = exactly(int.from_bytes(exactly(2), "big"))
+
+
 class ClusterPortTests(SynchronousTestCase):
     """
     A secret-protected node, attacked through its cluster port.
@@ -56,11 +76,18 @@ class ClusterPortTests(SynchronousTestCase):
         self.addCleanup(sock.close)
         return sock
 
-    def flood(self, sock: socket.socket, piece: bytes, limit: int) -> int:
-        """Send C{piece} until the node closes the connection; bytes sent."""
+    def flood(self, sock: socket.socket, value_size: int, limit: int) -> int:
+        """
+        Send key/value pairs of a box that never ends (distinct 255-byte
+        keys, values of C{value_size}) until the node closes the
+        connection; bytes sent.
+        """
         sent = 0
+        value = value_size.to_bytes(2, "big") + b"v" * value_size
         try:
             while sent < limit:
+                key = b"%0255d" % sent
+                piece = len(key).to_bytes(2, "big") + key + value
                 sock.sendall(piece)
                 sent += len(piece)
             sock.settimeout(10)
@@ -75,19 +102,42 @@ class ClusterPortTests(SynchronousTestCase):
         process = self.node.server.process
         assert process is not None
         before = _rss_kib(process.pid)
-        key = b"k" * 255
-        big = len(key).to_bytes(2, "big") + key + (65535).to_bytes(2, "big")
-        big += b"v" * 65535
-        small = len(key).to_bytes(2, "big") + key + (1000).to_bytes(2, "big")
-        small += b"v" * 1000
-        for piece in (big, small):
-            sent = self.flood(self.connect(), piece, 200 * 1024 * 1024)
+        for value_size in (65535, 1000):
+            sent = self.flood(self.connect(), value_size, 200 * 1024 * 1024)
             self.assertLess(sent, 200 * 1024 * 1024)
         self.node.wait_for_log("Closed the cluster link")
         grown = _rss_kib(process.pid) - before
         self.assertLess(grown, 64 * 1024, f"the node grew by {grown} KiB")
         # The second attack, from the same address, is summarised.
         self.assertEqual(self.node.log().count("Closed the cluster link"), 1)
+        self.assertNotIn("Traceback", self.node.log())
+
+    def test_endless_box_after_proof(self) -> None:
+        """A peer that proved the secret and then sends a never-ending box is cut off."""
+        process = self.node.server.process
+        assert process is not None
+        before = _rss_kib(process.pid)
+        sock = self.connect()
+        sock.sendall(_hello("mallory"))
+        answer = _read_box(sock)
+        proof = prove_secret(b"s3cret", b"connect", answer[b"nonce"], b"n" * 16)
+        sock.sendall(
+            amp.AmpBox(
+                {
+                    b"_command": b"Authenticate",
+                    b"_ask": b"2",
+                    b"proof": proof,
+                    b"incarnation": b"i",
+                    b"advertise": b"",
+                }
+            ).serialize()
+        )
+        self.node.wait_for_log("Cluster node mallory is up")
+        sent = self.flood(sock, 65535, 200 * 1024 * 1024)
+        self.assertLess(sent, 200 * 1024 * 1024)
+        self.node.wait_for_log("sent an AMP box of more than")
+        grown = _rss_kib(process.pid) - before
+        self.assertLess(grown, 64 * 1024, f"the node grew by {grown} KiB")
         self.assertNotIn("Traceback", self.node.log())
 
     def test_unauthenticated_commands(self) -> None:
