@@ -965,6 +965,41 @@ class LinkCloseTests(SynchronousTestCase):
         link.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_stop_flushes_then_aborts(self) -> None:
+        """Closing an up link loses the connection gracefully and aborts only after close_timeout."""
+        clock = Clock()
+        service = ClusterService(
+            "a", clock, lambda d: _ClientEndpoint(MemoryNetwork(), d)
+        )
+        service.startService()
+        link = _LinkFactory(service, None).buildProtocol(None)
+        transport = _AbortRecorder(peerAddress=IPv4Address("TCP", "192.0.2.1", 1))
+        link.makeConnection(transport)
+        link.dataReceived(hello_box("b"))
+        link.dataReceived(
+            amp.AmpBox(
+                {
+                    b"_command": b"Authenticate",
+                    b"_ask": b"2",
+                    b"proof": b"",
+                    b"incarnation": b"i",
+                    b"advertise": b"",
+                }
+            ).serialize()
+        )
+        self.assertEqual(dict(service.peers()), {"b": "i"})
+        stopped = service.stopService()
+        self.assertEqual(link.link_state, "Draining")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        clock.advance(service.close_timeout - 0.1)
+        self.assertFalse(transport.aborted)
+        clock.advance(0.1)
+        self.assertTrue(transport.aborted)
+        link.connectionLost(Failure(ConnectionDone()))
+        self.successResultOf(stopped)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
 
 class _AbortRecorder(StringTransport):
     aborted = False
