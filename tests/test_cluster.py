@@ -14,6 +14,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
     IStreamClientEndpoint,
@@ -86,6 +87,16 @@ class _ClientEndpoint:
         return attempt
 
 
+class _HalfClosingTransport(iosim.FakeTransport):  # type: ignore[misc]
+    """An iosim transport that remembers C{loseWriteConnection}."""
+
+    write_closed = False
+    eof_delivered = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
 @attrs.define
 class Connection:
     """One in-memory connection between a client and a server protocol."""
@@ -103,6 +114,31 @@ class Connection:
     @property
     def finished(self) -> bool:
         return bool(self.pump.clientIO.disconnected and self.pump.serverIO.disconnected)
+
+    def half_close(self) -> bool:
+        """
+        Deliver the end of a half-closed side's data to the other side, as
+        TCP does after C{loseWriteConnection} (which iosim ignores).
+        """
+        delivered = False
+        sides = [
+            (self.pump.clientIO, self.pump.server, self.pump.serverIO),
+            (self.pump.serverIO, self.pump.client, self.pump.clientIO),
+        ]
+        for writer, reader, reader_io in sides:
+            if (
+                getattr(writer, "write_closed", False)
+                and not getattr(writer, "eof_delivered", False)
+                and not writer.stream
+                and not self.frozen
+                and not reader_io.disconnected
+            ):
+                writer.eof_delivered = True
+                half = IHalfCloseableProtocol(reader, None)
+                if half is not None:
+                    half.readConnectionLost()
+                delivered = True
+        return delivered
 
 
 @attrs.define
@@ -139,13 +175,13 @@ class MemoryNetwork:
             self.stranger_port += 1
             pump = iosim.connect(
                 server,
-                iosim.FakeTransport(
+                _HalfClosingTransport(
                     server,
                     isServer=True,
                     peerAddress=IPv4Address("TCP", "127.0.0.1", self.stranger_port),
                 ),
                 client,
-                iosim.FakeTransport(
+                _HalfClosingTransport(
                     client,
                     isServer=False,
                     peerAddress=IPv4Address("TCP", "127.0.0.1", 4001),
@@ -166,6 +202,8 @@ class MemoryNetwork:
                     connection.pump.clientIO.getOutBuffer()
                     connection.pump.serverIO.getOutBuffer()
                 if connection.pump.pump():
+                    moved = True
+                if connection.half_close():
                     moved = True
             self.connections = [c for c in self.connections if not c.finished]
 
@@ -1006,3 +1044,38 @@ class _AbortRecorder(StringTransport):
 
     def abortConnection(self) -> None:
         self.aborted = True
+
+
+class ReplacedLinkTests(SynchronousTestCase):
+    """
+    Tests for messages sent while a node's link is replaced by its twin.
+    """
+
+    def test_held_while_twin_finishes(self) -> None:
+        """What a node sends while its link waits for the twin's last answer arrives on the twin."""
+        cluster = ClusterHarness(self)
+        network = cluster.network
+        a = cluster.node("a", peers=["b"])
+        b = cluster.node("b", peers=["a"])
+        network.connect_pending()
+        to_a, to_b = sorted(network.connections, key=lambda c: c.server_address)
+        # b's link to a finishes first.
+        to_a.pump.flush()
+        # a's link to b up to a's Authenticate: b is up on it first, keeps
+        # it (a link opened by "a" wins) and retires its own.
+        for _ in range(3):
+            to_b.pump.pump()
+        to_a.pump.flush()
+        to_a.half_close()
+        to_a.pump.flush()
+        # a's link from b is gone; a waits for the answer on the twin.
+        self.assertIn("b", a._replacing)
+        a.send("b", "test", b"while replacing")
+        a.send_all("test", b"to all while replacing")
+        network.run(5)
+        self.assertEqual(
+            cluster.received["b"],
+            [("a", b"while replacing"), ("a", b"to all while replacing")],
+        )
+        self.assertEqual(cluster.observers["a"].events, [("up", "b", b.incarnation)])
+        self.assertEqual(len(network.open_connections()), 1)

@@ -36,6 +36,12 @@ __all__ = ["ClusterService"]
 Handler = Callable[[str, bytes], None]
 """A channel handler: called with the sending node's name and the data."""
 
+MAX_HELD_MESSAGES = 10_000
+"""
+The most messages held for one peer while its link is replaced by its
+duplicate (a matter of one round trip).
+"""
+
 
 def new_incarnation() -> str:
     """
@@ -150,6 +156,7 @@ class ClusterService(MultiService):
         self._links: set[ClusterLink] = set()
         self._active: dict[str, ClusterLink] = {}
         self._replacing: dict[str, ClusterLink] = {}
+        self._held: dict[str, list[tuple[str, bytes]]] = {}
         self._handlers: dict[str, list[Handler]] = {}
         self._observers: list[IMembershipObserver] = []
         self._port: IListeningPort | None = None
@@ -275,18 +282,56 @@ class ClusterService(MultiService):
     def send(self, node_name: str, channel: str, data: bytes) -> None:
         """
         Send C{data} to the handler of C{channel} on C{node_name}; dropped
-        silently when that node is not up.
+        silently when that node is not up.  While the node's link is being
+        replaced by its duplicate, the message is held and sent on the new
+        link.
         """
         link = self._active.get(node_name)
-        if link is not None:
+        if link is not None and link.is_up:
             link.send_message(channel, data)
+        elif link is not None or node_name in self._replacing:
+            self._hold(node_name, channel, data)
 
     def send_all(self, channel: str, data: bytes) -> None:
         """
-        Send C{data} to the handler of C{channel} on every peer that is up.
+        Send C{data} to the handler of C{channel} on every peer that is up
+        (held, like L{send}, for a peer whose link is being replaced).
         """
-        for link in list(self._active.values()):
-            link.send_message(channel, data)
+        for name, link in list(self._active.items()):
+            if link.is_up:
+                link.send_message(channel, data)
+            else:
+                self._hold(name, channel, data)
+        if self._replacing:
+            for name in list(self._replacing):
+                self._hold(name, channel, data)
+
+    def _hold(self, name: str, channel: str, data: bytes) -> None:
+        held = self._held.setdefault(name, [])
+        if len(held) >= MAX_HELD_MESSAGES:
+            self.log.warn(
+                "Dropped a cluster message for {node}: {count} are already held "
+                "while its link is replaced",
+                node=name,
+                count=len(held),
+            )
+            return
+        held.append((channel, data))
+
+    def _send_held(self, name: str, link: ClusterLink) -> None:
+        held = self._held.pop(name, None)
+        if held:
+            for channel, data in held:
+                link.send_message(channel, data)
+
+    def _drop_held(self, name: str) -> None:
+        held = self._held.pop(name, None)
+        if held:
+            self.log.info(
+                "Dropped {count} cluster messages held for {node}, which went down",
+                count=len(held),
+                node=name,
+            )
 
     def add_handler(self, channel: str, handler: Handler) -> None:
         """
@@ -385,6 +430,7 @@ class ClusterService(MultiService):
             if replaced.peer_incarnation == incarnation:
                 # The twin of a dropped duplicate: the node never went down.
                 self._active[name] = link
+                self._send_held(name, link)
                 return
             self._report_down(name, replaced)
         if current is None:
@@ -396,11 +442,16 @@ class ClusterService(MultiService):
             current.abort()
             self._activate(name, link)
         else:
-            keep, drop = sorted((current, link), key=lambda each: each.link_key)
+            if current.is_up:
+                keep, drop = sorted((current, link), key=lambda each: each.link_key)
+            else:
+                # The peer is closing the current link: the new one stays.
+                keep, drop = link, current
             self._active[name] = keep
             self.log.debug("Closed a duplicate cluster link to {node}", node=name)
             drop.retire()
             self._park_link(drop)
+            self._send_held(name, keep)
 
     def link_lost(self, link: ClusterLink) -> None:
         """
@@ -610,6 +661,7 @@ class ClusterService(MultiService):
             other.send_members(members)
 
     def _report_down(self, name: str, link: ClusterLink) -> None:
+        self._drop_held(name)
         incarnation = link.peer_incarnation or ""
         self.log.info(
             "Cluster node {node} is down (incarnation {incarnation})",
