@@ -206,6 +206,13 @@ class MemoryNetwork:
                 if connection.half_close():
                     moved = True
             self.connections = [c for c in self.connections if not c.finished]
+            # What is due now (a stopping node's last steps) runs too.
+            if any(
+                call.getTime() <= self.clock.seconds()
+                for call in self.clock.getDelayedCalls()
+            ):
+                self.clock.advance(0)
+                moved = True
 
     def run(self, seconds: float, step: float = 0.1) -> None:
         self.flush()
@@ -1035,6 +1042,7 @@ class LinkCloseTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertTrue(transport.aborted)
         link.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0)
         self.successResultOf(stopped)
         self.assertEqual(clock.getDelayedCalls(), [])
 

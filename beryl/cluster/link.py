@@ -196,12 +196,10 @@ class LinkInputs(Protocol):
         """The owner admitted the peer: the handshake is done."""
 
     def stop(self) -> None:
-        """Close gracefully: flush what was sent, abort after a timeout."""
-
-    def retire(self) -> None:
         """
-        Close a duplicate link gracefully, still reading and delivering
-        what the peer sent until it closes its side too.
+        Close gracefully: flush what was sent, keep reading and delivering
+        what the peer sent until it closes its side too; abort after a
+        timeout.
         """
 
     def refuse(self) -> None:
@@ -256,11 +254,6 @@ def _build_machine() -> Callable[[ClusterLink], LinkInputs]:
     @up.upon(LinkInputs.stop).to(draining)
     def drain(inputs: LinkInputs, link: ClusterLink) -> None:
         link._enter(_DRAINING)
-        link._drain(half_close=False)
-
-    @up.upon(LinkInputs.retire).to(draining)
-    def retire(inputs: LinkInputs, link: ClusterLink) -> None:
-        link._enter(_DRAINING)
         link._drain(half_close=True)
 
     def abort(inputs: LinkInputs, link: ClusterLink) -> None:
@@ -273,13 +266,11 @@ def _build_machine() -> Callable[[ClusterLink], LinkInputs]:
 
     for state in handshaking:
         state.upon(LinkInputs.stop).to(aborted)(abort)
-        state.upon(LinkInputs.retire).to(aborted)(abort)
         state.upon(LinkInputs.refuse).to(aborted)(refuse)
     for state in [*handshaking, up, draining]:
         state.upon(LinkInputs.fail).to(aborted)(abort)
     for state in [draining, aborted, closed]:
         state.upon(LinkInputs.stop).loop().returns(None)
-        state.upon(LinkInputs.retire).loop().returns(None)
     for state in [up, draining, aborted, closed]:
         state.upon(LinkInputs.refuse).loop().returns(None)
     # A refused link waits for AMP to close it; failing it forces that.
@@ -513,18 +504,15 @@ class ClusterLink(amp.AMP):
 
     def close(self) -> None:
         """
-        Close the connection gracefully: what was sent is flushed first, and
-        the connection is aborted if that takes longer than the owner's
-        C{close_timeout}.  A link still in its handshake is aborted.
+        Close the connection gracefully.  Over TCP this is a half-close:
+        what was sent is flushed, what the peer sent before it learns of the
+        close is still read and delivered (and unread data never turns the
+        close into a reset that would lose what we sent), and the
+        connection ends when the peer closes its side.  It is aborted if
+        that takes longer than the owner's C{close_timeout}.  A link still
+        in its handshake is aborted.
         """
         self._machine.stop()
-
-    def retire(self) -> None:
-        """
-        Close a duplicate link: like L{close}, but what the peer sent on it
-        before it learns of the close is still read and delivered.
-        """
-        self._machine.retire()
 
     def abort(self) -> None:
         """

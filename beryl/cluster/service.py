@@ -10,8 +10,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
@@ -21,6 +21,7 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -262,11 +263,12 @@ class ClusterService(MultiService):
 
         @return: fires when the links and the listening port are closed.
         """
+        Service.stopService(self)
         for name, link in sorted({**self._replacing, **self._active}.items()):
             self._report_down(name, link)
         self._active.clear()
         self._replacing.clear()
-        waiting: list[Deferred[Any]] = [MultiService.stopService(self)]
+        waiting: list[Deferred[Any]] = []
         for link in list(self._links):
             link.close()
             waiting.append(link.closed)
@@ -275,7 +277,21 @@ class ClusterService(MultiService):
             stopped = port.stopListening()
             if stopped is not None:
                 waiting.append(stopped)
-        return gatherResults(waiting).addCallback(lambda _: None)
+        # The peers' ClientServices stop once the links are closed: they
+        # would close their connections at once, without the half-close.
+        closed: Deferred[Any] = gatherResults(waiting)
+        # In a later turn: a link's close may be reported from within its
+        # ClientService's own state machine.
+        return closed.addCallback(
+            lambda _: deferLater(
+                self.clock, 0, lambda: Deferred.fromCoroutine(self._stop_children())
+            )
+        )
+
+    async def _stop_children(self) -> None:
+        await gatherResults(
+            [maybeDeferred(child.stopService) for child in reversed(list(self))]
+        )
 
     # INodeMessaging
 
@@ -449,7 +465,7 @@ class ClusterService(MultiService):
                 keep, drop = link, current
             self._active[name] = keep
             self.log.debug("Closed a duplicate cluster link to {node}", node=name)
-            drop.retire()
+            drop.close()
             self._park_link(drop)
             self._send_held(name, keep)
 

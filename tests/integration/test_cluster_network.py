@@ -101,6 +101,8 @@ class RealNetworkTests(TestCase):
             None,
             [f"tcp:host=127.0.0.1:port={port.getHost().port}"],  # type: ignore[attr-defined]
             heartbeat_interval=0.2,
+            # Flushing must not depend on how loaded the machine is.
+            close_timeout=25.0,
         )
         second.add_membership_observer(Up())
         second.startService()
