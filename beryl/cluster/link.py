@@ -647,7 +647,9 @@ class ClusterLink(amp.AMP):
             super().ampBoxReceived(box)  # type: ignore[no-untyped-call]
         except Exception as error:
             self._violation(
-                "malformed", "sent a malformed AMP box ({error})", error=repr(error)
+                "malformed",
+                "sent a malformed AMP box ({error})",
+                error=repr(error)[:200],
             )
 
     def _run(
