@@ -158,6 +158,7 @@ class ClusterService(MultiService):
         self._active: dict[str, ClusterLink] = {}
         self._replacing: dict[str, ClusterLink] = {}
         self._held: dict[str, list[tuple[str, bytes]]] = {}
+        self._overflow: dict[str, int] = {}
         self._handlers: dict[str, list[Handler]] = {}
         self._observers: list[IMembershipObserver] = []
         self._port: IListeningPort | None = None
@@ -324,21 +325,17 @@ class ClusterService(MultiService):
 
     def _hold(self, name: str, channel: str, data: bytes) -> None:
         held = self._held.setdefault(name, [])
-        if len(held) >= MAX_HELD_MESSAGES:
-            self.log.warn(
-                "Dropped a cluster message for {node}: {count} are already held "
-                "while its link is replaced",
-                node=name,
-                count=len(held),
-            )
-            return
-        held.append((channel, data))
+        if len(held) < MAX_HELD_MESSAGES:
+            held.append((channel, data))
+        else:
+            self._overflow[name] = self._overflow.get(name, 0) + 1
 
     def _send_held(self, name: str, link: ClusterLink) -> None:
         held = self._held.pop(name, None)
         if held:
             for channel, data in held:
                 link.send_message(channel, data)
+        self._report_overflow(name)
 
     def _drop_held(self, name: str) -> None:
         held = self._held.pop(name, None)
@@ -347,6 +344,18 @@ class ClusterService(MultiService):
                 "Dropped {count} cluster messages held for {node}, which went down",
                 count=len(held),
                 node=name,
+            )
+        self._report_overflow(name)
+
+    def _report_overflow(self, name: str) -> None:
+        overflow = self._overflow.pop(name, 0)
+        if overflow:
+            self.log.warn(
+                "Dropped {count} cluster messages for {node}: more than {limit} "
+                "were sent while its link was replaced",
+                count=overflow,
+                node=name,
+                limit=MAX_HELD_MESSAGES,
             )
 
     def add_handler(self, channel: str, handler: Handler) -> None:
