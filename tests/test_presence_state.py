@@ -288,6 +288,23 @@ class LivenessTests(SynchronousTestCase):
         self.assertEqual(len(up.joins), 3)
         self.assertEqual(set(before) | {(a.replica, 3)}, set(visible_set(b)))
 
+    def test_recover_reveals_only_what_remains(self) -> None:
+        """Recovering a down replica with its changes reveals its current values in one diff, never the removed ones."""
+        a, b = self.two_replicas()
+        b.replica_down(a.replica)
+        a.leave("t", "k1", "o")
+        a.join("t", "k3", "o", {})
+        a.take_delta()
+        catch_up = a.extract(b.replica, {**b.clock(), a.replica: b.context[a.replica]})
+        diff = checked(self, b, lambda: b.recover(a.replica, catch_up))
+        self.assertEqual(sorted(e.key for _, e in diff.joins), ["k2", "k3"])
+        self.assertEqual(diff.leaves, [])
+        self.assertEqual(set(b.grouped("t")), {"k2", "k3"})
+        self.assertTrue(b.is_up(a.replica))
+        # Nothing missed: recovering reveals what is held, as replica_up does.
+        b.replica_down(a.replica)
+        self.assertEqual(len(b.recover(a.replica).joins), 2)
+
     def test_permdown_deletes_for_good(self) -> None:
         """Permdown deletes a replica's values, also from stored deltas, and they never come back."""
         a, b = self.two_replicas()

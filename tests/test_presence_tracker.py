@@ -20,12 +20,15 @@ from beryl.interfaces import (
     IPresence,
 )
 from beryl.presence.state import AlreadyTrackedError, NoPresenceError
-from beryl.presence.tracker import CHANNEL, PresenceTracker
+from beryl.presence.tracker import CHANNEL, PresenceTracker, timings_problem
+from beryl.server import PresenceTimings
 from beryl.wire import PresenceList
 from tests.fake_messaging import FakeMessaging, FakeNetwork
 
 PERIOD = 1.0
-DOWN = 4.0
+# An idle node heartbeats every 3 ticks (max_silent_periods 2); down_period
+# must be at least 1.5 times that.
+DOWN = 4.5
 PERMDOWN = 20.0
 
 
@@ -162,10 +165,27 @@ class InterfaceTests(TrackerTestCase):
 
     def test_periods_validated(self) -> None:
         """down_period must cover two ticks and permdown_period exceed down_period."""
-        self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 10, 1.5)
+        self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 0, 1.5)
         self.assertRaises(
             ValueError, PresenceTracker, None, self.clock, 1.0, 10, 30.0, 30.0
         )
+
+    def test_down_period_must_exceed_idle_heartbeats(self) -> None:
+        """A down_period within 1.5 idle heartbeat intervals is refused, with the rule in the message."""
+        # The configuration of issue 14: heartbeats every 16.5 s, down at 8 s.
+        error = self.assertRaises(
+            ValueError, PresenceTracker, None, self.clock, 1.5, 10, 8.0, 60.0
+        )
+        self.assertIn("down_period (8 s) must be at least 24.75 s", str(error))
+        self.assertIn("max_silent_periods", str(error))
+        self.assertIsNotNone(timings_problem(1.5, 10, 24.74, 60.0))
+        self.assertIsNone(timings_problem(1.5, 10, 24.75, 60.0))
+        self.assertIsNone(timings_problem(1.5, 1, 8.0, 60.0))
+        # Phoenix's defaults pass.
+        PresenceTracker(None, self.clock, 1.5, 10, 30.0, 1200.0)
+        # The same rule for the server's configuration.
+        self.assertRaises(ValueError, PresenceTimings, 1.5, 10, 8.0, 60.0)
+        PresenceTimings(1.5, 1, 8.0, 60.0)
 
 
 class SingleNodeTests(SynchronousTestCase):
@@ -649,3 +669,141 @@ class ReplicationTests(TrackerTestCase):
                 self.assertEqual(normalized(node.list(topic)), expected)
         for node in nodes:
             self.assertEqual(node.state.clouds, {})
+
+
+class PartitionTests(TrackerTestCase):
+    """
+    Netsplits on the fake network: what a node's subscribers see while a
+    peer is cut off and after the link heals.
+    """
+
+    def split_cluster(self) -> tuple[PresenceTracker, PresenceTracker, Diffs]:
+        """
+        Nodes a, b and c with a user each (b two), converged; c is then
+        cut off for longer than down_period.  Returns a, b and c's diffs.
+        """
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        c, c_diffs = self.tracker("c")
+        self.nodes = {"a": a, "b": b, "c": c}
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "sa", {})
+        b.track("room", "bob", "sb", {})
+        b.track("room", "bill", "sb2", {})
+        c.track("room", "carol", "sc", {})
+        self.pump(2 * PERIOD)
+        for node in (a, b, c):
+            self.assertEqual(set(node.list("room")), {"alice", "bob", "bill", "carol"})
+        self.network.cut("a", "c")
+        self.network.cut("b", "c")
+        self.pump(DOWN + 2 * PERIOD)
+        self.assertEqual(set(c.list("room")), {"carol"})
+        self.assertEqual(set(a.list("room")), {"alice", "bob", "bill"})
+        return a, b, c_diffs
+
+    def heal(self) -> float:
+        """
+        Heal c's links; the time it happened.
+        """
+        self.network.heal("a", "c")
+        self.network.heal("b", "c")
+        return self.clock.seconds()
+
+    def test_no_ghost_after_heal(self) -> None:
+        """A user who left during a split never reappears on the other side when it heals."""
+        a, b, c_diffs = self.split_cluster()
+        b.untrack("room", "bob", "sb")
+        self.pump(2 * PERIOD)
+        before = len(c_diffs)
+        self.heal()
+        self.pump(4 * PERIOD)
+        after = c_diffs[before:]
+        self.assertTrue(after)
+        for _, diff in after:
+            self.assertNotIn("bob", diff["joins"])
+        self.assertEqual(set(self.nodes["c"].list("room")), {"alice", "bill", "carol"})
+
+    def test_joins_within_one_period_of_heal(self) -> None:
+        """Users who joined on either side during a split are listed on the other within one broadcast period of the heal."""
+        a, b, _ = self.split_cluster()
+        c = self.nodes["c"]
+        a.track("room", "erin", "sa2", {})
+        c.track("room", "dave", "sc2", {})
+        self.pump(2 * PERIOD)
+        self.heal()
+        # A tick for the greeting, then three messages of 10 ms each.
+        self.pump(PERIOD + 0.05, step=0.01)
+        everyone = {"alice", "bob", "bill", "carol", "dave", "erin"}
+        for node in (a, b, c):
+            self.assertEqual(set(node.list("room")), everyone)
+
+    def test_one_diff_per_returning_peer(self) -> None:
+        """Each peer coming back reaches subscribers as one diff of joins, not a reveal and then corrections."""
+        a, b, c_diffs = self.split_cluster()
+        b.untrack("room", "bob", "sb")
+        b.track("room", "bert", "sb3", {})
+        a.update("room", "alice", "sa", {"v": 2})
+        self.pump(2 * PERIOD)
+        before = len(c_diffs)
+        self.heal()
+        self.pump(4 * PERIOD)
+        after = sorted(
+            (sorted(diff["joins"]), sorted(diff["leaves"]))
+            for _, diff in c_diffs[before:]
+        )
+        self.assertEqual(after, [(["alice"], []), (["bert", "bill"], [])])
+        metas = self.nodes["c"].list("room")["alice"]["metas"]
+        self.assertEqual([m.get("v") for m in metas], [2])
+
+    def test_repeated_heals_no_ghosts(self) -> None:
+        """Across repeated splits and heals, no user who left during a split ever reappears."""
+        a, a_diffs = self.tracker("a")
+        b, _ = self.tracker("b")
+        c, c_diffs = self.tracker("c")
+        self.pump(2 * PERIOD)
+        ghosts = 0
+        for cycle in range(5):
+            a.track("room", f"a{cycle}", f"sa{cycle}", {})
+            c.track("room", f"c{cycle}", f"sc{cycle}", {})
+            self.pump(2 * PERIOD)
+            self.network.cut("a", "c")
+            self.network.cut("b", "c")
+            self.pump(DOWN + 2 * PERIOD)
+            a.untrack("room", f"a{cycle}", f"sa{cycle}")
+            c.untrack("room", f"c{cycle}", f"sc{cycle}")
+            self.pump(PERIOD)
+            a_seen, c_seen = len(a_diffs), len(c_diffs)
+            self.network.heal("a", "c")
+            self.network.heal("b", "c")
+            self.pump(4 * PERIOD)
+            ghosts += sum(f"c{cycle}" in d["joins"] for _, d in a_diffs[a_seen:])
+            ghosts += sum(f"a{cycle}" in d["joins"] for _, d in c_diffs[c_seen:])
+            for node in (a, b, c):
+                self.assertEqual(node.list("room"), {})
+        self.assertEqual(ghosts, 0)
+
+    def test_lost_recovery_request_asked_again(self) -> None:
+        """A request to come back that is lost is asked again, and the peer is revealed once it is answered."""
+        a, b, _ = self.split_cluster()
+        c = self.nodes["c"]
+        a.track("room", "erin", "sa2", {})
+        self.pump(2 * PERIOD)
+        self.network.heal("a", "c")
+        # Let c hear a's greeting and ask, then lose the request.
+        requests = len(self.messages("transfer_req", source="c"))
+        for _ in range(round(2 * PERIOD / 0.005)):
+            self.clock.advance(0.005)
+            if len(self.messages("transfer_req", source="c")) > requests:
+                break
+        self.network.cut("a", "c")
+        self.pump(0.1)
+        self.assertEqual(set(c.list("room")), {"carol"})
+        self.network.heal("a", "c")
+        self.pump(3 * PERIOD)
+        self.assertEqual(set(c.list("room")), {"alice", "erin", "carol"})
+        asked = [
+            m
+            for _, d, m, _ in self.messages("transfer_req", source="c")
+            if m.get("recover")
+        ]
+        self.assertTrue(asked)
