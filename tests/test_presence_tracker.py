@@ -19,6 +19,7 @@ from beryl.interfaces import (
     INodeMessaging,
     IPresence,
 )
+from beryl.presence.codec import remote_to_json
 from beryl.presence.state import AlreadyTrackedError, NoPresenceError
 from beryl.presence.tracker import CHANNEL, PresenceTracker, timings_problem
 from beryl.server import PresenceTimings
@@ -807,3 +808,126 @@ class PartitionTests(TrackerTestCase):
             if m.get("recover")
         ]
         self.assertTrue(asked)
+
+
+class CountingSet(set[Any]):
+    """
+    A set that counts membership tests: what a query costs in the
+    down-replica filter.
+    """
+
+    tests = 0
+
+    def __contains__(self, item: object) -> bool:
+        self.tests += 1
+        return super().__contains__(item)
+
+
+class PhoenixBugTests(TrackerTestCase):
+    """
+    Presence bugs reported against Phoenix, as scenarios on the fake
+    network.
+    """
+
+    def test_stale_transfer_does_not_overwrite_newer_entry(self) -> None:
+        """A stale transfer arriving after a newer delta does not bring back the older meta (phoenix_pubsub #148)."""
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        c, _ = self.tracker("c")
+        self.pump(2 * PERIOD)
+        a.track("lobby", "other", "so", {})
+        while not c.list("lobby"):
+            self.clock.advance(0.01)
+        seen = c.state.context[a.replica]
+        # c is cut off while alice joins on a (b gets it) and updates.
+        self.network.cut("a", "c")
+        self.network.cut("b", "c")
+        a.track("room", "alice", "sa", {"v": 1})
+        self.pump(1.1 * PERIOD)
+        # What b answers a transfer request from c now: alice at v1.
+        payload = b.state.extract(c.replica, c.state.clock())
+        room = [e.meta["v"] for e in payload.values.values() if e.topic == "room"]
+        self.assertEqual(room, [1])
+        stale = orjson.dumps(
+            {
+                "type": "transfer_ack",
+                "replica": ["b", "1"],
+                "payload": remote_to_json(payload),
+            }
+        )
+        [stale_tag] = [t for t, e in payload.values.items() if e.topic == "room"]
+        for version in range(2, 5):
+            a.update("room", "alice", "sa", {"v": version})
+        # Long enough for b to relay the removal of v1 (lost on the way to c).
+        self.pump(2.1 * PERIOD)
+        self.network.heal("a", "c")
+        self.network.heal("b", "c")
+        a.update("room", "alice", "sa", {"v": 5})
+        # c merges that delta ahead of a gap: its dots wait in a cloud.
+        for _ in range(round(2 * PERIOD / 0.01)):
+            self.clock.advance(0.01)
+            if c.state.clouds:
+                break
+        self.assertIn(a.replica, c.state.clouds)
+        self.assertEqual(c.state.context[a.replica], seen)
+        self.assertFalse(c.state.covers(stale_tag))
+        # Now the stale transfer from b arrives.
+        self.network.nodes["c"].handlers[CHANNEL]("b", stale)
+        metas = c.list("room")["alice"]["metas"]
+        self.assertEqual([m["v"] for m in metas], [5])
+        self.assertEqual(len(c.state.get_by_key("room", "alice")), 1)
+        # Everyone converges, and a's leave is seen cleanly everywhere.
+        a.untrack("room", "alice", "sa")
+        self.pump(4 * PERIOD)
+        for node in (a, b, c):
+            self.assertEqual(node.list("room"), {})
+            self.assertEqual(len(list(node.state.values())), 1)
+
+    def test_down_up_cycles_keep_state_and_queries_flat(self) -> None:
+        """Repeated down/up cycles and restarts of one peer keep state sizes and query costs flat (phoenix #5568)."""
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        down = CountingSet()
+        b.state._down = down
+        for number in range(20):
+            a.track("room", f"user{number}", f"s{number}", {})
+        b.track("room", "bob", "sb", {})
+        self.pump(3 * PERIOD)
+        measures = []
+        for cycle in range(12):
+            if cycle % 3 == 2:
+                # A restart: a new incarnation, the old one's entries stale.
+                self.network.disconnect("a")
+                a.stopService()
+                a, _ = self.tracker("a", incarnation=f"r{cycle}")
+                for number in range(20):
+                    a.track("room", f"user{number}", f"s{number}", {})
+                self.pump(3 * PERIOD)
+            self.network.cut("a", "b")
+            self.pump(DOWN + 2 * PERIOD)
+            self.assertFalse(b.peers()["a"][1])
+            down.tests = 0
+            listed = b.state.grouped("room")
+            b.state.get_by_key("room", "user1")
+            while_down = down.tests
+            self.network.heal("a", "b")
+            self.pump(3 * PERIOD)
+            self.assertEqual(
+                set(b.list("room")), {"bob"} | {f"user{n}" for n in range(20)}
+            )
+            down.tests = 0
+            b.state.grouped("room")
+            measures.append(
+                (
+                    len(down),
+                    len(b.state.replicas()),
+                    len(list(b.state.values())),
+                    sum(len(g.values) for g in b.state.generations.generations),
+                    len(b.peers()),
+                    while_down,
+                    down.tests,
+                    len(listed),
+                )
+            )
+        self.assertEqual(measures[0][5], 22)
+        self.assertEqual(set(measures), {measures[0]})
