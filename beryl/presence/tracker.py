@@ -15,8 +15,7 @@ A down peer that is heard again is not revealed at once: what this node
 holds of it may be stale (users may have left it in the meantime).  The
 tracker first asks it for a transfer since the clock last seen from it,
 merges the answer while the peer is still hidden, and only then reveals
-it, all in one diff; a peer whose heartbeat shows nothing was missed is
-revealed at once.  While a peer is down, this node heartbeats to it on
+it, all in one diff.  While a peer is down, this node heartbeats to it on
 every tick, so that both sides notice within one tick that the link is
 back.
 
@@ -84,6 +83,14 @@ DOWN_MARGIN = 1.5
 How many times the longest gap between an idle node's heartbeats
 C{down_period} must be at least: a heartbeat that comes a little late (a
 busy node, a slow link) must not make a peer leave and rejoin.
+"""
+
+RECOVERY_WINDOW = 1.0
+"""
+Seconds within which the answer to a returning peer's transfer request
+must come to reveal the peer (or two broadcast periods, when longer).  A
+later answer may have been held up by the network and be older than the
+messages behind it, so the peer is asked again.
 """
 
 PARAMETER_NAMES = {
@@ -574,18 +581,26 @@ class PresenceTracker(Service):
         }
         self._messaging.send(peer.replica[0], CHANNEL, orjson.dumps(message))
 
+    def _recovery_window(self) -> float:
+        """
+        How long the answer of a returning peer may take: two broadcast
+        periods, at least L{RECOVERY_WINDOW}.
+        """
+        return max(2 * self.broadcast_period, RECOVERY_WINDOW)
+
     def _ask_again(self) -> None:
         """
         Ask again the peers that were heard since they were asked to come
-        back and have not answered within a tick (the request or its
-        answer was lost).
+        back and have not answered in time (the request or its answer was
+        lost).
         """
         now = self._clock.seconds()
+        window = self._recovery_window()
         for peer in list(self._peers.values()):
             if (
                 peer.asked is not None
                 and peer.last_seen >= peer.asked_at
-                and now - peer.asked_at >= self.broadcast_period
+                and now - peer.asked_at > window
             ):
                 self._ask(peer)
 
@@ -701,18 +716,15 @@ class PresenceTracker(Service):
             if remote is not None:
                 self._emit(self.state.merge(remote))
         else:
-            # Back from down: merged while still hidden, revealed only once
-            # nothing it did is missing here.
+            # Back from down: merged while still hidden, revealed only with
+            # the answer to what it has now.  This heartbeat may be stale
+            # itself: a link that was blackholed delivers everything held
+            # at once, oldest first.
             peer.last_seen = now
-            merged = self.state.merge(remote) if remote is not None else Diff()
-            if self.state.context[replica] >= clock.get(replica, 0):
-                self.log.info("Presence peer {node} is up again", node=name)
-                peer.asked = None
-                self._emit(merged, self.state.recover(replica))
-            else:
-                self._emit(merged)
-                if peer.asked is None:
-                    self._ask(peer)
+            if remote is not None:
+                self._emit(self.state.merge(remote))
+            if peer.asked is None:
+                self._ask(peer)
         known = self.state.clock()
         sampled = {r: c for r, c in clock.items() if r in known}
         self._clockset = append_clock(self._clockset, replica, sampled)
@@ -764,13 +776,20 @@ class PresenceTracker(Service):
             and peer is not None
             and peer.replica == replica
             and peer.asked == ref
+            and not self.state.is_up(replica)
         ):
-            peer.asked = None
-            if not self.state.is_up(replica):
+            now = self._clock.seconds()
+            if now - peer.asked_at <= self._recovery_window():
+                peer.asked = None
+                peer.last_seen = max(peer.last_seen, now)
                 self.log.info("Presence peer {node} is up again", node=replica[0])
-                peer.last_seen = max(peer.last_seen, self._clock.seconds())
                 self._emit(self.state.recover(replica, remote))
                 return
+            # An answer held up on the way may be older than what follows
+            # it: merge it hidden and ask again.
+            self._emit(self.state.merge(remote))
+            self._ask(peer)
+            return
         self._emit(self.state.merge(remote))
 
 

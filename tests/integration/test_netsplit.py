@@ -159,6 +159,32 @@ class NetsplitTests(SynchronousTestCase):
         self.assertEqual(self.joins("a", "cathy"), 1)
         self.assertEqual(self.joins("b", "cathy"), 1)
 
+    def test_repeated_heals_no_ghosts(self) -> None:
+        """Across repeated splits, users who left during a split never reappear after the heal."""
+        self.converge(["a", "b", "c"], ["alice", "bob", "carol"])
+        ghosts = 0
+        for cycle in range(3):
+            left_n1, left_n3 = f"x{cycle}", f"y{cycle}"
+            self.join(left_n1, "n1", left_n1)
+            self.join(left_n3, "n3", left_n3)
+            self.converge(["a", "b", "c"], ["alice", "bob", "carol", left_n1, left_n3])
+            self.proxy.split(["n3"], ["n1", "n2"])
+            self.converge(["a", "b"], ["alice", "bob", left_n1])
+            self.converge(["c"], ["carol", left_n3])
+            self.puppet.close(left_n1)
+            self.puppet.close(left_n3)
+            self.converge(["a", "b"], ["alice", "bob"])
+            self.converge(["c"], ["carol"])
+            self.proxy.heal()
+            took = self.converge(["a", "b", "c"], ["alice", "bob", "carol"])
+            report(f"cycle {cycle}: heal to converged", took)
+            time.sleep(3 * BROADCAST)
+            ghosts += self.joins("c", left_n1) - 1
+            ghosts += self.joins("a", left_n3) - 1
+            ghosts += self.joins("b", left_n3) - 1
+        sys.stdout.write(f"\n  netsplit: ghosts over three heals: {ghosts}")
+        self.assertEqual(ghosts, 0)
+
     def test_short_partition_no_presence_events(self) -> None:
         """A split shorter than the down period less one heartbeat interval causes no presence event at all."""
         self.converge(["a", "b", "c"], ["alice", "bob", "carol"])
