@@ -826,6 +826,48 @@ class PartitionTests(TrackerTestCase):
             self.assertNotIn("xavier", diff["joins"])
         self.assertEqual(set(c.list("room")), {"alice"})
 
+    def test_late_answer_reveals_nothing_stale(self) -> None:
+        """An answer to a returning peer's request held up past the window does not reveal its stale state."""
+        a, _ = self.tracker("a")
+        c, c_diffs = self.tracker("c")
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "s1", {})
+        a.track("room", "xavier", "s2", {})
+        self.pump(2 * PERIOD)
+        self.network.cut("a", "c")
+        self.pump(DOWN + 2 * PERIOD)
+        self.assertEqual(c.list("room"), {})
+        # From a's answer to c's request to come back, a's messages to c are
+        # held up.
+        node = self.network.nodes["c"]
+        original = node.handlers[CHANNEL]
+        held: list[tuple[str, bytes]] = []
+
+        def hold(source: str, data: bytes) -> None:
+            if held or (b'"transfer_ack"' in data and b'"ref"' in data):
+                held.append((source, data))
+            else:
+                original(source, data)
+
+        node.handlers[CHANNEL] = hold
+        self.network.heal("a", "c")
+        for _ in range(round(3 * PERIOD / 0.01)):
+            self.clock.advance(0.01)
+            if held:
+                break
+        self.assertTrue(held)
+        a.untrack("room", "xavier", "s2")
+        # Longer than the window of 2 s for answers.
+        self.pump(4 * PERIOD)
+        before = len(c_diffs)
+        node.handlers[CHANNEL] = original
+        for source, data in held:
+            original(source, data)
+        self.pump(3 * PERIOD)
+        for _, diff in c_diffs[before:]:
+            self.assertNotIn("xavier", diff["joins"])
+        self.assertEqual(set(c.list("room")), {"alice"})
+
     def test_lost_recovery_request_asked_again(self) -> None:
         """A request to come back that is lost is asked again, and the peer is revealed once it is answered."""
         a, b, _ = self.split_cluster()
