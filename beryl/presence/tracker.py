@@ -418,21 +418,12 @@ class PresenceTracker(Service):
             self.state.discard_delta()
         self._emit(diff)
 
-    def _emit(self, diff: Diff, *more: Diff) -> None:
+    def _emit(self, diff: Diff) -> None:
         """
-        Bring the views and the get_diff backlogs up to date with C{diff}
-        (and C{more}, reported together with it), which the state has
-        applied already, and queue it for the subscribers, one payload per
-        topic.
+        Bring the views and the get_diff backlogs up to date with C{diff},
+        which the state has applied already, and queue it for the
+        subscribers, one payload per topic.
         """
-        if more:
-            combined = Changes()
-            for each in (diff, *more):
-                for tag, entry in each.leaves:
-                    combined.leave(tag, entry)
-                for tag, entry in each.joins:
-                    combined.join(tag, entry)
-            diff = combined.diff()
         if not diff:
             return
         by_topic: dict[str, tuple[_Items, _Items]] = {}
