@@ -33,6 +33,7 @@ from tests.presence_scenarios import (
     checked,
     full_join,
     make_states,
+    operations,
     owned_current,
     round_trip,
     shape,
@@ -671,6 +672,31 @@ class PropertyTests(SynchronousTestCase):
             observer.merge(remote)
         observer.replica_up(gone)
         self.assertFalse(any(t[0] == gone for t, _ in observer.entries()))
+
+    @PROPERTY
+    @given(SCENARIOS, st.data(), st.integers(0, 3))
+    def test_recover_reveals_no_ghost(
+        self, scenario: tuple[int, list[Any]], data: st.DataObject, which: int
+    ) -> None:
+        """Recovering a down replica with its answer reveals exactly what it holds of its own now."""
+        count, steps = scenario
+        cluster = Cluster(self, count)
+        cluster.run(steps)
+        observer = cluster.states[0]
+        back = cluster.states[1 + which % (count - 1)]
+        observer.replica_down(back.replica)
+        # Life goes on while it is down; the observer merges what reaches it.
+        cluster.run(data.draw(st.lists(operations(count), max_size=20)))
+        if back.has_delta():
+            cluster.tick(cluster.states.index(back))
+        seen = {**observer.clock(), back.replica: observer.context[back.replica]}
+        answer = back.extract(observer.replica, seen)
+        checked(self, observer, lambda: observer.recover(back.replica, answer))
+        revealed = {
+            t: v for t, v in visible_set(observer).items() if t[0] == back.replica
+        }
+        truth = {t: v for t, v in visible_set(back).items() if t[0] == back.replica}
+        self.assertEqual(revealed, truth)
 
     @PROPERTY
     @given(SCENARIOS)
