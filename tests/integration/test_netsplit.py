@@ -208,6 +208,11 @@ class NetsplitTests(SynchronousTestCase):
         self.proxy.heal()
         final = ["alice", "bob", "carol", "erin", "dave"]
         report("asymmetric: heal to converged", self.converge(["a", "b", "c"], final))
+        # Broadcasts cross both ways again.
+        for sender, user, receiver in (("a", "alice", "c"), ("c", "carol", "a")):
+            body = {"body": f"after the heal from {user}"}
+            self.assertEqual(self.puppet.push(sender, "new_msg", body)["status"], "ok")
+            self.puppet.wait_for(receiver, "new_msg", {"user": user, **body})
 
     def test_partition_longer_than_permdown_rejoins_cleanly(self) -> None:
         """After a split longer than the permdown period the nodes rejoin cleanly: every user once, one meta each."""
