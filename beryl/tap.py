@@ -756,7 +756,8 @@ def makeService(options: Options) -> IService:
 
     service = make_beryl_service(options, reactor)
     LogBurstLimitService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
-    if options["cluster"] is not None:
+    if options["cluster"] is not None and options["workers"] == 1:
+        # (The parent of --workers listens on no cluster port: its workers do.)
         _exit_if_cannot_listen(service.getServiceNamed("cluster"), reactor)
     return service
 
