@@ -110,7 +110,7 @@ class FanOut:
     ) -> object | None:
         """
         A broadcast encoded and prepared for sockets like C{socket}, or
-        L{None} when their protocol cannot carry it (binary for V1).
+        C{None} when their protocol cannot carry it (binary for V1).
         """
         try:
             frame = socket.serializer.encode_broadcast(topic, event, payload)

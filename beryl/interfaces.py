@@ -48,7 +48,7 @@ class ISubscriber(Interface):
         Receive one broadcast.
 
         @param from_id: the id of the sender given to C{broadcast_from}, or
-            L{None}.  A subscriber that stands for many receivers (the
+            C{None}.  A subscriber that stands for many receivers (the
             coordinator stands for all of its node's sockets) skips the
             receiver with this id itself.
         """
@@ -375,7 +375,7 @@ class ISocketHost(Interface):
 
         @param local_code: the close code the transport sent itself when it
             closed the connection for its own reasons (invalid UTF-8, an
-            oversized message, a protocol violation), or L{None}; the core
+            oversized message, a protocol violation), or C{None}; the core
             logs it with the socket's id.
         @param local_reason: the reason sent with C{local_code}.
         """

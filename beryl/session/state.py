@@ -116,7 +116,7 @@ class Session:
     The channels of one socket and the rules between them.
 
     @param match: the channel definition for a topic (what the router
-        matched; carried by L{RunJoin}), or L{None} for an unmatched topic.
+        matched; carried by L{RunJoin}), or C{None} for an unmatched topic.
     @param max_channels: the most channels the socket may join.
     @param max_queued: the most messages the socket may send while a
         callback is pending; one more closes it with 1008.
@@ -243,7 +243,7 @@ class Session:
     def joined(self, channel: int, reply: Payload) -> Effects:
         """
         The pending join of C{channel} was accepted; C{reply} is the join
-        reply's response (an empty object when L{None}).
+        reply's response (an empty object when C{None}).
         """
         join = self._take_join(channel)
         entry = join.channel
@@ -292,7 +292,7 @@ class Session:
     def handled(self, channel: int, ref: Any, result: object) -> Effects:
         """
         The pending C{handle_in} (C{ref} of the push) or C{handle_info}
-        (C{ref} L{None}) of C{channel} returned C{result}, a L{NoReply},
+        (C{ref} C{None}) of C{channel} returned C{result}, a L{NoReply},
         L{Reply}, L{Push} or L{Stop}.  A L{Reply} without a ref has nothing
         to answer and is dropped.
         """
