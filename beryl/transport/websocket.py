@@ -11,7 +11,6 @@ transport.
 
 from __future__ import annotations
 
-import struct
 from typing import Any, Callable, Mapping
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -27,6 +26,7 @@ from zope.interface import implementer
 from beryl.app import ConnectError, ConnectInfo
 from beryl.coordinator import Coordinator, SocketHandle
 from beryl.interfaces import IConnection
+from beryl.transport.frames import scan, websocket_message
 from beryl.transport.handshake import (
     HandshakeRefused,
     check_origin,
@@ -57,28 +57,9 @@ _HANDSHAKE_ATTRIBUTES = (
 
 def websocket_frame(frame: Frame) -> bytes:
     """
-    A whole, unmasked server-to-client WebSocket message (FIN set, no
-    extensions) carrying C{frame}.
+    A whole, unmasked server-to-client WebSocket message carrying C{frame}.
     """
-    data = frame.data
-    opcode = 0x82 if frame.is_binary else 0x81
-    length = len(data)
-    if length < 126:
-        return bytes((opcode, length)) + data
-    if length < 65536:
-        return struct.pack("!BBH", opcode, 126, length) + data
-    return struct.pack("!BBQ", opcode, 127, length) + data
-
-
-def _unmask(mask: bytes, payload: bytes) -> bytes:
-    """
-    Undo a client frame's XOR mask, as one big-integer operation.
-    """
-    length = len(payload)
-    if not length:
-        return payload
-    key = int.from_bytes(mask * (length // 4 + 1), "little") & ((1 << (8 * length)) - 1)
-    return (int.from_bytes(payload, "little") ^ key).to_bytes(length, "little")
+    return websocket_message(frame.data, frame.is_binary)
 
 
 class WriteTurns:
@@ -288,33 +269,13 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
             super().dataReceived(data)
             return
         end = len(data)
-        position = 0
-        limit = self.maxFramePayloadSize
-        while end - position >= 6:
-            first, second = data[position], data[position + 1]
-            # FIN set, no RSV bits, text (1) or binary (2), masked
-            if first not in (0x81, 0x82) or not second & 0x80:
-                break
-            length = second & 0x7F
-            start = position + 6
-            if length == 126:
-                if end - position < 8:
-                    break
-                length = (data[position + 2] << 8) | data[position + 3]
-                if length < 126:
-                    break  # not the minimal encoding: Autobahn fails it
-                start = position + 8
-            elif length == 127:
-                break
-            if (limit and length > limit) or start + length > end:
-                break
-            mask = data[start - 4 : start]
-            payload = data[start : start + length]
-            position = start + length
-            self.onMessage(_unmask(mask, payload), first == 0x82)
+        frames, position = scan(data, self.maxFramePayloadSize, end)
+        for payload, is_binary, frame_end in frames:
+            self.onMessage(payload, is_binary)
             if self.state != _OPEN or self._socket is None:
                 # Closed by that message: Autobahn reads the rest (the
                 # client's close reply among it) in its closing state.
+                position = frame_end
                 break
         if position < end:
             super().dataReceived(data[position:] if position else data)
