@@ -16,9 +16,7 @@ from typing import Any, Callable, Mapping
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
@@ -33,6 +31,7 @@ from beryl.transport.handshake import (
     parse_params,
     split_auth_token,
 )
+from beryl.transport.writer import WriteTurns, direct_writer
 from beryl.wire import Frame, serializer_for_vsn
 
 __all__ = ["PhoenixWebSocketFactory", "PhoenixWebSocketProtocol", "websocket_frame"]
@@ -60,102 +59,6 @@ def websocket_frame(frame: Frame) -> bytes:
     A whole, unmasked server-to-client WebSocket message carrying C{frame}.
     """
     return websocket_message(frame.data, frame.is_binary)
-
-
-class WriteTurns:
-    """
-    Counts reactor turns in which something was written, so that a
-    connection can tell its first write of a turn from the ones after it.
-    """
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self.number = 0
-        self._scheduled = False
-
-    def current(self) -> int:
-        """
-        The number of this turn; the count moves on at the next turn.
-        """
-        if not self._scheduled:
-            self._scheduled = True
-            self._clock.callLater(0, self._advance)
-        return self.number
-
-    def _advance(self) -> None:
-        self.number += 1
-        self._scheduled = False
-
-
-def direct_writer(
-    transport: Any, turns: WriteTurns, max_buffer: int = 16 * 1024 * 1024
-) -> Callable[[bytes], None]:
-    """
-    A write function for C{transport} that, on a plain TCP connection with
-    nothing buffered, sends a turn's first message straight to the socket:
-    one C{send()} instead of Twisted's buffer, C{epoll} registration and
-    deferred write (three system calls).  Later messages of the same turn
-    (a burst of broadcasts, pipelined pings) go to Twisted's buffer, so they
-    leave together in one C{send()}.  What the socket does not take, and
-    everything on other transports (TLS), goes through C{transport.write}
-    as usual.
-
-    A client that stops reading would make the buffer grow without end: once
-    more than C{max_buffer} bytes wait, the connection is aborted.
-
-    This reads L{twisted.internet.abstract.FileDescriptor}'s buffer
-    attributes, so it is used only where they exist.
-    """
-    write: Callable[[bytes], None] = transport.write
-    sock = getattr(transport, "socket", None)
-    if (
-        not isinstance(transport, tcp.Connection)
-        or sock is None
-        or not all(
-            hasattr(transport, name)
-            for name in ("dataBuffer", "offset", "_tempDataLen")
-        )
-    ):
-        return write
-    send = sock.send
-    last_turn = -1
-    aborted = False
-
-    def write_now(data: bytes) -> None:
-        nonlocal last_turn, aborted
-        if aborted:
-            return
-        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        if buffered or transport.disconnecting or not transport.connected:
-            if buffered > max_buffer:
-                aborted = True
-                _log.warn(
-                    "A client at {peer} reads too slowly ({buffered} bytes "
-                    "waiting); dropping it.",
-                    peer=transport.getPeer(),
-                    buffered=buffered,
-                )
-                transport.abortConnection()
-                return
-            write(data)
-            return
-        turn = turns.current()
-        if turn == last_turn:
-            write(data)
-            return
-        last_turn = turn
-        try:
-            sent = send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # Let Twisted notice the error and close the connection.
-            write(data)
-            return
-        if sent < len(data):
-            write(data[sent:])
-
-    return write_now
 
 
 @implementer(IConnection)
@@ -222,8 +125,11 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         if self._accepted is None or self._gone:
             return
         self._release_http_state()
-        self._write = direct_writer(
-            self.transport, self.factory.turns, self.factory.max_send_buffer
+        self._write = (
+            direct_writer(
+                self.transport, self.factory.turns, self.factory.max_send_buffer
+            )
+            or self.transport.write  # type: ignore[union-attr]
         )
         serializer, params, info, assigns = self._accepted
         self._accepted = None
