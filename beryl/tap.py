@@ -17,11 +17,11 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
-from twisted.web.server import Site
 
 from beryl.app import App
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
+from beryl.transport.edge import GuardedSite
 from beryl.web import root_resource
 
 __all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
@@ -35,8 +35,13 @@ _NUMBERS: dict[str, type[int] | type[float]] = {
     "max-silent-periods": int,
     "down-period": float,
     "permdown-period": float,
+    "handshake-timeout": float,
+    "max-connections-per-ip": int,
 }
-"""The numeric options, all positive, checked in L{Options.postOptions}."""
+"""The numeric options, all positive (C{0} too where L{_ZERO_OFF} says it
+turns the limit off), checked in L{Options.postOptions}."""
+
+_ZERO_OFF = {"max-connections-per-ip"}
 
 
 def endpoint_description(value: str) -> str:
@@ -189,6 +194,18 @@ class Options(usage.Options):
         ],
         ["max-channels", None, 100, "Most channels one socket may join."],
         [
+            "handshake-timeout",
+            None,
+            10.0,
+            "Seconds a client may take for its whole HTTP request or WebSocket upgrade.",
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            0,
+            "Most open connections from one IP address (0: no limit).",
+        ],
+        [
             "check-origin",
             None,
             "host",
@@ -226,11 +243,15 @@ class Options(usage.Options):
                 try:
                     value = kind(value)
                 except ValueError:
-                    value = 0
-                if value <= 0:
+                    value = -1
+                if not value > 0 and not (value == 0 and name in _ZERO_OFF):
                     what = "integer" if kind is int else "number"
+                    if name in _ZERO_OFF:
+                        what = "non-negative " + what
+                    else:
+                        what = "positive " + what
                     raise usage.UsageError(
-                        f"--{name}: expected a positive {what}, not {self[name]!r}"
+                        f"--{name}: expected a {what}, not {self[name]!r}"
                     )
                 self[name] = value
         self["port"] = _server_endpoint("port", self["port"])
@@ -342,6 +363,8 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         idle_timeout=options["heartbeat-timeout"],
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
+        handshake_timeout=options["handshake-timeout"],
+        max_connections_per_address=options["max-connections-per-ip"],
         cluster=options["cluster"],
         presence=PresenceTimings(
             broadcast_period=options["broadcast-period"],
@@ -351,7 +374,10 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         ),
     )
     top = server.service
-    site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))
+    site = GuardedSite(
+        root_resource(server.websocket_factory, demo=options["app"] is None),
+        server.websocket_factory.guard,
+    )
     web = strports.service(options["port"], site, reactor=reactor)
     web.name = "web"
     top.addService(web)

@@ -50,10 +50,13 @@ class RecordingHost:
         self.messages: list[Message] = []
         self.touched = 0
         self.sockets: list[Handle] = []
+        self.decision: Deferred[ConnectResult] | None = None
 
     def connect(
         self, params: Mapping[str, Any], info: ConnectInfo
     ) -> Deferred[ConnectResult]:
+        if self.decision is not None:
+            return self.decision
         return succeed(ConnectOk())
 
     def open(
@@ -128,16 +131,19 @@ class Connected:
             **options,
         )
         self.factory.setProtocolOptions(closeHandshakeTimeout=0)
-        self.protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
-        assert isinstance(self.protocol, PhoenixWebSocketProtocol)
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert isinstance(protocol, PhoenixWebSocketProtocol)
+        self.protocol: PhoenixWebSocketProtocol = protocol
+        self.transport: StringTransport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 1)
+        )
         self.protocol.makeConnection(self.transport)
         self.protocol.dataReceived(HANDSHAKE)
         assert self.transport.value().startswith(b"HTTP/1.1 101"), (
             self.transport.value()
         )
         self.transport.clear()
-        self.output = b""
+        self.output: bytes = b""
 
     def feed(self, chunks: list[bytes]) -> None:
         """

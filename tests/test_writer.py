@@ -62,7 +62,7 @@ class FakeConnection(tcp.Connection):
     def abortConnection(self) -> None:
         self.aborted += 1
 
-    def getPeer(self) -> str:  # type: ignore[override]
+    def getPeer(self) -> str:
         return "peer"
 
 
