@@ -195,3 +195,11 @@ class CappedWriterTests(SynchronousTestCase):
         writer.write(b"123456")
         self.assertFalse(transport.disconnecting)
         self.assertEqual(transport.value(), b"123456" * 2)
+
+    def test_other_producer(self) -> None:
+        """A transport that already has a producer still gets the writes (uncapped)."""
+        transport = StringTransport()
+        transport.registerProducer(CappedWriter(StringTransport()), True)
+        writer = CappedWriter(transport, 1)
+        writer.write(b"still written")
+        self.assertEqual(transport.value(), b"still written")

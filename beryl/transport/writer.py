@@ -152,7 +152,16 @@ class CappedWriter:
         self._paused = False
         self._waiting = 0
         self._aborted = False
-        transport.registerProducer(self, True)
+        try:
+            transport.registerProducer(self, True)
+        except RuntimeError:
+            # Someone else produces for this transport: the cap cannot be
+            # told, so writes simply go through.
+            _log.warn(
+                "No send-buffer cap for {peer}: its transport already has a "
+                "producer.",
+                peer=transport.getPeer(),
+            )
 
     def write(self, data: bytes) -> None:
         """
