@@ -158,8 +158,7 @@ class CappedWriter:
             # Someone else produces for this transport: the cap cannot be
             # told, so writes simply go through.
             _log.warn(
-                "No send-buffer cap for {peer}: its transport already has a "
-                "producer.",
+                "No send-buffer cap for {peer}: its transport already has a producer.",
                 peer=transport.getPeer(),
             )
 
