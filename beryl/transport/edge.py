@@ -23,6 +23,16 @@ __all__ = ["EdgeGuard", "GuardedSite"]
 
 _log = Logger()
 
+_TIMEOUT_BODY = b"request or upgrade not finished in time\n"
+_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: %d\r\n"
+    b"Connection: close\r\n\r\n" % len(_TIMEOUT_BODY)
+) + _TIMEOUT_BODY
+_GRACE = 2.0
+"""Seconds a timed-out connection has to take its 408 before it is aborted."""
+
 _REFUSAL_BODY = b"too many connections from this address\n"
 _REFUSAL = (
     b"HTTP/1.1 429 Too Many Requests\r\n"
@@ -39,8 +49,10 @@ class EdgeGuard:
 
     @param handshake_timeout: seconds from the first byte of a request (the
         connection, for the first one) until the request is whole, and for
-        a WebSocket until the upgrade is done; then the connection is
-        aborted, however slowly bytes kept arriving.  C{0} turns it off.
+        a WebSocket until the upgrade is done; then the client gets
+        C{408 Request Timeout} and the connection is closed (aborted if it
+        does not take that within a few seconds), however slowly bytes
+        kept arriving.  C{0} turns it off.
     @param max_per_address: most open connections from one IP address;
         C{0} for no limit.
     """
@@ -141,7 +153,9 @@ class EdgeGuard:
             )
             self._logged_at = now
             self._unlogged = 0
-        transport.abortConnection()
+        transport.write(_TIMEOUT)
+        transport.loseConnection()
+        self.clock.callLater(_GRACE, transport.abortConnection)
 
 
 class _Refused(Protocol):

@@ -74,19 +74,22 @@ class EdgeLimitTests(SynchronousTestCase):
     """
 
     def test_handshake_trickle(self) -> None:
-        """An upgrade request trickling in a byte at a time is cut off at the deadline, and others are still served."""
+        """An upgrade request trickling in a byte at a time gets 408 and is closed at the deadline, and others are still served."""
         server = start_server(self, "--handshake-timeout", "1")
         client = connect(server)
         self.addCleanup(client.close)
         request = UPGRADE[:-2] + b"X-Padding: " + b"a" * 400 + b"\r\n\r\n"
         sent = 0
+        answer = b""
         cut_off = False
         client.settimeout(0.2)
         for byte in request:
             try:
                 client.sendall(bytes((byte,)))
                 sent += 1
-                if client.recv(4096) == b"":
+                chunk = client.recv(4096)
+                answer += chunk
+                if chunk == b"":
                     cut_off = True
                     break
             except TimeoutError:
@@ -96,6 +99,7 @@ class EdgeLimitTests(SynchronousTestCase):
                 break
         self.assertTrue(cut_off, "the server waited for the whole trickled request")
         self.assertLess(sent, len(request))
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer)
         upgraded(server).close()
         self.assertIn("did not finish their HTTP request", server.log())
 
