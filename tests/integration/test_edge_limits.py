@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import socket
 import time
+from typing import Any
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.server import Site
 
+from beryl.demo import demo_app
+from beryl.server import make_server
+from beryl.web import root_resource
 from tests.interop.harness import BerylServer, start_server
 from tests.test_frames import client_frame
 from tests.test_websocket_adapter import server_frames
@@ -170,3 +177,68 @@ class EdgeLimitTests(SynchronousTestCase):
         assert close is not None
         self.assertEqual(int.from_bytes(close[:2], "big"), 1001)
         self.assertIn((10, b"still here"), server_frames(data))
+
+
+class FairnessTests(TestCase):
+    """
+    One socket flooding pipelined messages does not hold up another, in a
+    server in this process (so the order the core sees messages in can be
+    recorded).
+    """
+
+    async def test_flood_does_not_starve(self) -> None:
+        """Another socket's message is handled after a bounded number of a flooder's, not after its whole burst."""
+        server = make_server(demo_app(), reactor, check_origin=None)
+        server.service.startService()
+        self.addCleanup(server.service.stopService)
+        port = reactor.listenTCP(
+            0,
+            Site(root_resource(server.websocket_factory, demo=False)),
+            interface="127.0.0.1",
+        )
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        order: list[str] = []
+        receive = server.coordinator.receive_data
+
+        def recording(socket: Any, data: bytes | str, is_binary: bool) -> None:
+            order.append(str(socket.socket_id))
+            receive(socket, data, is_binary)
+
+        server.coordinator.receive_data = recording  # type: ignore[method-assign]
+        clients = []
+        for _ in range(2):
+            client = socket.create_connection(("127.0.0.1", number))
+            self.addCleanup(client.close)
+            client.sendall(UPGRADE)
+            client.setblocking(False)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                try:
+                    head += client.recv(4096)
+                except BlockingIOError:
+                    await deferLater(reactor, 0.01, lambda: None)
+            self.assertTrue(head.startswith(b"HTTP/1.1 101"), head)
+            client.setblocking(True)
+            client.sendall(client_frame(b'["1","1","feed:x","phx_join",{}]'))
+            clients.append(client)
+        while len(order) < 2:
+            await deferLater(reactor, 0.01, lambda: None)
+        flooder_id, probe_id = order[0], order[1]
+        if flooder_id == probe_id:
+            self.fail("both joins came from one socket")
+        burst = 1000
+        ping = client_frame(b'["1","2","feed:x","ping",{}]')
+        flooder, probe = clients
+        flooder_first = order.index(flooder_id)
+        flooder.sendall(ping * burst)
+        await deferLater(reactor, 0, lambda: None)
+        probe.sendall(ping)
+        deadline = time.monotonic() + PATIENCE
+        while order.count(flooder_id) < burst + 1 or order.count(probe_id) < 2:
+            if time.monotonic() > deadline:
+                self.fail(f"only {len(order)} messages handled")
+            await deferLater(reactor, 0.01, lambda: None)
+        probe_at = len(order) - order[::-1].index(probe_id) - 1
+        before = order[flooder_first + 1 : probe_at].count(flooder_id)
+        self.assertLess(before, burst // 2)
