@@ -434,15 +434,25 @@ class OrderingTests(SynchronousTestCase):
         self.assertEqual([effect.event for effect in effects], ["op", "nack"])
         self.assertEqual(effects[1].payload["nacks"][0]["content"]["code"], 400)
 
-    def test_reader_cannot_submit(self) -> None:
-        """A read client's ops are refused with a 403 InvalidScopeError."""
+    def test_reader_that_may_write_told_to_reconnect(self) -> None:
+        """A read client whose token allows writing gets 400 Readonly client, as deli sends."""
         self.document.submit(self.reader, op(1, 2))
         [nack] = self.document.nacks(self.reader)
+        self.assertEqual(nack["content"]["code"], 400)
+        self.assertEqual(nack["content"]["type"], "BadRequestError")
+        self.assertEqual(nack["content"]["message"], "Readonly client")
+
+    def test_reader_cannot_submit(self) -> None:
+        """A read client without doc:write is refused with a 403 InvalidScopeError."""
+        reader = self.document.connect(mode="read", scopes=(DOC_READ,)).client_id
+        self.document.submit(reader, op(1, 2))
+        [nack] = self.document.nacks(reader)
         self.assertEqual(nack["content"]["code"], 403)
         self.assertEqual(nack["content"]["type"], "InvalidScopeError")
         self.assertEqual(
             nack["content"]["message"], "Read-only clients cannot submit operations"
         )
+        self.assertEqual(self.document.session.sequence_number, 2)
 
     def test_unknown_client_nacked(self) -> None:
         """Ops from a client the session does not know are nacked."""
@@ -503,18 +513,41 @@ class OrderingTests(SynchronousTestCase):
         self.assertEqual(session.minimum_sequence_number, 2)
 
     def test_noop_op(self) -> None:
-        """A noop op takes its CSN; it is sequenced only when it advances the MSN."""
-        self.document.submit(self.alice, op(1, 2, type="noop"))
-        self.assertEqual(self.document.session.sequence_number, 2)
-        self.document.submit(self.bob, op(1, 2, type="noop"))
-        [noop] = [
-            message
-            for message in self.document.ops(self.reader)
-            if message["type"] == "noop"
-        ]
+        """A null-contents noop takes its CSN and moves the MSN, but is not sequenced; one server noop carries the MSN."""
+        session = self.document.session
+        self.document.submit(self.alice, op(1, 2, type="noop") | {"contents": None})
+        self.document.submit(self.bob, op(1, 2, type="noop") | {"contents": None})
+        self.assertEqual(session.sequence_number, 2)
+        self.assertEqual(session.minimum_sequence_number, 2)
+        self.assertTrue(session.needs_noop)
+        self.document.deliver(session.consolidated_noop())
+        noop = self.document.ops(self.reader)[-1]
         self.assertEqual(
-            (noop["sequenceNumber"], noop["minimumSequenceNumber"]), (3, 2)
+            (noop["type"], noop["clientId"], noop["sequenceNumber"]), ("noop", None, 3)
         )
+        self.assertEqual(noop["minimumSequenceNumber"], 2)
+        self.assertFalse(session.needs_noop)
+        self.assertEqual(session.consolidated_noop(), ())
         self.document.submit(self.alice, op(2, 3))
         self.assertEqual(self.document.nacks(self.alice), [])
         self.assertEqual(self.document.ops(self.bob)[-1]["clientSequenceNumber"], 2)
+
+    def test_noop_with_contents_sequenced(self) -> None:
+        """A noop with contents is sequenced as the client's op."""
+        self.document.submit(self.alice, op(1, 2, type="noop"))
+        last = self.document.ops(self.bob)[-1]
+        self.assertEqual((last["type"], last["clientId"]), ("noop", self.alice))
+
+    def test_silent_writer_evicted(self) -> None:
+        """A writer with no op for the timeout leaves by a sequenced leave it receives too; active ones stay."""
+        session = self.document.session
+        self.document.clock.advance(100)
+        self.document.submit(self.bob, op(1, 2))
+        self.document.clock.advance(250)
+        self.document.deliver(session.evict_idle(300))
+        self.assertEqual(sorted(session.clients), sorted([self.bob, self.reader]))
+        for client_id in (self.alice, self.bob, self.reader):
+            leave = self.document.ops(client_id)[-1]
+            self.assertEqual(leave["type"], "leave")
+            self.assertEqual(json.loads(leave["data"]), self.alice)
+        self.assertEqual(session.evict_idle(300), ())
