@@ -41,6 +41,7 @@ setup(
         "orjson>=3.9",
         "PyJWT>=2.8",
         "itsdangerous>=2.1",
+        "automat>=24.8",
     ],
     extras_require={
         # ssl: server endpoints and tls: cluster peers.

@@ -20,7 +20,7 @@ from beryl.backplane import BackplaneConfig, RedisMessaging
 from beryl.cluster import ClusterService, LocalMessaging
 from beryl.coordinator import Coordinator
 from beryl.interfaces import INodeMessaging, IPresence
-from beryl.presence.tracker import PresenceTracker
+from beryl.presence.tracker import PresenceTracker, timings_problem
 from beryl.pubsub import PubSub
 from beryl.transport.longpoll import LongPollTransport
 from beryl.transport.sockethost import socket_host
@@ -39,15 +39,29 @@ class PresenceTimings:
     @ivar max_silent_periods: ticks without changes before an empty
         heartbeat is sent.
     @ivar down_period: seconds of silence before a peer's presences leave;
-        at least two broadcast periods.
+        at least 1.5 times an idle node's heartbeat interval,
+        C{broadcast_period * (max_silent_periods + 1)}, and two broadcast
+        periods (see L{beryl.presence.tracker.timings_problem}).
     @ivar permdown_period: seconds of silence before a peer's presences are
         deleted; longer than C{down_period}.
+
+    @raise ValueError: when the timings cannot work.
     """
 
     broadcast_period: float = 1.5
     max_silent_periods: int = 10
     down_period: float = 30.0
     permdown_period: float = 1200.0
+
+    def __attrs_post_init__(self) -> None:
+        problem = timings_problem(
+            self.broadcast_period,
+            self.max_silent_periods,
+            self.down_period,
+            self.permdown_period,
+        )
+        if problem is not None:
+            raise ValueError(problem)
 
 
 @attrs.frozen

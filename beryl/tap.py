@@ -27,6 +27,7 @@ from twisted.python import usage
 from beryl.app import App
 from beryl.backplane import default_backplane_node_name, parse_backplane_url
 from beryl.cluster import default_node_name, peer_endpoint_description
+from beryl.presence.tracker import PARAMETER_NAMES, timings_problem
 from beryl.server import ClusterConfig, PresenceTimings, make_server
 from beryl.transport.edge import GuardedSite
 from beryl.web import access_log_formatter, root_resource
@@ -573,14 +574,15 @@ class Options(usage.Options):
         else:
             self["origin_rule"] = [o.strip() for o in origin.split(",") if o.strip()]
         self["cluster"] = self._cluster_config()
-        if self["down-period"] < 2 * self["broadcast-period"]:
-            raise usage.UsageError(
-                "--down-period must be at least twice --broadcast-period"
-            )
-        if self["permdown-period"] <= self["down-period"]:
-            raise usage.UsageError(
-                "--permdown-period must be longer than --down-period"
-            )
+        problem = timings_problem(
+            self["broadcast-period"],
+            self["max-silent-periods"],
+            self["down-period"],
+            self["permdown-period"],
+            names={name: "--" + name.replace("_", "-") for name in PARAMETER_NAMES},
+        )
+        if problem is not None:
+            raise usage.UsageError(problem)
         if self["levee"] and self["cluster"] is not None:
             raise usage.UsageError(
                 "--levee is single-node for now (each node would sequence the same "
@@ -790,7 +792,8 @@ def makeService(options: Options) -> IService:
 
     service = make_beryl_service(options, reactor)
     LogBurstLimitService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
-    if options["cluster"] is not None:
+    if options["cluster"] is not None and options["workers"] == 1:
+        # (The parent of --workers listens on no cluster port: its workers do.)
         _exit_if_cannot_listen(service.getServiceNamed("cluster"), reactor)
     return service
 

@@ -10,17 +10,21 @@ from typing import Any
 
 import attrs
 from twisted.application.internet import backoffPolicy
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IListeningPort,
     IProtocolFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -34,6 +38,9 @@ from beryl.cluster import (
     peer_endpoint_description,
 )
 from beryl.cluster.chunks import CHUNK_SIZE, ChunkError, Reassembler, split
+from beryl.cluster.commands import PROTOCOL_VERSION
+from beryl.cluster.ratelimit import LogLimiter
+from beryl.cluster.service import _LinkFactory
 from beryl.interfaces import IMembershipObserver, INodeMessaging, ISubscriber
 from beryl.pubsub import PubSub
 from beryl.wire import Binary
@@ -80,6 +87,16 @@ class _ClientEndpoint:
         return attempt
 
 
+class _HalfClosingTransport(iosim.FakeTransport):  # type: ignore[misc]
+    """An iosim transport that remembers C{loseWriteConnection}."""
+
+    write_closed = False
+    eof_delivered = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
 @attrs.define
 class Connection:
     """One in-memory connection between a client and a server protocol."""
@@ -98,6 +115,31 @@ class Connection:
     def finished(self) -> bool:
         return bool(self.pump.clientIO.disconnected and self.pump.serverIO.disconnected)
 
+    def half_close(self) -> bool:
+        """
+        Deliver the end of a half-closed side's data to the other side, as
+        TCP does after C{loseWriteConnection} (which iosim ignores).
+        """
+        delivered = False
+        sides = [
+            (self.pump.clientIO, self.pump.server, self.pump.serverIO),
+            (self.pump.serverIO, self.pump.client, self.pump.clientIO),
+        ]
+        for writer, reader, reader_io in sides:
+            if (
+                getattr(writer, "write_closed", False)
+                and not getattr(writer, "eof_delivered", False)
+                and not writer.stream
+                and not self.frozen
+                and not reader_io.disconnected
+            ):
+                writer.eof_delivered = True
+                half = IHalfCloseableProtocol(reader, None)
+                if half is not None:
+                    half.readConnectionLost()
+                delivered = True
+        return delivered
+
 
 @attrs.define
 class MemoryNetwork:
@@ -112,6 +154,8 @@ class MemoryNetwork:
         factory=list
     )
     connections: list[Connection] = attrs.field(factory=list)
+    stranger_port: int = 40000
+    """The last client port given out."""
 
     def server(self, address: str) -> IStreamServerEndpoint:
         return _ServerEndpoint(self, address)
@@ -128,11 +172,20 @@ class MemoryNetwork:
                 continue
             server = server_factory.buildProtocol(iosim.FakeAddress())
             client = factory.buildProtocol(iosim.FakeAddress())
+            self.stranger_port += 1
             pump = iosim.connect(
                 server,
-                iosim.FakeTransport(server, isServer=True),
+                _HalfClosingTransport(
+                    server,
+                    isServer=True,
+                    peerAddress=IPv4Address("TCP", "127.0.0.1", self.stranger_port),
+                ),
                 client,
-                iosim.FakeTransport(client, isServer=False),
+                _HalfClosingTransport(
+                    client,
+                    isServer=False,
+                    peerAddress=IPv4Address("TCP", "127.0.0.1", 4001),
+                ),
                 greet=False,
                 clock=self.clock,
             )
@@ -150,7 +203,16 @@ class MemoryNetwork:
                     connection.pump.serverIO.getOutBuffer()
                 if connection.pump.pump():
                     moved = True
+                if connection.half_close():
+                    moved = True
             self.connections = [c for c in self.connections if not c.finished]
+            # What is due now (a stopping node's last steps) runs too.
+            if any(
+                call.getTime() <= self.clock.seconds()
+                for call in self.clock.getDelayedCalls()
+            ):
+                self.clock.advance(0)
+                moved = True
 
     def run(self, seconds: float, step: float = 0.1) -> None:
         self.flush()
@@ -513,7 +575,9 @@ class ClusterServiceTests(SynchronousTestCase):
         [connection] = self.network.open_connections()
         connection.frozen = True
         b2 = self.cluster.node("b", peers=["a"])
-        self.network.flush()
+        # a asks the old b whether it is still there, and replaces it when
+        # no answer comes within two heartbeat intervals.
+        self.network.run(3)
         self.assertEqual(dict(a.peers()), {"b": b2.incarnation})
         self.assertEqual(
             self.cluster.observers["a"].events[:3],
@@ -541,6 +605,7 @@ class ClusterServiceTests(SynchronousTestCase):
         self.network.run(3)
         for service in self.cluster.services:
             self.assertEqual(dict(service.peers()), {}, service.node_name)
+            self.assertEqual(self.cluster.observers[service.node_name].events, [])
         refusals = [
             e for e in logs if "Refused cluster link" in e.get("log_format", "")
         ]
@@ -549,11 +614,10 @@ class ClusterServiceTests(SynchronousTestCase):
             self.assertNotIn("s3cret", repr(event))
 
     def test_malformed_commands(self) -> None:
-        """Malformed AMP boxes and bad chunks are dropped; the link survives."""
+        """Each malformed AMP box closes the link with one warning, no traceback; the nodes link up again."""
         a = self.cluster.node("a", peers=["b"])
         self.cluster.node("b")
         self.network.flush()
-        [connection] = self.network.open_connections()
         bad_boxes = [
             {b"_command": b"Deliver", b"channel": b"test"},
             {
@@ -573,16 +637,29 @@ class ClusterServiceTests(SynchronousTestCase):
                 b"data": b"orphan",
             },
             {b"_command": b"NoSuchCommand"},
-            {b"_command": b"Members", b"members": b"\x00"},
+            {
+                b"_command": b"Members",
+                b"members": amp.AmpBox({b"node_name": b"x"}).serialize(),
+            },
+            {b"_answer": b"999"},
+            {b"nothing": b"here"},
         ]
+        logs = capture_logs(self)
         for box in bad_boxes:
+            [connection] = self.network.open_connections()
             connection.pump.clientIO.write(amp.AmpBox(box).serialize())
-        self.network.flush()
-        self.flushLoggedErrors()
+            self.network.flush()
+            self.assertEqual(self.network.open_connections(), [], box)
+            self.network.run(5)
+            self.assertEqual(sorted(a.peers()), ["b"], box)
+        closes = [e for e in logs if "Closed the cluster link" in e["log_format"]]
+        # One line each at most (warnings are rate-limited per address).
+        self.assertTrue(1 <= len(closes) <= len(bad_boxes))
+        self.assertEqual([e for e in logs if e.get("log_failure")], [])
+        self.assertEqual(self.flushLoggedErrors(), [])
         a.send("b", "test", b"still here")
-        self.network.run(10)
+        self.network.flush()
         self.assertEqual(self.cluster.received["b"], [("a", b"still here")])
-        self.assertEqual(len(self.cluster.observers["b"].events), 1)
 
     def test_handler_failure(self) -> None:
         """A handler that raises is logged; other handlers still run."""
@@ -648,3 +725,365 @@ class ClusterServiceTests(SynchronousTestCase):
                 ("room", "bin", Binary(b"\x00\xff" * 40000), None),
             ],
         )
+
+
+class _Stranger(amp.AMP):
+    """A raw AMP peer that records what it receives."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.boxes: list[amp.AmpBox] = []
+        self.lost = False
+
+    def ampBoxReceived(self, box: amp.AmpBox) -> None:
+        self.boxes.append(box)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+
+
+def stranger(network: MemoryNetwork, address: str) -> tuple[_Stranger, Connection]:
+    """Connect a raw AMP peer to the node listening at C{address}."""
+    server = network.listeners[address].buildProtocol(iosim.FakeAddress())
+    client = _Stranger()
+    network.stranger_port += 1
+    pump = iosim.connect(
+        server,
+        iosim.FakeTransport(
+            server,
+            isServer=True,
+            peerAddress=IPv4Address("TCP", "192.0.2.7", network.stranger_port),
+        ),
+        client,
+        iosim.FakeTransport(client, isServer=False),
+        greet=False,
+        clock=network.clock,
+    )
+    connection = Connection(address, pump)
+    network.connections.append(connection)
+    return client, connection
+
+
+def hello_box(name: str, version: int = PROTOCOL_VERSION) -> bytes:
+    return amp.AmpBox(
+        {
+            b"_command": b"Hello",
+            b"_ask": b"1",
+            b"version": str(version).encode(),
+            b"node_name": name.encode(),
+            b"nonce": b"n" * 16,
+        }
+    ).serialize()
+
+
+class HardeningTests(SynchronousTestCase):
+    """
+    Tests for what strangers and broken peers can do to a cluster port.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = ClusterHarness(self)
+        self.network = self.cluster.network
+
+    def test_hello_answer_discloses_no_incarnation(self) -> None:
+        """The answer to an unauthenticated Hello tells no incarnation or address."""
+        a = self.cluster.node("a", secret=b"s3cret")
+        peer, connection = stranger(self.network, "a")
+        connection.pump.clientIO.write(hello_box("b"))
+        self.network.flush()
+        [answer] = peer.boxes
+        self.assertEqual(
+            sorted(answer),
+            [b"_answer", b"node_name", b"nonce", b"proof", b"secret_required"],
+        )
+        self.assertNotIn(a.incarnation.encode(), b"".join(answer.values()))
+        self.assertNotIn(b"tcp:", b"".join(answer.values()))
+
+    def test_stranger_cannot_delay_node_down(self) -> None:
+        """A stranger giving a vanished node's name every second does not keep it up."""
+        a = self.cluster.node("a", secret=b"s3cret")
+        b = self.cluster.node("b", peers=["a"], secret=b"s3cret")
+        self.network.flush()
+        [connection] = self.network.open_connections()
+        connection.frozen = True
+        for _ in range(8):
+            stranger(self.network, "a")[1].pump.clientIO.write(hello_box("b"))
+            self.network.run(1)
+        # b itself may link up again since; the stranger did not hold the
+        # down back past the heartbeat timeout.
+        self.assertEqual(
+            self.cluster.observers["a"].events[:2],
+            [("up", "b", b.incarnation), ("down", "b", b.incarnation)],
+        )
+        del a
+
+    def test_unauthenticated_buffer_capped(self) -> None:
+        """A box that never ends, sent before the proof, closes the connection after a few KB."""
+        self.cluster.node("a", secret=b"s3cret")
+        logs = capture_logs(self)
+        peer, connection = stranger(self.network, "a")
+        sent = 0
+        while not peer.lost and sent < 10_000_000:
+            key = os.urandom(8).hex().encode()
+            connection.pump.clientIO.write(
+                len(key).to_bytes(2, "big")
+                + key
+                + (1000).to_bytes(2, "big")
+                + b"v" * 1000
+            )
+            sent += 1012
+            self.network.flush()
+        self.assertTrue(peer.lost)
+        self.assertLessEqual(sent, 8 * 1024)
+        closes = [e for e in logs if "Closed the cluster link" in e["log_format"]]
+        self.assertEqual(len(closes), 1)
+
+    def test_authenticated_box_capped(self) -> None:
+        """After the proof a never-ending box is still refused, while a 1 MiB message passes."""
+        a = self.cluster.node("a", peers=["b"], secret=b"s3cret")
+        self.cluster.node("b", secret=b"s3cret")
+        self.network.flush()
+        a.send("b", "test", b"x" * (1024 * 1024))
+        self.network.flush()
+        self.assertEqual(self.cluster.received["b"], [("a", b"x" * (1024 * 1024))])
+        logs = capture_logs(self)
+        [connection] = self.network.open_connections()
+        for index in range(40):
+            key = b"k%d" % index
+            connection.pump.clientIO.write(
+                len(key).to_bytes(2, "big")
+                + key
+                + (60000).to_bytes(2, "big")
+                + b"v" * 60000
+            )
+        self.network.flush()
+        self.assertEqual(self.network.open_connections(), [])
+        closes = [e for e in logs if "Closed the cluster link" in e["log_format"]]
+        self.assertEqual(len(closes), 1)
+        self.assertIn("more than", closes[0]["log_format"])
+
+    def test_unauthenticated_commands_close_quietly(self) -> None:
+        """Pings and bad Hellos before the proof close the connection with one rate-limited line."""
+        self.cluster.node("a", secret=b"s3cret")
+        logs = capture_logs(self)
+        boxes = [
+            amp.AmpBox({b"_command": b"Ping", b"_ask": b"1"}).serialize(),
+            amp.AmpBox(
+                {b"_command": b"Deliver", b"channel": b"presence", b"data": b"x"}
+            ).serialize(),
+            hello_box("b").replace(b"\x00\x01" + b"2", b"\x00\x01" + b"x"),
+            amp.AmpBox({b"_command": b"Authenticate", b"proof": b"p"}).serialize(),
+        ]
+        strangers = []
+        for _ in range(25):
+            for box in boxes:
+                peer, connection = stranger(self.network, "a")
+                connection.pump.clientIO.write(box)
+                strangers.append(peer)
+        self.network.flush()
+        self.assertTrue(all(peer.lost for peer in strangers))
+        self.assertEqual([e for e in logs if e.get("log_failure")], [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+        # One line for each kind of mistake, not one per connection.
+        warnings = [
+            e
+            for e in logs
+            if e.get("log_level") is not None
+            and e["log_level"].name in ("warn", "error")
+        ]
+        self.assertLessEqual(len(warnings), len(boxes))
+        self.assertGreaterEqual(len(warnings), 1)
+
+    def test_wrong_secret_retries_summarised(self) -> None:
+        """A wrong-secret node retrying for minutes leaves a few summarised lines, not one per try."""
+        logs = capture_logs(self)
+        self.cluster.node("a", secret=b"s3cret")
+        self.cluster.node("b", peers=["a"], secret=b"wrong")
+        self.network.run(150)
+        # About 100 attempts in 150 s; one line a minute on each side.
+        here = [e for e in logs if "Refused cluster link from" in e["log_format"]]
+        there = [e for e in logs if "Refused cluster link to" in e["log_format"]]
+        self.assertTrue(1 <= len(here) <= 3)
+        self.assertTrue(1 <= len(there) <= 3)
+        refusals = here + there
+        self.assertTrue(any(e.get("held_back") for e in refusals))
+
+    def test_duplicate_name_refused(self) -> None:
+        """A second live node with a taken name is refused, named in errors on both sides; no flapping."""
+        logs = capture_logs(self)
+        a = self.cluster.node("a", secret=b"s3cret")
+        b = self.cluster.node("b", peers=["a"], secret=b"s3cret")
+        self.network.flush()
+        impostor = self.cluster.node("b", peers=["a"], secret=b"s3cret")
+        self.network.run(30)
+        self.assertEqual(dict(a.peers()), {"b": b.incarnation})
+        self.assertEqual(
+            self.cluster.observers["a"].events, [("up", "b", b.incarnation)]
+        )
+        self.assertEqual(dict(impostor.peers()), {})
+        errors = [
+            e for e in logs if e["log_level"].name == "error" and e.get("node") != "a"
+        ]
+        here = [e for e in errors if "is already" not in e["log_format"]]
+        there = [e for e in errors if "refused the link" in e["log_format"]]
+        self.assertTrue(here and there)
+        self.assertIn("linked from", here[0]["log_format"])
+        self.assertIn("a node named b is already in the cluster", there[0]["reason"])
+
+    def test_early_messages_handled_after_handshake(self) -> None:
+        """What the accepting side sends as soon as it is up reaches the connecting side, after its own up."""
+        a = self.cluster.node("a", peers=["b"])
+        b = self.cluster.node("b")
+        seen: list[str] = []
+
+        @implementer(IMembershipObserver)
+        class Greeter:
+            def node_up(self, node_name: str, incarnation: str) -> None:
+                b.send(node_name, "test", b"greeting")
+
+            def node_down(self, node_name: str, incarnation: str) -> None:
+                pass
+
+        @implementer(IMembershipObserver)
+        class Recorder:
+            def node_up(self, node_name: str, incarnation: str) -> None:
+                seen.append("up")
+
+            def node_down(self, node_name: str, incarnation: str) -> None:
+                pass
+
+        b.add_membership_observer(Greeter())
+        a.add_membership_observer(Recorder())
+        a.add_handler("test", lambda node, data: seen.append(data.decode()))
+        logs = capture_logs(self)
+        self.network.flush()
+        self.assertEqual(seen, ["up", "greeting"])
+        self.assertEqual([e for e in logs if "Dropped" in e.get("log_format", "")], [])
+
+
+class LogLimiterTests(SynchronousTestCase):
+    """
+    Tests for L{LogLimiter}.
+    """
+
+    def test_summarises(self) -> None:
+        """One warning per key and interval; the next one counts those held back."""
+        clock = Clock()
+        limiter = LogLimiter(clock, interval=60)
+        self.assertEqual(limiter.allow("secret", "10.0.0.1"), 0)
+        self.assertEqual(
+            [limiter.allow("secret", "10.0.0.1") for _ in range(5)], [None] * 5
+        )
+        self.assertEqual(limiter.allow("secret", "10.0.0.2"), 0)
+        self.assertEqual(limiter.allow("other", "10.0.0.1"), 0)
+        clock.advance(60)
+        self.assertEqual(limiter.allow("secret", "10.0.0.1"), 5)
+
+    def test_bounded(self) -> None:
+        """A flood of addresses never holds more than max_keys keys."""
+        clock = Clock()
+        limiter = LogLimiter(clock, interval=60, max_keys=10)
+        for index in range(1000):
+            limiter.allow("secret", f"10.0.{index // 256}.{index % 256}")
+            self.assertLessEqual(len(limiter._keys), 10)
+
+
+class LinkCloseTests(SynchronousTestCase):
+    """
+    Tests for how a L{ClusterLink} closes.
+    """
+
+    def test_refused_peer_that_never_reads(self) -> None:
+        """A refused connection whose peer does not read is aborted after close_timeout."""
+        clock = Clock()
+        service = ClusterService(
+            "a", clock, lambda d: _ClientEndpoint(MemoryNetwork(), d), secret=b"s"
+        )
+        link = _LinkFactory(service, None).buildProtocol(None)
+        transport = _AbortRecorder(peerAddress=IPv4Address("TCP", "192.0.2.1", 1))
+        link.makeConnection(transport)
+        link.dataReceived(hello_box("a"))
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        clock.advance(service.close_timeout)
+        self.assertTrue(transport.aborted)
+        link.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_stop_flushes_then_aborts(self) -> None:
+        """Closing an up link loses the connection gracefully and aborts only after close_timeout."""
+        clock = Clock()
+        service = ClusterService(
+            "a", clock, lambda d: _ClientEndpoint(MemoryNetwork(), d)
+        )
+        service.startService()
+        link = _LinkFactory(service, None).buildProtocol(None)
+        transport = _AbortRecorder(peerAddress=IPv4Address("TCP", "192.0.2.1", 1))
+        link.makeConnection(transport)
+        link.dataReceived(hello_box("b"))
+        link.dataReceived(
+            amp.AmpBox(
+                {
+                    b"_command": b"Authenticate",
+                    b"_ask": b"2",
+                    b"proof": b"",
+                    b"incarnation": b"i",
+                    b"advertise": b"",
+                }
+            ).serialize()
+        )
+        self.assertEqual(dict(service.peers()), {"b": "i"})
+        stopped = service.stopService()
+        self.assertEqual(link.link_state, "Draining")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.aborted)
+        clock.advance(service.close_timeout - 0.1)
+        self.assertFalse(transport.aborted)
+        clock.advance(0.1)
+        self.assertTrue(transport.aborted)
+        link.connectionLost(Failure(ConnectionDone()))
+        clock.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class _AbortRecorder(StringTransport):
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class ReplacedLinkTests(SynchronousTestCase):
+    """
+    Tests for messages sent while a node's link is replaced by its twin.
+    """
+
+    def test_held_while_twin_finishes(self) -> None:
+        """What a node sends while its link waits for the twin's last answer arrives on the twin."""
+        cluster = ClusterHarness(self)
+        network = cluster.network
+        a = cluster.node("a", peers=["b"])
+        b = cluster.node("b", peers=["a"])
+        network.connect_pending()
+        to_a, to_b = sorted(network.connections, key=lambda c: c.server_address)
+        # b's link to a finishes first.
+        to_a.pump.flush()
+        # a's link to b up to a's Authenticate: b is up on it first, keeps
+        # it (a link opened by "a" wins) and retires its own.
+        for _ in range(3):
+            to_b.pump.pump()
+        to_a.pump.flush()
+        to_a.half_close()
+        to_a.pump.flush()
+        # a's link from b is gone; a waits for the answer on the twin.
+        self.assertIn("b", a._replacing)
+        a.send("b", "test", b"while replacing")
+        a.send_all("test", b"to all while replacing")
+        network.run(5)
+        self.assertEqual(
+            cluster.received["b"],
+            [("a", b"while replacing"), ("a", b"to all while replacing")],
+        )
+        self.assertEqual(cluster.observers["a"].events, [("up", "b", b.incarnation)])
+        self.assertEqual(len(network.open_connections()), 1)

@@ -33,6 +33,7 @@ from tests.presence_scenarios import (
     checked,
     full_join,
     make_states,
+    operations,
     owned_current,
     round_trip,
     shape,
@@ -287,6 +288,23 @@ class LivenessTests(SynchronousTestCase):
         up = checked(self, b, lambda: b.replica_up(a.replica))
         self.assertEqual(len(up.joins), 3)
         self.assertEqual(set(before) | {(a.replica, 3)}, set(visible_set(b)))
+
+    def test_recover_reveals_only_what_remains(self) -> None:
+        """Recovering a down replica with its changes reveals its current values in one diff, never the removed ones."""
+        a, b = self.two_replicas()
+        b.replica_down(a.replica)
+        a.leave("t", "k1", "o")
+        a.join("t", "k3", "o", {})
+        a.take_delta()
+        catch_up = a.extract(b.replica, {**b.clock(), a.replica: b.context[a.replica]})
+        diff = checked(self, b, lambda: b.recover(a.replica, catch_up))
+        self.assertEqual(sorted(e.key for _, e in diff.joins), ["k2", "k3"])
+        self.assertEqual(diff.leaves, [])
+        self.assertEqual(set(b.grouped("t")), {"k2", "k3"})
+        self.assertTrue(b.is_up(a.replica))
+        # Nothing missed: recovering reveals what is held, as replica_up does.
+        b.replica_down(a.replica)
+        self.assertEqual(len(b.recover(a.replica).joins), 2)
 
     def test_permdown_deletes_for_good(self) -> None:
         """Permdown deletes a replica's values, also from stored deltas, and they never come back."""
@@ -654,6 +672,31 @@ class PropertyTests(SynchronousTestCase):
             observer.merge(remote)
         observer.replica_up(gone)
         self.assertFalse(any(t[0] == gone for t, _ in observer.entries()))
+
+    @PROPERTY
+    @given(SCENARIOS, st.data(), st.integers(0, 3))
+    def test_recover_reveals_no_ghost(
+        self, scenario: tuple[int, list[Any]], data: st.DataObject, which: int
+    ) -> None:
+        """Recovering a down replica with its answer reveals exactly what it holds of its own now."""
+        count, steps = scenario
+        cluster = Cluster(self, count)
+        cluster.run(steps)
+        observer = cluster.states[0]
+        back = cluster.states[1 + which % (count - 1)]
+        observer.replica_down(back.replica)
+        # Life goes on while it is down; the observer merges what reaches it.
+        cluster.run(data.draw(st.lists(operations(count), max_size=20)))
+        if back.has_delta():
+            cluster.tick(cluster.states.index(back))
+        seen = {**observer.clock(), back.replica: observer.context[back.replica]}
+        answer = back.extract(observer.replica, seen)
+        checked(self, observer, lambda: observer.recover(back.replica, answer))
+        revealed = {
+            t: v for t, v in visible_set(observer).items() if t[0] == back.replica
+        }
+        truth = {t: v for t, v in visible_set(back).items() if t[0] == back.replica}
+        self.assertEqual(revealed, truth)
 
     @PROPERTY
     @given(SCENARIOS)

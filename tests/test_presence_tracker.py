@@ -19,13 +19,17 @@ from beryl.interfaces import (
     INodeMessaging,
     IPresence,
 )
+from beryl.presence.codec import remote_to_json
 from beryl.presence.state import AlreadyTrackedError, NoPresenceError
-from beryl.presence.tracker import CHANNEL, PresenceTracker
+from beryl.presence.tracker import CHANNEL, PresenceTracker, timings_problem
+from beryl.server import PresenceTimings
 from beryl.wire import PresenceList
 from tests.fake_messaging import FakeMessaging, FakeNetwork
 
 PERIOD = 1.0
-DOWN = 4.0
+# An idle node heartbeats every 3 ticks (max_silent_periods 2); down_period
+# must be at least 1.5 times that.
+DOWN = 4.5
 PERMDOWN = 20.0
 
 
@@ -162,10 +166,27 @@ class InterfaceTests(TrackerTestCase):
 
     def test_periods_validated(self) -> None:
         """down_period must cover two ticks and permdown_period exceed down_period."""
-        self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 10, 1.5)
+        self.assertRaises(ValueError, PresenceTracker, None, self.clock, 1.0, 0, 1.5)
         self.assertRaises(
             ValueError, PresenceTracker, None, self.clock, 1.0, 10, 30.0, 30.0
         )
+
+    def test_down_period_must_exceed_idle_heartbeats(self) -> None:
+        """A down_period within 1.5 idle heartbeat intervals is refused, with the rule in the message."""
+        # The configuration of issue 14: heartbeats every 16.5 s, down at 8 s.
+        error = self.assertRaises(
+            ValueError, PresenceTracker, None, self.clock, 1.5, 10, 8.0, 60.0
+        )
+        self.assertIn("down_period (8 s) must be at least 24.75 s", str(error))
+        self.assertIn("max_silent_periods", str(error))
+        self.assertIsNotNone(timings_problem(1.5, 10, 24.74, 60.0))
+        self.assertIsNone(timings_problem(1.5, 10, 24.75, 60.0))
+        self.assertIsNone(timings_problem(1.5, 1, 8.0, 60.0))
+        # Phoenix's defaults pass.
+        PresenceTracker(None, self.clock, 1.5, 10, 30.0, 1200.0)
+        # The same rule for the server's configuration.
+        self.assertRaises(ValueError, PresenceTimings, 1.5, 10, 8.0, 60.0)
+        PresenceTimings(1.5, 1, 8.0, 60.0)
 
 
 class SingleNodeTests(SynchronousTestCase):
@@ -649,3 +670,352 @@ class ReplicationTests(TrackerTestCase):
                 self.assertEqual(normalized(node.list(topic)), expected)
         for node in nodes:
             self.assertEqual(node.state.clouds, {})
+
+
+class PartitionTests(TrackerTestCase):
+    """
+    Netsplits on the fake network: what a node's subscribers see while a
+    peer is cut off and after the link heals.
+    """
+
+    def split_cluster(self) -> tuple[PresenceTracker, PresenceTracker, Diffs]:
+        """
+        Nodes a, b and c with a user each (b two), converged; c is then
+        cut off for longer than down_period.  Returns a, b and c's diffs.
+        """
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        c, c_diffs = self.tracker("c")
+        self.nodes = {"a": a, "b": b, "c": c}
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "sa", {})
+        b.track("room", "bob", "sb", {})
+        b.track("room", "bill", "sb2", {})
+        c.track("room", "carol", "sc", {})
+        self.pump(2 * PERIOD)
+        for node in (a, b, c):
+            self.assertEqual(set(node.list("room")), {"alice", "bob", "bill", "carol"})
+        self.network.cut("a", "c")
+        self.network.cut("b", "c")
+        self.pump(DOWN + 2 * PERIOD)
+        self.assertEqual(set(c.list("room")), {"carol"})
+        self.assertEqual(set(a.list("room")), {"alice", "bob", "bill"})
+        return a, b, c_diffs
+
+    def heal(self) -> float:
+        """
+        Heal c's links; the time it happened.
+        """
+        self.network.heal("a", "c")
+        self.network.heal("b", "c")
+        return self.clock.seconds()
+
+    def test_no_ghost_after_heal(self) -> None:
+        """A user who left during a split never reappears on the other side when it heals."""
+        a, b, c_diffs = self.split_cluster()
+        b.untrack("room", "bob", "sb")
+        self.pump(2 * PERIOD)
+        before = len(c_diffs)
+        self.heal()
+        self.pump(4 * PERIOD)
+        after = c_diffs[before:]
+        self.assertTrue(after)
+        for _, diff in after:
+            self.assertNotIn("bob", diff["joins"])
+        self.assertEqual(set(self.nodes["c"].list("room")), {"alice", "bill", "carol"})
+
+    def test_joins_within_one_period_of_heal(self) -> None:
+        """Users who joined on either side during a split are listed on the other within one broadcast period of the heal."""
+        a, b, _ = self.split_cluster()
+        c = self.nodes["c"]
+        a.track("room", "erin", "sa2", {})
+        c.track("room", "dave", "sc2", {})
+        self.pump(2 * PERIOD)
+        self.heal()
+        # A tick for the greeting, then three messages of 10 ms each.
+        self.pump(PERIOD + 0.05, step=0.01)
+        everyone = {"alice", "bob", "bill", "carol", "dave", "erin"}
+        for node in (a, b, c):
+            self.assertEqual(set(node.list("room")), everyone)
+
+    def test_one_diff_per_returning_peer(self) -> None:
+        """Each peer coming back reaches subscribers as one diff of joins, not a reveal and then corrections."""
+        a, b, c_diffs = self.split_cluster()
+        b.untrack("room", "bob", "sb")
+        b.track("room", "bert", "sb3", {})
+        a.update("room", "alice", "sa", {"v": 2})
+        self.pump(2 * PERIOD)
+        before = len(c_diffs)
+        self.heal()
+        self.pump(4 * PERIOD)
+        after = sorted(
+            (sorted(diff["joins"]), sorted(diff["leaves"]))
+            for _, diff in c_diffs[before:]
+        )
+        self.assertEqual(after, [(["alice"], []), (["bert", "bill"], [])])
+        metas = self.nodes["c"].list("room")["alice"]["metas"]
+        self.assertEqual([m.get("v") for m in metas], [2])
+
+    def test_repeated_heals_no_ghosts(self) -> None:
+        """Across repeated splits and heals, no user who left during a split ever reappears."""
+        a, a_diffs = self.tracker("a")
+        b, _ = self.tracker("b")
+        c, c_diffs = self.tracker("c")
+        self.pump(2 * PERIOD)
+        ghosts = 0
+        for cycle in range(5):
+            a.track("room", f"a{cycle}", f"sa{cycle}", {})
+            c.track("room", f"c{cycle}", f"sc{cycle}", {})
+            self.pump(2 * PERIOD)
+            self.network.cut("a", "c")
+            self.network.cut("b", "c")
+            self.pump(DOWN + 2 * PERIOD)
+            a.untrack("room", f"a{cycle}", f"sa{cycle}")
+            c.untrack("room", f"c{cycle}", f"sc{cycle}")
+            self.pump(PERIOD)
+            a_seen, c_seen = len(a_diffs), len(c_diffs)
+            self.network.heal("a", "c")
+            self.network.heal("b", "c")
+            self.pump(4 * PERIOD)
+            ghosts += sum(f"c{cycle}" in d["joins"] for _, d in a_diffs[a_seen:])
+            ghosts += sum(f"a{cycle}" in d["joins"] for _, d in c_diffs[c_seen:])
+            for node in (a, b, c):
+                self.assertEqual(node.list("room"), {})
+        self.assertEqual(ghosts, 0)
+
+    def test_held_messages_at_heal_show_no_ghost(self) -> None:
+        """Stale heartbeats delivered in a burst when a blackholed link heals do not reveal departed users."""
+        a, _ = self.tracker("a")
+        c, c_diffs = self.tracker("c")
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "s1", {})
+        a.track("room", "xavier", "s2", {})
+        self.pump(2 * PERIOD)
+        self.assertEqual(set(c.list("room")), {"alice", "xavier"})
+        # Blackhole both ways, holding what is sent as TCP would.
+        held: list[tuple[Callable[[str, bytes], None], str, bytes]] = []
+        originals = {}
+        for name, other in (("a", "c"), ("c", "a")):
+            node = self.network.nodes[name]
+            original = node.handlers[CHANNEL]
+            originals[name] = original
+
+            def hold(
+                source: str,
+                data: bytes,
+                original: Callable[[str, bytes], None] = original,
+                other: str = other,
+            ) -> None:
+                if source == other:
+                    held.append((original, source, data))
+                else:
+                    original(source, data)
+
+            node.handlers[CHANNEL] = hold
+        self.pump(DOWN + 2 * PERIOD)
+        self.assertEqual(set(c.list("room")), set())
+        a.untrack("room", "xavier", "s2")
+        self.pump(3 * PERIOD)
+        before = len(c_diffs)
+        for name, original in originals.items():
+            self.network.nodes[name].handlers[CHANNEL] = original
+        for handler, source, data in held:
+            handler(source, data)
+        self.pump(3 * PERIOD)
+        for _, diff in c_diffs[before:]:
+            self.assertNotIn("xavier", diff["joins"])
+        self.assertEqual(set(c.list("room")), {"alice"})
+
+    def test_late_answer_reveals_nothing_stale(self) -> None:
+        """An answer to a returning peer's request held up past the window does not reveal its stale state."""
+        a, _ = self.tracker("a")
+        c, c_diffs = self.tracker("c")
+        self.pump(2 * PERIOD)
+        a.track("room", "alice", "s1", {})
+        a.track("room", "xavier", "s2", {})
+        self.pump(2 * PERIOD)
+        self.network.cut("a", "c")
+        self.pump(DOWN + 2 * PERIOD)
+        self.assertEqual(c.list("room"), {})
+        # From a's answer to c's request to come back, a's messages to c are
+        # held up.
+        node = self.network.nodes["c"]
+        original = node.handlers[CHANNEL]
+        held: list[tuple[str, bytes]] = []
+
+        def hold(source: str, data: bytes) -> None:
+            if held or (b'"transfer_ack"' in data and b'"ref"' in data):
+                held.append((source, data))
+            else:
+                original(source, data)
+
+        node.handlers[CHANNEL] = hold
+        self.network.heal("a", "c")
+        for _ in range(round(3 * PERIOD / 0.01)):
+            self.clock.advance(0.01)
+            if held:
+                break
+        self.assertTrue(held)
+        a.untrack("room", "xavier", "s2")
+        # Longer than the window of 2 s for answers.
+        self.pump(4 * PERIOD)
+        before = len(c_diffs)
+        node.handlers[CHANNEL] = original
+        for source, data in held:
+            original(source, data)
+        self.pump(3 * PERIOD)
+        for _, diff in c_diffs[before:]:
+            self.assertNotIn("xavier", diff["joins"])
+        self.assertEqual(set(c.list("room")), {"alice"})
+
+    def test_lost_recovery_request_asked_again(self) -> None:
+        """A request to come back that is lost is asked again, and the peer is revealed once it is answered."""
+        a, b, _ = self.split_cluster()
+        c = self.nodes["c"]
+        a.track("room", "erin", "sa2", {})
+        self.pump(2 * PERIOD)
+        self.network.heal("a", "c")
+        # Let c hear a's greeting and ask, then lose the request.
+        requests = len(self.messages("transfer_req", source="c"))
+        for _ in range(round(2 * PERIOD / 0.005)):
+            self.clock.advance(0.005)
+            if len(self.messages("transfer_req", source="c")) > requests:
+                break
+        self.network.cut("a", "c")
+        self.pump(0.1)
+        self.assertEqual(set(c.list("room")), {"carol"})
+        self.network.heal("a", "c")
+        self.pump(3 * PERIOD)
+        self.assertEqual(set(c.list("room")), {"alice", "erin", "carol"})
+        asked = [
+            m
+            for _, d, m, _ in self.messages("transfer_req", source="c")
+            if m.get("recover")
+        ]
+        self.assertTrue(asked)
+
+
+class CountingSet(set[Any]):
+    """
+    A set that counts membership tests: what a query costs in the
+    down-replica filter.
+    """
+
+    tests = 0
+
+    def __contains__(self, item: object) -> bool:
+        self.tests += 1
+        return super().__contains__(item)
+
+
+class PhoenixBugTests(TrackerTestCase):
+    """
+    Presence bugs reported against Phoenix, as scenarios on the fake
+    network.
+    """
+
+    def test_stale_transfer_does_not_overwrite_newer_entry(self) -> None:
+        """A stale transfer arriving after a newer delta does not bring back the older meta (phoenix_pubsub #148)."""
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        c, _ = self.tracker("c")
+        self.pump(2 * PERIOD)
+        a.track("lobby", "other", "so", {})
+        while not c.list("lobby"):
+            self.clock.advance(0.01)
+        seen = c.state.context[a.replica]
+        # c is cut off while alice joins on a (b gets it) and updates.
+        self.network.cut("a", "c")
+        self.network.cut("b", "c")
+        a.track("room", "alice", "sa", {"v": 1})
+        self.pump(1.1 * PERIOD)
+        # What b answers a transfer request from c now: alice at v1.
+        payload = b.state.extract(c.replica, c.state.clock())
+        room = [e.meta["v"] for e in payload.values.values() if e.topic == "room"]
+        self.assertEqual(room, [1])
+        stale = orjson.dumps(
+            {
+                "type": "transfer_ack",
+                "replica": ["b", "1"],
+                "payload": remote_to_json(payload),
+            }
+        )
+        [stale_tag] = [t for t, e in payload.values.items() if e.topic == "room"]
+        for version in range(2, 5):
+            a.update("room", "alice", "sa", {"v": version})
+        # Long enough for b to relay the removal of v1 (lost on the way to c).
+        self.pump(2.1 * PERIOD)
+        # c hears from a again, not yet from b (which would fill the gap).
+        self.network.heal("a", "c")
+        a.update("room", "alice", "sa", {"v": 5})
+        # c merges that delta ahead of a gap: its dots wait in a cloud.
+        for _ in range(round(2 * PERIOD / 0.01)):
+            self.clock.advance(0.01)
+            if c.state.clouds:
+                break
+        self.assertIn(a.replica, c.state.clouds)
+        self.assertEqual(c.state.context[a.replica], seen)
+        self.assertFalse(c.state.covers(stale_tag))
+        # Now the stale transfer from b arrives.
+        self.network.nodes["c"].handlers[CHANNEL]("b", stale)
+        metas = c.list("room")["alice"]["metas"]
+        self.assertEqual([m["v"] for m in metas], [5])
+        self.assertEqual(len(c.state.get_by_key("room", "alice")), 1)
+        # Everyone converges, and a's leave is seen cleanly everywhere.
+        self.network.heal("b", "c")
+        self.pump(4 * PERIOD)
+        self.assertEqual([m["v"] for m in c.list("room")["alice"]["metas"]], [5])
+        a.untrack("room", "alice", "sa")
+        self.pump(4 * PERIOD)
+        for node in (a, b, c):
+            self.assertEqual(node.list("room"), {})
+            self.assertEqual(len(list(node.state.values())), 1)
+
+    def test_down_up_cycles_keep_state_and_queries_flat(self) -> None:
+        """Repeated down/up cycles and restarts of one peer keep state sizes and query costs flat (phoenix #5568)."""
+        a, _ = self.tracker("a")
+        b, _ = self.tracker("b")
+        down = CountingSet()
+        b.state._down = down
+        for number in range(20):
+            a.track("room", f"user{number}", f"s{number}", {})
+        b.track("room", "bob", "sb", {})
+        self.pump(3 * PERIOD)
+        measures = []
+        for cycle in range(12):
+            if cycle % 3 == 2:
+                # A restart: a new incarnation, the old one's entries stale.
+                self.network.disconnect("a")
+                a.stopService()
+                a, _ = self.tracker("a", incarnation=f"r{cycle}")
+                for number in range(20):
+                    a.track("room", f"user{number}", f"s{number}", {})
+                self.pump(3 * PERIOD)
+            self.network.cut("a", "b")
+            self.pump(DOWN + 2 * PERIOD)
+            self.assertFalse(b.peers()["a"][1])
+            down.tests = 0
+            listed = b.state.grouped("room")
+            b.state.get_by_key("room", "user1")
+            while_down = down.tests
+            self.network.heal("a", "b")
+            self.pump(3 * PERIOD)
+            self.assertEqual(
+                set(b.list("room")), {"bob"} | {f"user{n}" for n in range(20)}
+            )
+            down.tests = 0
+            b.state.grouped("room")
+            measures.append(
+                (
+                    len(down),
+                    len(b.state.replicas()),
+                    len(list(b.state.values())),
+                    sum(len(g.values) for g in b.state.generations.generations),
+                    len(b.peers()),
+                    while_down,
+                    down.tests,
+                    len(listed),
+                )
+            )
+        self.assertEqual(measures[0][5], 22)
+        self.assertEqual(set(measures), {measures[0]})

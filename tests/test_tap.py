@@ -217,6 +217,18 @@ class OptionsTests(SynchronousTestCase):
             ),
             (["--broadcast-period", "2", "--down-period", "3"], "--down-period"),
             (["--down-period", "30", "--permdown-period", "30"], "--permdown-period"),
+            (
+                [
+                    "--broadcast-period",
+                    "1.5",
+                    "--down-period",
+                    "8",
+                    "--permdown-period",
+                    "60",
+                ],
+                "--down-period (8 s) must be at least 24.75 s: an idle node "
+                "heartbeats every --broadcast-period x (--max-silent-periods + 1)",
+            ),
             (["--levee", "--cluster-port", "5001"], "single-node"),
             (["--levee-insecure-dev-tokens"], "needs --levee"),
         ):

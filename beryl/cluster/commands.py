@@ -2,12 +2,16 @@
 The AMP commands spoken on a cluster link.
 
 A link starts with a handshake: the connecting side sends L{Hello} and the
-accepting side answers with its own identity, then the connecting side
-sends L{Authenticate}.  When the nodes share a secret each side proves it
-knows the secret with an HMAC over both sides' random nonces; the secret
-itself never crosses the wire.  After the handshake the nodes exchange
-L{Members} (gossip), L{Deliver} (chunked channel messages) and L{Ping}
-(heartbeats).
+accepting side answers with its name, a random nonce and, when the nodes
+share a secret, its proof of the secret (an HMAC over both sides' nonces;
+the secret itself never crosses the wire).  The connecting side checks the
+proof and sends L{Authenticate} with its own proof; only then, to a peer
+that has proved the secret, do both sides tell their incarnation (new on
+every start) and the address they advertise.  Nothing a stranger learns
+before the proof can be replayed to pass for a node.
+
+After the handshake the nodes exchange L{Members} (gossip), L{Deliver}
+(chunked channel messages) and L{Ping} (heartbeats).
 """
 
 from __future__ import annotations
@@ -21,62 +25,77 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Authenticate",
     "Deliver",
-    "HandshakeRefused",
+    "DuplicateNode",
     "Hello",
+    "LinkRefused",
     "Members",
     "Ping",
     "prove_secret",
 ]
 
-PROTOCOL_VERSION = 1
-"""The version of this command set, sent in L{Hello}."""
+PROTOCOL_VERSION = 2
+"""
+The version of this command set, sent in L{Hello}.  Version 2 moved the
+incarnation and the advertised address from L{Hello} to L{Authenticate},
+which is answered.
+"""
 
 
-class HandshakeRefused(Exception):
+class LinkRefused(Exception):
     """
-    The accepting node refused a L{Hello}: name clash, unsupported version
-    or a handshake out of order.
+    The accepting node refused the link: unsupported version, a handshake
+    out of order, or a wrong or missing secret.
+    """
+
+
+class DuplicateNode(Exception):
+    """
+    The accepting node already has a live link to another node of the same
+    name: two nodes were started with one name.
     """
 
 
 class Hello(amp.Command):
     """
-    Sent by the connecting node to open a link.
-
-    Both directions carry the node name, its incarnation (new on every
-    start), the client endpoint description other nodes can use to reach it
-    (C{advertise}, empty when it accepts no connections) and a fresh random
-    nonce.  The answer adds whether the accepting node requires the shared
-    secret and its proof of it (empty without a secret).
+    Sent by the connecting node to open a link: the protocol version, its
+    node name and a fresh random nonce.  The answer is the accepting node's
+    name and nonce, whether it requires the shared secret, and its proof of
+    the secret (empty without one).
     """
 
     arguments = [
         (b"version", amp.Integer()),
         (b"node_name", amp.Unicode()),
-        (b"incarnation", amp.Unicode()),
-        (b"advertise", amp.Unicode()),
         (b"nonce", amp.String()),
     ]
     response = [
         (b"node_name", amp.Unicode()),
-        (b"incarnation", amp.Unicode()),
-        (b"advertise", amp.Unicode()),
         (b"nonce", amp.String()),
         (b"secret_required", amp.Boolean()),
         (b"proof", amp.String()),
     ]
-    fatalErrors = {HandshakeRefused: b"HANDSHAKE_REFUSED"}
+    fatalErrors = {LinkRefused: b"LINK_REFUSED"}
 
 
 class Authenticate(amp.Command):
     """
-    The connecting node's proof of the shared secret (empty without one);
-    the last step of the handshake.  Unanswered: a node that refuses it
-    closes the link.
+    The last step of the handshake: the connecting node's proof of the
+    shared secret (empty without one), its incarnation and the client
+    endpoint description other nodes can use to reach it (C{advertise},
+    empty when it accepts no connections).  The answer carries the same two
+    facts about the accepting node.
     """
 
-    arguments = [(b"proof", amp.String())]
-    requiresAnswer = False
+    arguments = [
+        (b"proof", amp.String()),
+        (b"incarnation", amp.Unicode()),
+        (b"advertise", amp.Unicode()),
+    ]
+    response = [
+        (b"incarnation", amp.Unicode()),
+        (b"advertise", amp.Unicode()),
+    ]
+    fatalErrors = {LinkRefused: b"LINK_REFUSED", DuplicateNode: b"DUPLICATE_NODE"}
 
 
 class Members(amp.Command):

@@ -10,8 +10,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import attrs
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import (
     IAddress,
@@ -21,18 +21,27 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.internet.task import deferLater
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from beryl.cluster.addresses import gossip_safe
+from beryl.cluster.commands import DuplicateNode
 from beryl.cluster.link import ClusterLink
+from beryl.cluster.ratelimit import LogLimiter
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
 __all__ = ["ClusterService"]
 
 Handler = Callable[[str, bytes], None]
 """A channel handler: called with the sending node's name and the data."""
+
+MAX_HELD_MESSAGES = 10_000
+"""
+The most messages held for one peer while its link is replaced by its
+duplicate (a matter of one round trip).
+"""
 
 
 def new_incarnation() -> str:
@@ -113,6 +122,7 @@ class ClusterService(MultiService):
         heartbeat_interval: float = 1.0,
         heartbeat_timeout: float = 5.0,
         retry_policy: Callable[[int], float] | None = None,
+        close_timeout: float = 2.0,
     ) -> None:
         """
         @param clock: schedules heartbeats, timeouts and retries.
@@ -124,6 +134,9 @@ class ClusterService(MultiService):
             to; the rest of the cluster is learned from them.
         @param retry_policy: seconds to wait before a reconnection attempt,
             given the number of failed attempts; backoff by default.
+        @param close_timeout: seconds a closing link may take to flush what
+            was sent on it (the presence "bye" of a stopping node) before it
+            is aborted.
         """
         super().__init__()  # type: ignore[no-untyped-call]
         self.node_name = node_name
@@ -133,6 +146,8 @@ class ClusterService(MultiService):
         self.advertise = advertise or ""
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
+        self.close_timeout = close_timeout
+        self._warnings = LogLimiter(clock)
         self._connect = connect
         self._listen_endpoint = listen
         self._retry_policy = retry_policy or backoffPolicy(
@@ -142,6 +157,8 @@ class ClusterService(MultiService):
         self._links: set[ClusterLink] = set()
         self._active: dict[str, ClusterLink] = {}
         self._replacing: dict[str, ClusterLink] = {}
+        self._held: dict[str, list[tuple[str, bytes]]] = {}
+        self._overflow: dict[str, int] = {}
         self._handlers: dict[str, list[Handler]] = {}
         self._observers: list[IMembershipObserver] = []
         self._port: IListeningPort | None = None
@@ -240,15 +257,19 @@ class ClusterService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """
-        Report every peer down, close every link and stop listening.
+        Report every peer down, close every link and stop listening.  Links
+        close gracefully: what services stopped before this one sent (the
+        presence "bye") reaches the peers, unless a link takes longer than
+        C{close_timeout} to flush.
 
         @return: fires when the links and the listening port are closed.
         """
+        Service.stopService(self)
         for name, link in sorted({**self._replacing, **self._active}.items()):
             self._report_down(name, link)
         self._active.clear()
         self._replacing.clear()
-        waiting: list[Deferred[Any]] = [MultiService.stopService(self)]
+        waiting: list[Deferred[Any]] = []
         for link in list(self._links):
             link.close()
             waiting.append(link.closed)
@@ -257,25 +278,85 @@ class ClusterService(MultiService):
             stopped = port.stopListening()
             if stopped is not None:
                 waiting.append(stopped)
-        return gatherResults(waiting).addCallback(lambda _: None)
+        # The peers' ClientServices stop once the links are closed: they
+        # would close their connections at once, without the half-close.
+        closed: Deferred[Any] = gatherResults(waiting)
+        # In a later turn: a link's close may be reported from within its
+        # ClientService's own state machine.
+        return closed.addCallback(
+            lambda _: deferLater(
+                self.clock, 0, lambda: Deferred.fromCoroutine(self._stop_children())
+            )
+        )
+
+    async def _stop_children(self) -> None:
+        await gatherResults(
+            [maybeDeferred(child.stopService) for child in reversed(list(self))]
+        )
 
     # INodeMessaging
 
     def send(self, node_name: str, channel: str, data: bytes) -> None:
         """
         Send C{data} to the handler of C{channel} on C{node_name}; dropped
-        silently when that node is not up.
+        silently when that node is not up.  While the node's link is being
+        replaced by its duplicate, the message is held and sent on the new
+        link.
         """
         link = self._active.get(node_name)
-        if link is not None:
+        if link is not None and link.is_up:
             link.send_message(channel, data)
+        elif link is not None or node_name in self._replacing:
+            self._hold(node_name, channel, data)
 
     def send_all(self, channel: str, data: bytes) -> None:
         """
-        Send C{data} to the handler of C{channel} on every peer that is up.
+        Send C{data} to the handler of C{channel} on every peer that is up
+        (held, like L{send}, for a peer whose link is being replaced).
         """
-        for link in list(self._active.values()):
-            link.send_message(channel, data)
+        for name, link in list(self._active.items()):
+            if link.is_up:
+                link.send_message(channel, data)
+            else:
+                self._hold(name, channel, data)
+        if self._replacing:
+            for name in list(self._replacing):
+                self._hold(name, channel, data)
+
+    def _hold(self, name: str, channel: str, data: bytes) -> None:
+        held = self._held.setdefault(name, [])
+        if len(held) < MAX_HELD_MESSAGES:
+            held.append((channel, data))
+        else:
+            self._overflow[name] = self._overflow.get(name, 0) + 1
+
+    def _send_held(self, name: str, link: ClusterLink) -> None:
+        held = self._held.pop(name, None)
+        if held:
+            for channel, data in held:
+                link.send_message(channel, data)
+        self._report_overflow(name)
+
+    def _drop_held(self, name: str) -> None:
+        held = self._held.pop(name, None)
+        if held:
+            self.log.info(
+                "Dropped {count} cluster messages held for {node}, which went down",
+                count=len(held),
+                node=name,
+            )
+        self._report_overflow(name)
+
+    def _report_overflow(self, name: str) -> None:
+        overflow = self._overflow.pop(name, 0)
+        if overflow:
+            self.log.warn(
+                "Dropped {count} cluster messages for {node}: more than {limit} "
+                "were sent while its link was replaced",
+                count=overflow,
+                node=name,
+                limit=MAX_HELD_MESSAGES,
+            )
 
     def add_handler(self, channel: str, handler: Handler) -> None:
         """
@@ -374,6 +455,7 @@ class ClusterService(MultiService):
             if replaced.peer_incarnation == incarnation:
                 # The twin of a dropped duplicate: the node never went down.
                 self._active[name] = link
+                self._send_held(name, link)
                 return
             self._report_down(name, replaced)
         if current is None:
@@ -382,14 +464,19 @@ class ClusterService(MultiService):
             # The node restarted before we noticed the old one was gone.
             del self._active[name]
             self._report_down(name, current)
-            current.close()
+            current.abort()
             self._activate(name, link)
         else:
-            keep, drop = sorted((current, link), key=lambda each: each.link_key)
+            if current.is_up:
+                keep, drop = sorted((current, link), key=lambda each: each.link_key)
+            else:
+                # The peer is closing the current link: the new one stays.
+                keep, drop = link, current
             self._active[name] = keep
             self.log.debug("Closed a duplicate cluster link to {node}", node=name)
             drop.close()
             self._park_link(drop)
+            self._send_held(name, keep)
 
     def link_lost(self, link: ClusterLink) -> None:
         """
@@ -403,8 +490,12 @@ class ClusterService(MultiService):
         self._links.remove(link)
         name = link.peer_name
         if name is not None and not link.was_up:
-            self.log.info(
-                "Cluster link with {node} closed before its handshake finished",
+            self.warn_peer(
+                "early-close",
+                link.peer_address,
+                "Cluster link with {node} at {address} closed before its "
+                "handshake finished",
+                level=LogLevel.info,
                 node=name,
             )
         if name is None:
@@ -427,11 +518,83 @@ class ClusterService(MultiService):
                 self._unpark(name)
 
     def _handshaking_with(self, lost: ClusterLink) -> bool:
+        # Only a link whose peer proved the secret counts: a stranger that
+        # gives a node's name must not keep that node "up".
         return any(
-            link.handshaking
-            and link.peer_name == lost.peer_name
-            and link.peer_incarnation == lost.peer_incarnation
+            link.handshaking and link.peer_name == lost.peer_name
             for link in self._links
+        )
+
+    def owns_nonce(self, nonce: bytes) -> bool:
+        """
+        Whether one of this node's links uses C{nonce}: a L{Hello} with it
+        comes from this node itself.
+        """
+        return any(link.nonce == nonce for link in self._links)
+
+    def admit(self, link: ClusterLink) -> Deferred[None]:
+        """
+        Let the proven peer of C{link} join, unless a node of the same name
+        and another incarnation is linked already and still answers: two
+        nodes share a name, and the newer link is refused (with an error
+        naming both addresses) so that presence stays with the first.  A
+        linked node that does not answer within two heartbeat intervals
+        has restarted, and the new link replaces it.
+
+        @return: fires when admitted; fails with L{DuplicateNode}.
+        """
+        name = link.peer_name
+        current = None if name is None else self._active.get(name)
+        if current is None or current.peer_incarnation == link.peer_incarnation:
+            return succeed(None)
+        timeout = min(2 * self.heartbeat_interval, self.heartbeat_timeout)
+
+        def decide(alive: bool) -> None:
+            if not alive or self._active.get(name or "") is not current:
+                return
+            assert current is not None
+            self.warn_peer(
+                "duplicate",
+                link.peer_address,
+                "Refused cluster link with {address}: it is named {node}, and a "
+                "live node of that name is linked from {other}; give every node "
+                "its own --node-name",
+                level=LogLevel.error,
+                node=name,
+                other=current.peer_address,
+            )
+            raise DuplicateNode(
+                f"a node named {name} is already in the cluster, linked from "
+                f"{current.peer_address}; this link is from {link.peer_address}"
+            )
+
+        return current.probe(timeout).addCallback(decide)
+
+    def warn_peer(
+        self,
+        kind: str,
+        address: str,
+        text: str,
+        level: LogLevel = LogLevel.warn,
+        **fields: Any,
+    ) -> None:
+        """
+        Log C{text} (a warning unless C{level} says otherwise) about the
+        peer at C{address}, at most once a minute for each kind and host;
+        the next one logged says how many were held back.
+        """
+        host = address.rsplit(":", 1)[0]
+        held_back = self._warnings.allow(kind, host)
+        if held_back is None:
+            return
+        if held_back:
+            text += " ({held_back} similar messages held back)"
+        self.log.emit(
+            level,
+            text,
+            address=address,
+            held_back=held_back,
+            **fields,
         )
 
     def connected_to_self(self, link: ClusterLink) -> None:
@@ -523,6 +686,7 @@ class ClusterService(MultiService):
             other.send_members(members)
 
     def _report_down(self, name: str, link: ClusterLink) -> None:
+        self._drop_held(name)
         incarnation = link.peer_incarnation or ""
         self.log.info(
             "Cluster node {node} is down (incarnation {incarnation})",

@@ -550,6 +550,29 @@ class State:
                 changes.join(tag, self._values[tag])
         return changes.diff()
 
+    def recover(self, replica: Replica, remote: Remote | None = None) -> Diff:
+        """
+        A down peer replica is back and C{remote} is what it has done since
+        it went quiet: merge that while its values are still hidden, then
+        reveal them, and report it all as one diff.  Values it removed in
+        the meantime are deleted before anyone sees them again (no ghosts),
+        and a value that is still there and was visible before is reported
+        as a join, as C{replica_up} does.
+        """
+        changes = Changes(self._down)
+        if remote is not None:
+            merged = self.merge(remote)
+            for tag, entry in merged.leaves:
+                changes.leave(tag, entry)
+            for tag, entry in merged.joins:
+                changes.join(tag, entry)
+        revealed = self.replica_up(replica)
+        for tag, entry in revealed.leaves:
+            changes.leave(tag, entry)
+        for tag, entry in revealed.joins:
+            changes.join(tag, entry)
+        return changes.diff()
+
     def replica_down(self, replica: Replica) -> Diff:
         """
         A peer replica stopped answering: hide its values (reported as

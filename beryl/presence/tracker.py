@@ -11,6 +11,14 @@ down (its presences leave, hidden); silent for C{permdown_period}, it is
 deleted.  A peer that comes back with a new incarnation replaces the old
 one at once, and a peer that stops gracefully says so.
 
+A down peer that is heard again is not revealed at once: what this node
+holds of it may be stale (users may have left it in the meantime).  The
+tracker first asks it for a transfer since the clock last seen from it,
+merges the answer while the peer is still hidden, and only then reveals
+it, all in one diff.  While a peer is down, this node heartbeats to it on
+every tick, so that both sides notice within one tick that the link is
+back.
+
 Diffs are computed on each node from its own operations and merges and are
 delivered to local subscribers only, as Phoenix does.
 """
@@ -56,12 +64,95 @@ from beryl.presence.entries import (
 from beryl.presence.state import Diff, Remote, State, random_ref
 from beryl.wire import PresenceList, PresenceMeta
 
-__all__ = ["CHANNEL", "PresenceTracker"]
+__all__ = [
+    "CHANNEL",
+    "DOWN_MARGIN",
+    "PARAMETER_NAMES",
+    "PresenceTracker",
+    "heartbeat_interval",
+    "timings_problem",
+]
 
 CHANNEL = "presence"
 """The messaging channel the trackers of a cluster talk on."""
 
 DiffCallback = Callable[[str, dict[str, PresenceList]], None]
+
+DOWN_MARGIN = 1.5
+"""
+How many times the longest gap between an idle node's heartbeats
+C{down_period} must be at least: a heartbeat that comes a little late (a
+busy node, a slow link) must not make a peer leave and rejoin.
+"""
+
+RECOVERY_WINDOW = 1.0
+"""
+Seconds within which the answer to a returning peer's transfer request
+must come to reveal the peer (or two broadcast periods, when longer).  A
+later answer may have been held up by the network and be older than the
+messages behind it, so the peer is asked again.
+"""
+
+PARAMETER_NAMES = {
+    "broadcast_period": "broadcast_period",
+    "max_silent_periods": "max_silent_periods",
+    "down_period": "down_period",
+    "permdown_period": "permdown_period",
+}
+
+
+def heartbeat_interval(broadcast_period: float, max_silent_periods: int) -> float:
+    """
+    The longest time between two heartbeats of a node with no changes to
+    send: it sends an empty one after C{max_silent_periods} quiet ticks,
+    that is on every C{max_silent_periods + 1}-th tick.
+    """
+    return broadcast_period * (max_silent_periods + 1)
+
+
+def timings_problem(
+    broadcast_period: float,
+    max_silent_periods: int,
+    down_period: float,
+    permdown_period: float,
+    names: Mapping[str, str] = PARAMETER_NAMES,
+) -> str | None:
+    """
+    Why these presence timings cannot work, in one line, or L{None} when
+    they can.
+
+    The rule: C{down_period} is at least L{DOWN_MARGIN} times the
+    L{heartbeat_interval} of an idle node, and at least two broadcast
+    periods; C{permdown_period} is longer than C{down_period}.  Otherwise
+    idle peers would be declared down between two of their heartbeats and
+    come back at the next one, over and over.
+
+    @param names: How to name the four settings in the message (parameter
+        names by default; the command line passes its option names).
+    """
+    if broadcast_period <= 0 or max_silent_periods < 0:
+        return (
+            f"{names['broadcast_period']} must be positive and "
+            f"{names['max_silent_periods']} not negative"
+        )
+    interval = heartbeat_interval(broadcast_period, max_silent_periods)
+    needed = max(DOWN_MARGIN * interval, 2 * broadcast_period)
+    if down_period < needed:
+        return (
+            f"{names['down_period']} ({down_period:g} s) must be at least "
+            f"{needed:g} s: an idle node heartbeats every {names['broadcast_period']} "
+            f"x ({names['max_silent_periods']} + 1) = {interval:g} s, and peers "
+            f"need {DOWN_MARGIN:g} times that (and at least two ticks) before "
+            f"calling it down, or its users would leave and rejoin over and over; "
+            f"raise {names['down_period']} or lower {names['max_silent_periods']}"
+        )
+    if permdown_period <= down_period:
+        return (
+            f"{names['permdown_period']} ({permdown_period:g} s) must be longer "
+            f"than {names['down_period']} ({down_period:g} s)"
+        )
+    return None
+
 
 _Items = builtins.list[tuple[Tag, Entry]]
 
@@ -75,6 +166,9 @@ class _Peer:
 
     replica: Replica
     last_seen: float
+    # The ref of the transfer asked of it to come back from down, and when.
+    asked: str | None = None
+    asked_at: float = 0.0
 
 
 def _presence_list(items: Any) -> PresenceList:
@@ -116,19 +210,22 @@ class PresenceTracker(Service):
         @param clock: Schedules ticks and measures peers' silence.
         @param broadcast_period: Seconds between ticks.
         @param max_silent_periods: Quiet ticks before an empty heartbeat.
-        @param down_period: Seconds of silence before a peer is down; at
-            least two broadcast periods.
+        @param down_period: Seconds of silence before a peer is down; see
+            L{timings_problem} for how short it may be.
         @param permdown_period: Seconds of silence before a peer is
             deleted; more than C{down_period}.
         @param ref_generator: Makes C{phx_ref}s (for deterministic tests).
         @param clock_sample_periods: Ticks between rounds of transfer
             requests.
         @param max_delta_sizes: Budgets of the stored delta generations.
+
+        @raise ValueError: when the timings cannot work (L{timings_problem}).
         """
-        if down_period < 2 * broadcast_period:
-            raise ValueError("down_period must be at least 2 broadcast periods")
-        if permdown_period <= down_period:
-            raise ValueError("permdown_period must be longer than down_period")
+        problem = timings_problem(
+            broadcast_period, max_silent_periods, down_period, permdown_period
+        )
+        if problem is not None:
+            raise ValueError(problem)
         self._messaging = messaging
         self._clock = clock
         self.broadcast_period = broadcast_period
@@ -411,20 +508,92 @@ class PresenceTracker(Service):
     def _tick(self) -> None:
         self._tick_call = None
         if self.state.has_delta():
-            delta = self.state.take_delta()
-            self._send_all(self._heartbeat(delta))
-            self._silent_periods = 0
+            self._flush()
         elif self._silent_periods >= self.max_silent_periods:
             self._send_all(self._heartbeat(None))
             self._silent_periods = 0
         else:
             self._silent_periods += 1
+        self._greet_down_peers()
         self._ticks += 1
+        self._ask_again()
         if self._ticks % self.clock_sample_periods == 0:
             self._request_transfers()
         self._detect_downs()
         if self.running:
             self._tick_call = self._clock.callLater(self.broadcast_period, self._tick)
+
+    def _flush(self) -> None:
+        """
+        Broadcast the pending delta now.
+        """
+        delta = self.state.take_delta()
+        self._send_all(self._heartbeat(delta))
+        self._silent_periods = 0
+
+    def _greet_down_peers(self) -> None:
+        """
+        Heartbeat to the peers that are down, on every tick: the first one
+        through a healed link tells the peer at once that this node is
+        back, and asks it (C{"down"}) to answer so that this node learns
+        the same of it.
+        """
+        assert self._messaging is not None
+        message = None
+        is_up = self.state.is_up
+        for name, peer in self._peers.items():
+            if is_up(peer.replica):
+                continue
+            if message is None:
+                heartbeat = self._heartbeat(None)
+                heartbeat["down"] = True
+                message = orjson.dumps(heartbeat)
+            self._messaging.send(name, CHANNEL, message)
+
+    def _ask(self, peer: _Peer) -> None:
+        """
+        Ask a down peer that was heard again for everything since the clock
+        last seen from it; L{_transfer_acked} reveals it with the answer.
+        """
+        assert self._messaging is not None
+        clock = self.state.clock()
+        clock[peer.replica] = self.state.context[peer.replica]
+        peer.asked = random_ref()
+        peer.asked_at = self._clock.seconds()
+        self.log.info(
+            "Presence peer {node} is back; asking what changed", node=peer.replica[0]
+        )
+        message = {
+            "type": "transfer_req",
+            "replica": replica_to_json(self.replica),
+            "clock": clock_to_json(clock),
+            "ref": peer.asked,
+            "recover": True,
+        }
+        self._messaging.send(peer.replica[0], CHANNEL, orjson.dumps(message))
+
+    def _recovery_window(self) -> float:
+        """
+        How long the answer of a returning peer may take: two broadcast
+        periods, at least L{RECOVERY_WINDOW}.
+        """
+        return max(2 * self.broadcast_period, RECOVERY_WINDOW)
+
+    def _ask_again(self) -> None:
+        """
+        Ask again the peers that were heard since they were asked to come
+        back and have not answered in time (the request or its answer was
+        lost).
+        """
+        now = self._clock.seconds()
+        window = self._recovery_window()
+        for peer in list(self._peers.values()):
+            if (
+                peer.asked is not None
+                and peer.last_seen >= peer.asked_at
+                and now - peer.asked_at > window
+            ):
+                self._ask(peer)
 
     def _request_transfers(self) -> None:
         assert self._messaging is not None
@@ -457,6 +626,7 @@ class PresenceTracker(Service):
                 self._forget(peer)
             elif silence > self.down_period and self.state.is_up(peer.replica):
                 self.log.info("Presence peer {node} is down", node=peer.replica[0])
+                peer.asked = None
                 self._emit(self.state.replica_down(peer.replica))
 
     def _forget(self, peer: _Peer) -> None:
@@ -484,10 +654,21 @@ class PresenceTracker(Service):
                 if remote is not None and not isinstance(remote, Delta):
                     raise CodecError("a heartbeat carries a delta")
                 self._heartbeat_received(replica, clock, remote)
+                if message.get("down") is True:
+                    self._answer_greeting(replica)
             elif kind == "transfer_req":
-                self._transfer_requested(replica, clock_from_json(message.get("clock")))
+                self._transfer_requested(
+                    replica,
+                    clock_from_json(message.get("clock")),
+                    _ref(message.get("ref")),
+                    message.get("recover") is True,
+                )
             elif kind == "transfer_ack":
-                self._emit(self.state.merge(remote_from_json(message.get("payload"))))
+                self._transfer_acked(
+                    replica,
+                    remote_from_json(message.get("payload")),
+                    _ref(message.get("ref")),
+                )
             elif kind == "bye":
                 peer = self._peers.get(node_name)
                 if peer is not None and peer.replica == replica:
@@ -519,23 +700,93 @@ class PresenceTracker(Service):
         if peer is None:
             self._peers[name] = _Peer(replica, now)
             self._emit(self.state.replica_up(replica))
-        else:
+            if remote is not None:
+                self._emit(self.state.merge(remote))
+        elif self.state.is_up(replica):
             peer.last_seen = now
-            if not self.state.is_up(replica):
-                self.log.info("Presence peer {node} is up again", node=name)
-                self._emit(self.state.replica_up(replica))
-        if remote is not None:
-            self._emit(self.state.merge(remote))
+            if remote is not None:
+                self._emit(self.state.merge(remote))
+        else:
+            # Back from down: merged while still hidden, revealed only with
+            # the answer to what it has now.  This heartbeat may be stale
+            # itself: a link that was blackholed delivers everything held
+            # at once, oldest first.
+            peer.last_seen = now
+            if remote is not None:
+                self._emit(self.state.merge(remote))
+            if peer.asked is None:
+                self._ask(peer)
         known = self.state.clock()
         sampled = {r: c for r, c in clock.items() if r in known}
         self._clockset = append_clock(self._clockset, replica, sampled)
 
-    def _transfer_requested(self, replica: Replica, clock: Clock) -> None:
+    def _answer_greeting(self, replica: Replica) -> None:
+        """
+        A peer that holds this node down heartbeats to it on every tick:
+        answer with a plain heartbeat, so that it learns at once that this
+        node is back (and asks for what it missed), rather than at this
+        node's next idle heartbeat.
+        """
         assert self._messaging is not None
+        peer = self._peers.get(replica[0])
+        if peer is not None and peer.replica == replica:
+            message = orjson.dumps(self._heartbeat(None))
+            self._messaging.send(replica[0], CHANNEL, message)
+
+    def _transfer_requested(
+        self, replica: Replica, clock: Clock, ref: str | None, recover: bool
+    ) -> None:
+        """
+        Answer a transfer request.  A peer asking to bring this node back
+        from down gets everything up to now: the pending delta is broadcast
+        first, so that the answer covers it.
+        """
+        assert self._messaging is not None
+        if recover and self.state.has_delta():
+            self._flush()
         payload = self.state.extract(replica, clock)
         message = {
             "type": "transfer_ack",
             "replica": replica_to_json(self.replica),
             "payload": remote_to_json(payload),
         }
+        if ref is not None:
+            message["ref"] = ref
         self._messaging.send(replica[0], CHANNEL, orjson.dumps(message))
+
+    def _transfer_acked(
+        self, replica: Replica, remote: Remote, ref: str | None
+    ) -> None:
+        """
+        Merge a transfer; the answer that a down peer was asked for also
+        reveals it (L{State.recover}): one diff, no stale values shown.
+        """
+        peer = self._peers.get(replica[0])
+        if (
+            ref is not None
+            and peer is not None
+            and peer.replica == replica
+            and peer.asked == ref
+            and not self.state.is_up(replica)
+        ):
+            now = self._clock.seconds()
+            if now - peer.asked_at <= self._recovery_window():
+                peer.asked = None
+                peer.last_seen = max(peer.last_seen, now)
+                self.log.info("Presence peer {node} is up again", node=replica[0])
+                self._emit(self.state.recover(replica, remote))
+                return
+            # An answer held up on the way may be older than what follows
+            # it: merge it hidden and ask again.
+            self._emit(self.state.merge(remote))
+            self._ask(peer)
+            return
+        self._emit(self.state.merge(remote))
+
+
+def _ref(value: Any) -> str | None:
+    """
+    A request ref from a message, or L{None} when it has none (or a bad
+    one).
+    """
+    return value if isinstance(value, str) and len(value) <= 64 else None

@@ -6,11 +6,12 @@ users leave after the down period and come back with it.
 
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.cluster import start_cluster
+from tests.interop.cluster import Node, start_cluster
 from tests.interop.harness import unique_topic
 from tests.interop.puppet import Puppet
 from tests.interop.redis import start_redis
@@ -86,3 +87,88 @@ class RedisClusterPresenceTests(ClusterPresenceTests):
     """
 
     over = "redis"
+
+
+# A down period far longer than the test waits: leaves that arrive in time
+# can only come from the stopped node's "bye".
+SLOW_DOWN = (
+    "--broadcast-period",
+    "0.2",
+    "--max-silent-periods",
+    "2",
+    "--down-period",
+    "60",
+    "--permdown-period",
+    "120",
+)
+
+
+class GracefulStopTests(SynchronousTestCase):
+    """
+    A node stopped cleanly says goodbye before its links close.
+    """
+
+    def test_stopped_node_users_leave_at_once(self) -> None:
+        """SIGTERM of n3: its users leave on n1 and n2 from its "bye", long before the down period."""
+        nodes = start_cluster(self, options=SLOW_DOWN)
+        puppet = Puppet(self)
+        topic = unique_topic("room")
+        for client, node, user in [
+            ("a", 0, "alice"),
+            ("b", 1, "bob"),
+            ("c", 2, "carol"),
+        ]:
+            reply = puppet.join(client, nodes[node].url, topic, user=user)
+            self.assertEqual(reply, {"status": "ok", "response": {}})
+        for client in "abc":
+            expected = {"alice": 1, "bob": 1, "carol": 1}
+            self.assertEqual(puppet.wait_presence(client, expected), expected)
+        started = time.monotonic()
+        nodes[2].server.stop()
+        for client in "ab":
+            self.assertEqual(
+                puppet.wait_presence(client, {"alice": 1, "bob": 1}, timeout=20.0),
+                {"alice": 1, "bob": 1},
+            )
+            self.assertIn("carol", puppet.presence(client)["leaves"])
+        print(
+            f"\ncarol left on n1 and n2 {time.monotonic() - started:.2f} s after SIGTERM"
+        )
+
+
+class DuplicateNameTests(SynchronousTestCase):
+    """
+    A second node that takes a live node's name is refused.
+    """
+
+    def test_second_node_with_taken_name(self) -> None:
+        """A second n2 is refused with errors on both sides; n2's users never flap on n1."""
+        secret = ("--cluster-secret", "s3cret")
+        nodes = start_cluster(self, size=2, options=FAST_PRESENCE + secret)
+        puppet = Puppet(self)
+        topic = unique_topic("room")
+        for client, node, user in [("a", 0, "alice"), ("b", 1, "bob")]:
+            reply = puppet.join(client, nodes[node].url, topic, user=user)
+            self.assertEqual(reply, {"status": "ok", "response": {}})
+        for client in "ab":
+            expected = {"alice": 1, "bob": 1}
+            self.assertEqual(puppet.wait_presence(client, expected), expected)
+        impostor = Node(
+            self,
+            nodes[0].directory,
+            "n2",
+            [nodes[0].cluster_port],
+            FAST_PRESENCE + secret,
+        )
+        impostor.start()
+        nodes[0].wait_for_log("a live node of that name is linked from")
+        impostor.wait_for_log("a node named n2 is already in the cluster")
+        time.sleep(8)
+        self.assertEqual(nodes[0].log().count("Cluster node n2 is up"), 1)
+        self.assertNotIn("Cluster node n2 is down", nodes[0].log())
+        self.assertEqual(puppet.presence("a")["leaves"], [])
+        self.assertEqual(
+            puppet.wait_presence("a", {"alice": 1, "bob": 1}), {"alice": 1, "bob": 1}
+        )
+        for node in (nodes[0], impostor):
+            self.assertNotIn("Traceback", node.log())
