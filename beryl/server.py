@@ -130,6 +130,8 @@ def make_server(
     check_origin: str | list[str] | Callable[[str], bool] | None = "host",
     max_frame_size: int = 8 * 1024 * 1024,
     max_send_buffer: int = 16 * 1024 * 1024,
+    handshake_timeout: float = 10.0,
+    max_connections_per_address: int = 0,
     cluster: ClusterConfig | None = None,
     node_name: str = "beryl",
     presence: PresenceTimings | None = None,
@@ -144,8 +146,9 @@ def make_server(
 
     @param reactor: the reactor (or, in tests, a fake) used for time and,
         with a cluster, for the links.
-    @param check_origin: see L{PhoenixWebSocketFactory}, as is
-        C{max_send_buffer}.
+    @param check_origin: see L{PhoenixWebSocketFactory}, as are
+        C{max_send_buffer}, C{handshake_timeout} and
+        C{max_connections_per_address}.
     @param cluster: how to join a cluster; L{None} for a node on its own
         (named C{node_name}).
     @param presence: presence replication timings (Phoenix's defaults when
@@ -210,6 +213,8 @@ def make_server(
         check_origin=check_origin,
         max_frame_size=max_frame_size,
         max_send_buffer=max_send_buffer,
+        handshake_timeout=handshake_timeout,
+        max_connections_per_address=max_connections_per_address,
     )
     sessions = None
     if longpoll:

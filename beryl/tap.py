@@ -23,13 +23,13 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
-from twisted.web.server import Site
 
 from beryl.app import App
 from beryl.backplane import default_backplane_node_name, parse_backplane_url
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.presence.tracker import PARAMETER_NAMES, timings_problem
 from beryl.server import ClusterConfig, PresenceTimings, make_server
+from beryl.transport.edge import GuardedSite
 from beryl.web import access_log_formatter, root_resource
 from beryl.workers import WorkerRole, check_worker_options, make_supervisor
 
@@ -72,6 +72,25 @@ def _positive(kind: type[int] | type[float], option: str) -> Callable[[str], Any
         return value
 
     coerce.coerceDoc = f"A positive {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _not_negative(option: str) -> Callable[[str], int]:
+    """
+    A L{usage.Options} coerce function for an integer limit where C{0}
+    turns the limit off.
+    """
+
+    def coerce(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise ValueError(f"--{option}: expected 0 (off) or more, not {text!r}")
+        return value
+
+    coerce.coerceDoc = "0 (off) or a positive integer."  # type: ignore[attr-defined]
     return coerce
 
 
@@ -373,6 +392,20 @@ class Options(usage.Options):
             100,
             "Most channels one socket may join.",
             _positive(int, "max-channels"),
+        ],
+        [
+            "handshake-timeout",
+            None,
+            10.0,
+            "Seconds a client may take for its whole HTTP request or WebSocket upgrade.",
+            _positive(float, "handshake-timeout"),
+        ],
+        [
+            "max-connections-per-ip",
+            None,
+            0,
+            "Most open connections from one IP address, per process (0: no limit).",
+            _not_negative("max-connections-per-ip"),
         ],
         [
             "longpoll-timeout",
@@ -705,6 +738,8 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         idle_timeout=options["heartbeat-timeout"],
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
+        handshake_timeout=options["handshake-timeout"],
+        max_connections_per_address=options["max-connections-per-ip"],
         cluster=options["cluster"],
         longpoll=not options["no-longpoll"],
         longpoll_timeout=options["longpoll-timeout"],
@@ -719,13 +754,14 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         ),
     )
     top = server.service
-    site = Site(
+    site = GuardedSite(
         root_resource(
             server.websocket_factory,
             demo=options["app"] is None,
             children=children,
             longpoll=server.longpoll,
         ),
+        server.websocket_factory.guard,
         logFormatter=access_log_formatter,
     )
     web = (

@@ -1,40 +1,65 @@
 """
 The WebSocket transport on Autobahn: C{<prefix>/websocket}.
 
-The protocol class is thin: during the handshake it negotiates the
-serializer, the Phoenix 1.8 auth-token subprotocol and the origin, and asks
-the coordinator's connect hook; afterwards it decodes frames and hands
-messages to the coordinator.  Outbound frames are framed once (broadcasts
-once per broadcast, not once per socket) and written straight to the TCP
-transport.
+During the handshake the protocol negotiates the serializer, the Phoenix 1.8
+auth-token subprotocol and the origin, and asks the core's connect hook;
+afterwards it hands each inbound message to the core and writes what the
+core sends.  It knows no channel rules.
+
+Two speed-ups use what Twisted and Autobahn do not promise: reading whole
+data frames with L{beryl.transport.frames.scan} instead of Autobahn's frame
+machinery (which needs Autobahn's parser state), and writing a turn's first
+frame straight to the socket (L{beryl.transport.writer.direct_writer}, which
+needs Twisted's buffer attributes).  Both are feature-checked once, at
+start-up (L{fast_path_available}); where a check fails the protocol uses
+Autobahn's own reading and C{transport.write}, and logs one warning.
+
+Limits that act here: the send-buffer cap (pongs included), a budget of
+messages read per socket per reactor turn (the rest waits, with the
+transport's reading paused, so one flooding socket cannot starve others),
+and the handshake deadline and per-address cap of L{beryl.transport.edge}.
 """
 
 from __future__ import annotations
 
-import struct
 from typing import Any, Callable, Mapping
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from beryl.app import ConnectError, ConnectInfo
 from beryl.interfaces import IConnection, ISocketHost
+from beryl.transport.edge import EdgeGuard
+from beryl.transport.frames import control_frame, scan, websocket_message
 from beryl.transport.handshake import (
     HandshakeRefused,
     check_origin,
     parse_params,
     split_auth_token,
 )
+from beryl.transport.writer import (
+    CappedWriter,
+    WriteTurns,
+    buffer_attributes_present,
+    direct_writer,
+)
 from beryl.wire import Frame, serializer_for_vsn
 
-__all__ = ["PhoenixWebSocketFactory", "PhoenixWebSocketProtocol", "websocket_frame"]
+__all__ = [
+    "PhoenixWebSocketFactory",
+    "PhoenixWebSocketProtocol",
+    "fast_path_available",
+    "websocket_frame",
+]
 
 _log = Logger()
 _OPEN = WebSocketProtocol.STATE_OPEN
@@ -56,124 +81,81 @@ _HANDSHAKE_ATTRIBUTES = (
 
 def websocket_frame(frame: Frame) -> bytes:
     """
-    A whole, unmasked server-to-client WebSocket message (FIN set, no
-    extensions) carrying C{frame}.
+    A whole, unmasked server-to-client WebSocket message carrying C{frame}.
     """
-    data = frame.data
-    opcode = 0x82 if frame.is_binary else 0x81
-    length = len(data)
-    if length < 126:
-        return bytes((opcode, length)) + data
-    if length < 65536:
-        return struct.pack("!BBH", opcode, 126, length) + data
-    return struct.pack("!BBQ", opcode, 127, length) + data
+    return websocket_message(frame.data, frame.is_binary)
 
 
-def _unmask(mask: bytes, payload: bytes) -> bytes:
+_PARSER_ATTRIBUTES = (
+    "data",
+    "current_frame",
+    "inside_message",
+    "message_data",
+    "message_is_binary",
+    "failedByMe",
+    "maxFramePayloadSize",
+)
+"""Autobahn's parser state that the fast read path reads."""
+
+_PROBE_REQUEST = (
+    b"GET / HTTP/1.1\r\nHost: probe\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n"
+)
+
+_fast_path: bool | None = None
+
+
+def _autobahn_parser_readable() -> bool:
     """
-    Undo a client frame's XOR mask, as one big-integer operation.
+    Whether an Autobahn server protocol, after a handshake and one message
+    over a L{StringTransport}, has the parser state the fast read path
+    reads.
     """
-    length = len(payload)
-    if not length:
-        return payload
-    key = int.from_bytes(mask * (length // 4 + 1), "little") & ((1 << (8 * length)) - 1)
-    return (int.from_bytes(payload, "little") ^ key).to_bytes(length, "little")
-
-
-class WriteTurns:
-    """
-    Counts reactor turns in which something was written, so that a
-    connection can tell its first write of a turn from the ones after it.
-    """
-
-    def __init__(self, clock: IReactorTime) -> None:
-        self._clock = clock
-        self.number = 0
-        self._scheduled = False
-
-    def current(self) -> int:
-        """
-        The number of this turn; the count moves on at the next turn.
-        """
-        if not self._scheduled:
-            self._scheduled = True
-            self._clock.callLater(0, self._advance)
-        return self.number
-
-    def _advance(self) -> None:
-        self.number += 1
-        self._scheduled = False
-
-
-def direct_writer(
-    transport: Any, turns: WriteTurns, max_buffer: int = 16 * 1024 * 1024
-) -> Callable[[bytes], None]:
-    """
-    A write function for C{transport} that, on a plain TCP connection with
-    nothing buffered, sends a turn's first message straight to the socket:
-    one C{send()} instead of Twisted's buffer, C{epoll} registration and
-    deferred write (three system calls).  Later messages of the same turn
-    (a burst of broadcasts, pipelined pings) go to Twisted's buffer, so they
-    leave together in one C{send()}.  What the socket does not take, and
-    everything on other transports (TLS), goes through C{transport.write}
-    as usual.
-
-    A client that stops reading would make the buffer grow without end: once
-    more than C{max_buffer} bytes wait, the connection is aborted.
-
-    This reads L{twisted.internet.abstract.FileDescriptor}'s buffer
-    attributes, so it is used only where they exist.
-    """
-    write: Callable[[bytes], None] = transport.write
-    sock = getattr(transport, "socket", None)
-    if (
-        not isinstance(transport, tcp.Connection)
-        or sock is None
-        or not all(
-            hasattr(transport, name)
-            for name in ("dataBuffer", "offset", "_tempDataLen")
+    factory = WebSocketServerFactory()
+    factory.protocol = WebSocketServerProtocol
+    factory.setProtocolOptions(openHandshakeTimeout=0, autoPingInterval=0)
+    probe: Any = factory.buildProtocol(None)
+    try:
+        probe.makeConnection(StringTransport())
+        probe.dataReceived(_PROBE_REQUEST)
+        # one masked text frame, so that the per-message state exists too
+        probe.dataReceived(b"\x81\x81\0\0\0\0x")
+        return bool(probe.state == _OPEN) and all(
+            hasattr(probe, name) for name in _PARSER_ATTRIBUTES
         )
-    ):
-        return write
-    send = sock.send
-    last_turn = -1
-    aborted = False
-
-    def write_now(data: bytes) -> None:
-        nonlocal last_turn, aborted
-        if aborted:
-            return
-        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        if buffered or transport.disconnecting or not transport.connected:
-            if buffered > max_buffer:
-                aborted = True
-                _log.warn(
-                    "A client at {peer} reads too slowly ({buffered} bytes "
-                    "waiting); dropping it.",
-                    peer=transport.getPeer(),
-                    buffered=buffered,
-                )
-                transport.abortConnection()
-                return
-            write(data)
-            return
-        turn = turns.current()
-        if turn == last_turn:
-            write(data)
-            return
-        last_turn = turn
+    except Exception:
+        return False
+    finally:
         try:
-            sent = send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            # Let Twisted notice the error and close the connection.
-            write(data)
-            return
-        if sent < len(data):
-            write(data[sent:])
+            probe.connectionLost(Failure(ConnectionDone()))
+        except Exception:
+            pass
 
-    return write_now
+
+def fast_path_available() -> bool:
+    """
+    Whether the Twisted and Autobahn in use have the private attributes the
+    fast read and write paths use; checked once, and a warning logged once
+    when they do not.
+    """
+    global _fast_path
+    if _fast_path is None:
+        twisted_ok = buffer_attributes_present()
+        autobahn_ok = _autobahn_parser_readable()
+        _fast_path = twisted_ok and autobahn_ok
+        if not _fast_path:
+            _log.warn(
+                "The WebSocket fast path is off: {missing} lacks the private "
+                "attributes it reads.  Sockets work through Autobahn's own "
+                "reader and Twisted's write buffer, somewhat slower.",
+                missing=" and ".join(
+                    name
+                    for name, ok in (("Twisted", twisted_ok), ("Autobahn", autobahn_ok))
+                    if not ok
+                ),
+            )
+    return _fast_path
 
 
 @implementer(IConnection)
@@ -187,6 +169,8 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     prepare_key = "websocket"
     _socket: object | None = None
     _gone = False
+    _fast = False
+    _held: bytes | None = None
     _write: Callable[[bytes], None]
     _accepted: tuple[Any, Mapping[str, Any], ConnectInfo, Any] | None = None
 
@@ -234,22 +218,31 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason: Any = None) -> None:
         self._gone = True
+        self._held = None
+        self.factory.guard.release(self.transport)
         super().connectionLost(reason)
 
     def onOpen(self) -> None:
+        factory = self.factory
+        transport: Any = self.transport
+        factory.guard.settle(transport)
+        self._fast = factory.fast_path
         if self._accepted is None or self._gone:
+            self._write = transport.write
             return
         self._release_http_state()
-        self._write = direct_writer(
-            self.transport, self.factory.turns, self.factory.max_send_buffer
-        )
+        write = None
+        if factory.fast_path:
+            write = direct_writer(transport, factory.turns, factory.max_send_buffer)
+        if write is None:
+            # TLS, or no buffer attributes: public API only.
+            write = CappedWriter(transport, factory.max_send_buffer).write
+        self._write = write
         serializer, params, info, assigns = self._accepted
         self._accepted = None
         # The headers were for the connect hook; the socket keeps the rest.
         info = ConnectInfo(auth_token=None, origin=info.origin, peer=info.peer)
-        self._socket = self.factory.coordinator.open(
-            self, serializer, params, info, assigns
-        )
+        self._socket = factory.coordinator.open(self, serializer, params, info, assigns)
 
     def _release_http_state(self) -> None:
         """
@@ -269,56 +262,84 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Read whole, unfragmented, masked data frames here, and hand
-        everything else (control frames, fragments, partial frames, frames
-        over the size limit, the handshake) to Autobahn.  Autobahn spends
-        most of a small message's inbound cost in its general frame
-        machinery; text frames need no separate UTF-8 pass here because the
+        Read at most the factory's C{read_budget} of messages now; the rest
+        waits for a later reactor turn, with the transport's reading paused
+        meanwhile.
+
+        On the fast path, whole unfragmented masked data frames are read
+        here (L{scan}) and everything else (control frames, fragments,
+        partial frames, frames over the size limit, the handshake) goes to
+        Autobahn.  Text frames need no separate UTF-8 pass here because the
         JSON decoder rejects invalid UTF-8 (and the socket is closed with
         1007, as Autobahn would).
         """
+        if self._held is not None:
+            self._held += data
+            return
         if (
-            self.state != _OPEN
+            not self._fast
+            or self.state != _OPEN
             or self.data
             or self.current_frame is not None
             or self.inside_message
             or self._socket is None
         ):
-            super().dataReceived(data)
+            self._to_autobahn(data)
             return
-        end = len(data)
-        position = 0
-        limit = self.maxFramePayloadSize
-        while end - position >= 6:
-            first, second = data[position], data[position + 1]
-            # FIN set, no RSV bits, text (1) or binary (2), masked
-            if first not in (0x81, 0x82) or not second & 0x80:
-                break
-            length = second & 0x7F
-            start = position + 6
-            if length == 126:
-                if end - position < 8:
-                    break
-                length = (data[position + 2] << 8) | data[position + 3]
-                if length < 126:
-                    break  # not the minimal encoding: Autobahn fails it
-                start = position + 8
-            elif length == 127:
-                break
-            if (limit and length > limit) or start + length > end:
-                break
-            mask = data[start - 4 : start]
-            payload = data[start : start + length]
-            position = start + length
-            self.onMessage(_unmask(mask, payload), first == 0x82)
+        budget = self.factory.read_budget
+        frames, position = scan(data, self.maxFramePayloadSize, budget)
+        receive = self.factory.coordinator.receive_data
+        socket = self._socket
+        for payload, is_binary, end in frames:
+            receive(socket, payload, is_binary)
             if self.state != _OPEN or self._socket is None:
                 # Closed by that message: Autobahn reads the rest (the
                 # client's close reply among it) in its closing state.
-                break
-        if position < end:
-            super().dataReceived(data[position:] if position else data)
+                if end < len(data):
+                    super().dataReceived(data[end:])
+                return
+        if position < len(data):
+            rest = data[position:] if position else data
+            if len(frames) == budget:
+                self._hold(rest)
+            else:
+                self._to_autobahn(rest)
+
+    def _to_autobahn(self, data: bytes) -> None:
+        """
+        Let Autobahn read C{data}; on an open socket at most
+        C{read_slice} bytes of it now, the rest later.
+        """
+        limit = self.factory.read_slice
+        if self.state == _OPEN and len(data) > limit:
+            super().dataReceived(data[:limit])
+            if not self._gone and self.state == _OPEN:
+                self._hold(data[limit:])
+                return
+            data = data[limit:]
+        super().dataReceived(data)
+
+    def _hold(self, rest: bytes) -> None:
+        """
+        Keep C{rest} for the next reactor turn and stop reading until then.
+        """
+        self._held = rest
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.factory.clock.callLater(0, self._resume)
+
+    def _resume(self) -> None:
+        held, self._held = self._held, None
+        if held is None or self._gone:
+            return
+        self.dataReceived(held)
+        transport: Any = self.transport
+        if self._held is None and not self._gone and not transport.disconnecting:
+            transport.resumeProducing()
 
     def onMessageEnd(self) -> None:
+        if not self._fast:
+            super().onMessageEnd()
+            return
         # Autobahn's version also fires a "message" event through a new
         # Deferred for every message, for observers Beryl never registers.
         if not self.failedByMe:
@@ -331,9 +352,11 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
             self.factory.coordinator.receive_data(socket, payload, isBinary)
 
     def onPing(self, payload: bytes) -> None:
-        if self._socket is not None:
-            self.factory.coordinator.touch(self._socket)
-        super().onPing(payload)
+        # The pong goes through the capped writer like every other frame.
+        # A ping does not count as the client's activity: only Phoenix
+        # heartbeats and channel traffic keep an idle socket open.
+        if self.state == _OPEN:
+            self._write(control_frame(10, payload))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         socket = self._socket
@@ -377,7 +400,19 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
     @param max_frame_size: the largest inbound message in bytes; a larger
         one closes the socket with 1009.
     @param max_send_buffer: bytes that may wait for a client that reads
-        slowly; past that it is disconnected.
+        slowly (pongs included); past that it is disconnected.
+    @param handshake_timeout: seconds for the whole HTTP upgrade, from the
+        connection to the open socket (C{0}: none).
+    @param max_connections_per_address: most connections from one IP
+        address, counted by a L{beryl.transport.edge.GuardedSite} that
+        shares this factory's C{guard} (C{0}: no limit).
+    @param read_budget: most messages read from one socket per reactor
+        turn; C{read_slice} is the same bound in bytes for what Autobahn
+        reads.
+    @param fast_path: L{None} to use the fast read and write paths where
+        L{fast_path_available}; C{False} to always use Autobahn's own.
+    @param clock: the time source for deferred reads (the coordinator's
+        C{clock} when L{None}).
     """
 
     protocol = PhoenixWebSocketProtocol  # type: ignore[assignment]
@@ -388,12 +423,27 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
         check_origin: str | list[str] | Callable[[str], bool] | None = "host",
         max_frame_size: int = 8 * 1024 * 1024,
         max_send_buffer: int = 16 * 1024 * 1024,
+        handshake_timeout: float = 10.0,
+        max_connections_per_address: int = 0,
+        read_budget: int = 16,
+        read_slice: int = 8192,
+        fast_path: bool | None = None,
+        clock: IReactorTime | None = None,
     ) -> None:
         WebSocketServerFactory.__init__(self, server="Beryl")
         self.coordinator = coordinator
+        self.clock: IReactorTime = clock if clock is not None else coordinator.clock
         self.check_origin = check_origin
         self.max_send_buffer = max_send_buffer
-        self.turns = WriteTurns(coordinator.clock)
+        self.read_budget = read_budget
+        self.read_slice = read_slice
+        self.fast_path = fast_path_available() if fast_path is None else fast_path
+        self.turns = WriteTurns(self.clock)
+        self.guard = EdgeGuard(
+            self.clock,
+            handshake_timeout=handshake_timeout,
+            max_per_address=max_connections_per_address,
+        )
         WebSocketServerFactory.setProtocolOptions(
             self,
             maxFramePayloadSize=max_frame_size,
@@ -401,6 +451,6 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
             failByDrop=False,
             utf8validateIncoming=True,
             autoPingInterval=0,
-            openHandshakeTimeout=10,
+            openHandshakeTimeout=handshake_timeout,
             closeHandshakeTimeout=2,
         )
