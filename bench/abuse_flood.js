@@ -4,7 +4,7 @@
 // reads its replies).  new_msg: 100 subscribers join feed:flood and read
 // everything; one more socket sends new_msg to feed:flood as fast as the
 // server takes them.  Prints READY once flooding, then runs until killed.
-const WebSocket = require("../tests/interop/node_modules/ws");
+const WebSocket = require("ws");
 const [url, scenario] = process.argv.slice(2);
 const SUBSCRIBERS = scenario === "new_msg" ? 100 : 0;
 const HIGH_WATER = 256 * 1024;

@@ -3,7 +3,7 @@
 // 2 ms pause), for at most SECONDS, measuring each round trip.
 // usage: node abuse_probe.js URL SAMPLES SECONDS
 // Prints JSON {p50, p99, max, samples} (times in milliseconds).
-const WebSocket = require("../tests/interop/node_modules/ws");
+const WebSocket = require("ws");
 const [url, samplesArg, secondsArg] = process.argv.slice(2);
 const SAMPLES = Number(samplesArg);
 const times = [];

@@ -39,7 +39,7 @@ from harness import (  # noqa: E402
     run_measured,
 )
 
-from tests.interop.workers import connections_per_worker, worker_pids  # noqa: E402
+from beryl.testing import connections_per_worker, worker_pids  # noqa: E402
 
 
 class Server:

@@ -13,6 +13,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from beryl.testing import connections_per_worker, worker_pids
 from tests.interop.harness import (
     OK_EMPTY,
     BerylServer,
@@ -24,7 +25,6 @@ from tests.interop.harness import (
 from tests.interop.puppet import Puppet
 from tests.interop.redis import start_redis
 from tests.interop.test_cluster_presence import FAST_PRESENCE
-from tests.interop.workers import connections_per_worker, worker_pids
 
 NO_PROC = (
     None
