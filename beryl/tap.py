@@ -40,6 +40,26 @@ _NUMBERS: dict[str, type[int] | type[float]] = {
 """The numeric options, all positive and finite, checked in L{Options.postOptions}."""
 
 
+def _limit(kind: type[int] | type[float], option: str, off: bool = False) -> Any:
+    """
+    A L{usage.Options} coerce function for a limit: a positive, finite
+    number, or also C{0} (no limit) when C{off}.
+    """
+    what = ("integer" if kind is int else "number") + (" or 0" if off else "")
+
+    def coerce(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = -1
+        if not (math.isfinite(value) and (value > 0 or (off and value == 0))):
+            raise ValueError(f"--{option}: expected a positive {what}, not {text!r}")
+        return value
+
+    coerce.coerceDoc = f"A positive {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
 def endpoint_description(value: str) -> str:
     """
     A bare port number means TCP on every interface; anything else is a
@@ -189,6 +209,41 @@ class Options(usage.Options):
             "Largest inbound WebSocket message in bytes; larger closes with 1009.",
         ],
         ["max-channels", None, 100, "Most channels one socket may join."],
+        [
+            "max-message-rate",
+            None,
+            100.0,
+            "Inbound events (messages, heartbeats, WebSocket pings) per second per socket; past it a push gets the error reply 'rate limited', and far past it (10x) the socket is closed with 1008. 0: no limit.",
+            _limit(float, "max-message-rate", off=True),
+        ],
+        [
+            "message-burst",
+            None,
+            200.0,
+            "Events a socket may send at once beyond --max-message-rate.",
+            _limit(float, "message-burst"),
+        ],
+        [
+            "max-join-rate",
+            None,
+            10.0,
+            "Joins per second per socket; past it a join gets the error reply 'join rate limited'. 0: no limit.",
+            _limit(float, "max-join-rate", off=True),
+        ],
+        [
+            "join-burst",
+            None,
+            100.0,
+            "Joins a socket may send at once beyond --max-join-rate.",
+            _limit(float, "join-burst"),
+        ],
+        [
+            "max-topic-bytes",
+            None,
+            1024,
+            "Longest topic in UTF-8 bytes; a message naming a longer one gets an error reply.",
+            _limit(int, "max-topic-bytes"),
+        ],
         [
             "check-origin",
             None,
@@ -341,6 +396,11 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         app,
         reactor,
         max_channels=options["max-channels"],
+        max_message_rate=options["max-message-rate"],
+        message_burst=options["message-burst"],
+        max_join_rate=options["max-join-rate"],
+        join_burst=options["join-burst"],
+        max_topic_bytes=options["max-topic-bytes"],
         idle_timeout=options["heartbeat-timeout"],
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],

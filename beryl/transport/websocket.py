@@ -333,6 +333,7 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     def onPing(self, payload: bytes) -> None:
         if self._socket is not None:
             self.factory.coordinator.touch(self._socket)
+            self.factory.coordinator.received_ping(self._socket)
         super().onPing(payload)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
