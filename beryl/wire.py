@@ -99,8 +99,8 @@ class DecodeError:
 class Unacceptable:
     """
     An inbound frame that decoded, but whose payload Beryl refuses (a
-    number that is not finite): C{message} has the frame's envelope and a
-    L{None} payload, for the error reply.
+    number that is not finite, an integer of more than 4,300 digits):
+    C{message} has the frame's envelope, for the error reply.
     """
 
     message: Message
@@ -130,10 +130,12 @@ class _JSONError(Exception):
     pass
 
 
-class _NotFinite(Exception):
+class _RefusedNumber(Exception):
     """
-    The JSON text holds a number that is not finite (C{1e400}, C{NaN},
-    C{Infinity}); C{args[0]} is the value with such numbers as L{None}.
+    The JSON text holds a number Beryl refuses: one that is not finite
+    (C{1e400}, C{NaN}, C{Infinity}) or an integer longer than Python
+    converts (4,300 digits by default, a guard against quadratic time).
+    C{args} are the value with such numbers as L{None}, and the reason.
     """
 
 
@@ -155,15 +157,22 @@ def _loads_wide(data: bytes | str) -> Any:
     """
     Decode with the standard library: integers of any size stay exact.
 
-    @raise _NotFinite: when a number is not finite.
+    @raise _RefusedNumber: when a number is refused.
     @raise ValueError: when C{data} is not valid UTF-8 JSON.
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    not_finite = False
+    refused = ""
 
-    def refuse(number: str) -> None:
-        nonlocal not_finite
-        not_finite = True
+    def refuse(number: str, reason: str = "numbers must be finite") -> None:
+        nonlocal refused
+        refused = reason
+
+    def parse_int(number: str) -> int | None:
+        try:
+            return int(number)
+        except ValueError:
+            refuse(number, "integer has too many digits")
+            return None
 
     def parse_float(number: str) -> float | None:
         value = float(number)
@@ -173,11 +182,13 @@ def _loads_wide(data: bytes | str) -> Any:
         return None
 
     try:
-        value = json.loads(text, parse_float=parse_float, parse_constant=refuse)
+        value = json.loads(
+            text, parse_float=parse_float, parse_int=parse_int, parse_constant=refuse
+        )
     except RecursionError:
         raise ValueError("nested too deeply") from None
-    if not_finite:
-        raise _NotFinite(value)
+    if refused:
+        raise _RefusedNumber(value, refused)
     return value
 
 
@@ -196,8 +207,17 @@ def _dumps_wide(value: Any) -> bytes:
         raise TypeError(f"cannot be encoded as JSON: {error}") from None
 
 
+MAX_REF_LENGTH = 255
+"""
+The longest string ref or join_ref a client may send, as in a V2 binary
+frame's header: replies echo refs, so they stay short.
+"""
+
+
 def _is_ref(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
+    if type(value) is str:
+        return len(value) <= MAX_REF_LENGTH
+    return value is None or isinstance(value, (int, float, bool))
 
 
 def _ref_text(value: Any) -> bytes:
@@ -341,7 +361,7 @@ def _load_text(data: bytes | str) -> Any:
     Decode JSON text with orjson, or exactly with the standard library when
     it may hold an integer beyond 64 bits.
 
-    @raise _NotFinite: when a number is not finite.
+    @raise _RefusedNumber: when a number is refused.
     @raise _JSONError: when it is not JSON.
     """
     if _has_long_digits(data):
@@ -359,7 +379,7 @@ def _load_text(data: bytes | str) -> Any:
             raise _JSONError("frame is not valid UTF-8") from None
         try:
             _loads_wide(data)
-        except _NotFinite:
+        except _RefusedNumber:
             raise
         except ValueError:
             pass
@@ -367,12 +387,13 @@ def _load_text(data: bytes | str) -> Any:
 
 
 def _refused(
-    value: Any, envelope: Callable[[Any], Message | DecodeError]
+    refused: _RefusedNumber, envelope: Callable[[Any], Message | DecodeError]
 ) -> DecodeError | Unacceptable:
+    value, reason = refused.args
     message = envelope(value)
     if isinstance(message, DecodeError):
-        return DecodeError("malformed JSON: a number is not finite")
-    return Unacceptable(message, "numbers must be finite")
+        return DecodeError(f"malformed JSON: {reason}")
+    return Unacceptable(message, reason)
 
 
 class V2JSONSerializer(Serializer):
@@ -389,8 +410,8 @@ class V2JSONSerializer(Serializer):
             value = _load_text(data)
         except _JSONError as error:
             return DecodeError(str(error))
-        except _NotFinite as refused:
-            return _refused(refused.args[0], self._envelope)
+        except _RefusedNumber as refused:
+            return _refused(refused, self._envelope)
         return self._envelope(value)
 
     def _envelope(self, value: Any) -> Message | DecodeError:
@@ -430,8 +451,8 @@ class V1JSONSerializer(Serializer):
             value = _load_text(data)
         except _JSONError as error:
             return DecodeError(str(error))
-        except _NotFinite as refused:
-            return _refused(refused.args[0], self._envelope)
+        except _RefusedNumber as refused:
+            return _refused(refused, self._envelope)
         return self._envelope(value)
 
     def _envelope(self, value: Any) -> Message | DecodeError:
@@ -464,9 +485,13 @@ def _checked(
     join_ref: Any, ref: Any, topic: Any, event: Any, payload: Any
 ) -> Message | DecodeError:
     if not _is_ref(join_ref):
-        return DecodeError("join_ref must be a string, number or null")
+        return DecodeError(
+            "join_ref must be a string (at most 255 characters), number or null"
+        )
     if not _is_ref(ref):
-        return DecodeError("ref must be a string, number or null")
+        return DecodeError(
+            "ref must be a string (at most 255 characters), number or null"
+        )
     if not isinstance(topic, str):
         return DecodeError("topic must be a string")
     if not isinstance(event, str):

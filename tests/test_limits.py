@@ -355,6 +355,37 @@ class NumberTests(LimitsTestCase):
         self.assertIsNone(client.connection.closed)
 
 
+class EchoBoundTests(LimitsTestCase):
+    def test_long_ref_is_a_bad_frame(self) -> None:
+        """A string ref longer than 255 characters closes the socket with 1007 rather than being echoed."""
+        coordinator = self.coordinator()
+        client = self.joined(coordinator)
+        frame = '["1","' + "r" * 256 + '","room:a","ping",{}]'
+        coordinator.receive_data(client.socket, frame.encode(), False)
+        self.assertEqual(client.take(), [])
+        assert client.connection.closed is not None
+        self.assertEqual(client.connection.closed[0], 1007)
+        self.assertIn("at most 255 characters", client.connection.closed[1])
+
+    def test_longest_ref_echoed(self) -> None:
+        """A 255-character ref is still answered."""
+        coordinator = self.coordinator()
+        client = self.joined(coordinator)
+        client.send("1", "r" * 255, "room:a", "ping", {})
+        self.assertEqual(client.take()[0][1], "r" * 255)
+
+    def test_unhandled_event_echo_bounded(self) -> None:
+        """The default handle_in names at most 100 characters of an unknown event."""
+        app = App().channel("room:*", Channel.create(self.echo.join))
+        coordinator = Coordinator(app, clock=self.clock)
+        client = self.joined(coordinator)
+        client.send("1", "2", "room:a", "e" * 100_000, {})
+        (reply,) = client.take()
+        self.assertEqual(
+            reply[4]["response"], {"reason": f"unhandled event {'e' * 100!r}"}
+        )
+
+
 class WireNumberTests(SynchronousTestCase):
     def test_decode_big_integers(self) -> None:
         """Both JSON serializers decode integers of any size exactly."""
@@ -399,6 +430,18 @@ class WireNumberTests(SynchronousTestCase):
             Unacceptable(
                 Message("3", "4", "room:a", "ping", {"x": None}),
                 "numbers must be finite",
+            ),
+        )
+
+    def test_too_many_digits(self) -> None:
+        """An integer longer than Python converts (4,300 digits) is Unacceptable, not a crash."""
+        result = V1_JSON.decode_text(
+            b'{"topic":"t","event":"e","ref":"1","payload":' + b"7" * 5000 + b"}"
+        )
+        self.assertEqual(
+            result,
+            Unacceptable(
+                Message(None, "1", "t", "e", None), "integer has too many digits"
             ),
         )
 
