@@ -147,10 +147,7 @@ _LONG_DIGITS = b"0" * 19
 _DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
 
 
-def _has_long_digits(data: bytes | str) -> bool:
-    if type(data) is bytes:
-        return _LONG_DIGITS in data.translate(_DIGITS_AS_ZERO)
-    return re.search(r"[0-9]{19}", data) is not None  # type: ignore[arg-type]
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
 
 
 def _loads_wide(data: bytes | str) -> Any:
@@ -364,7 +361,12 @@ def _load_text(data: bytes | str) -> Any:
     @raise _RefusedNumber: when a number is refused.
     @raise _JSONError: when it is not JSON.
     """
-    if _has_long_digits(data):
+    # inline: every inbound text frame comes here
+    if (
+        _LONG_DIGITS in data.translate(_DIGITS_AS_ZERO)
+        if type(data) is bytes
+        else _LONG_DIGITS_TEXT.search(data) is not None  # type: ignore[arg-type]
+    ):
         try:
             return _loads_wide(data)
         except UnicodeError:
@@ -387,11 +389,16 @@ def _load_text(data: bytes | str) -> Any:
 
 
 def _refused(
-    refused: _RefusedNumber, envelope: Callable[[Any], Message | DecodeError]
+    refused: _RefusedNumber,
+    decode_text: Callable[[str], Message | DecodeError | Unacceptable],
 ) -> DecodeError | Unacceptable:
+    """
+    The frame's envelope, decoded again from the value with its refused
+    numbers as L{None}, for an error reply.
+    """
     value, reason = refused.args
-    message = envelope(value)
-    if isinstance(message, DecodeError):
+    message = decode_text(json.dumps(value))
+    if not isinstance(message, Message):
         return DecodeError(f"malformed JSON: {reason}")
     return Unacceptable(message, reason)
 
@@ -411,10 +418,7 @@ class V2JSONSerializer(Serializer):
         except _JSONError as error:
             return DecodeError(str(error))
         except _RefusedNumber as refused:
-            return _refused(refused, self._envelope)
-        return self._envelope(value)
-
-    def _envelope(self, value: Any) -> Message | DecodeError:
+            return _refused(refused, self.decode_text)
         if not isinstance(value, list):
             return DecodeError(
                 "expected a JSON array [join_ref, ref, topic, event, payload]"
@@ -452,10 +456,7 @@ class V1JSONSerializer(Serializer):
         except _JSONError as error:
             return DecodeError(str(error))
         except _RefusedNumber as refused:
-            return _refused(refused, self._envelope)
-        return self._envelope(value)
-
-    def _envelope(self, value: Any) -> Message | DecodeError:
+            return _refused(refused, self.decode_text)
         if not isinstance(value, dict):
             return DecodeError("expected a JSON object {topic, event, payload, ref}")
         missing = [
