@@ -4,6 +4,8 @@ Twisted.  Channels with typed handlers, presence, and pub/sub across a
 cluster; the official C{phoenix} JavaScript client works unmodified.
 """
 
+__version__ = "0.1.0"
+
 from beryl.app import App, ConnectError, ConnectInfo, ConnectOk
 from beryl.channel import (
     Channel,
@@ -24,6 +26,7 @@ from beryl.topics import extract_topic_id
 from beryl.wire import Binary, Payload
 
 __all__ = [
+    "__version__",
     "App",
     "Binary",
     "Channel",

@@ -23,13 +23,14 @@ class ConnectInfo:
     What the transport knows about a connecting client.
 
     @ivar auth_token: the Phoenix 1.8 C{authToken}, decoded from the
-        C{base64url.bearer.phx.} subprotocol, or L{None}.
+        C{base64url.bearer.phx.} subprotocol: the very string the client
+        gave phoenix.js, or L{None}.
     @ivar origin: the C{Origin} header, or L{None}.
     @ivar peer: the client's address as C{"host:port"}.
     @ivar headers: the request headers, names in lower case.
     """
 
-    auth_token: bytes | None = None
+    auth_token: str | None = None
     origin: str | None = None
     peer: str = ""
     headers: Mapping[str, str] = attrs.field(factory=dict)

@@ -16,11 +16,13 @@ from twisted.application.service import MultiService
 from twisted.web.resource import Resource
 
 from beryl.app import App
+from beryl.backplane import BackplaneConfig, RedisMessaging
 from beryl.cluster import ClusterService, LocalMessaging
 from beryl.coordinator import Coordinator
 from beryl.interfaces import INodeMessaging, IPresence
 from beryl.presence.tracker import PresenceTracker
 from beryl.pubsub import PubSub
+from beryl.transport.longpoll import LongPollTransport
 from beryl.transport.websocket import PhoenixWebSocketFactory
 from beryl.web import socket_resource
 
@@ -84,6 +86,8 @@ class Server:
         application code.
     @ivar websocket_factory: the Autobahn factory behind the WebSocket
         endpoint.
+    @ivar longpoll: the long-poll sessions behind the long-poll endpoint,
+        or L{None} when it is off.
     """
 
     service: MultiService
@@ -92,14 +96,15 @@ class Server:
     pubsub: PubSub
     presence: IPresence
     messaging: INodeMessaging
+    longpoll: LongPollTransport | None = None
 
     def socket_resource(self) -> Resource:
         """
         A C{twisted.web} resource to mount at your socket prefix (for
         example C{b"socket"}): its C{websocket} child is the Phoenix
-        WebSocket endpoint.
+        WebSocket endpoint, its C{longpoll} child the long-poll one.
         """
-        return socket_resource(self.websocket_factory)
+        return socket_resource(self.websocket_factory, self.longpoll)
 
 
 def make_server(
@@ -119,6 +124,10 @@ def make_server(
     cluster: ClusterConfig | None = None,
     node_name: str = "beryl",
     presence: PresenceTimings | None = None,
+    longpoll: bool = True,
+    longpoll_timeout: float = 10.0,
+    longpoll_idle_timeout: float = 15.0,
+    backplane: BackplaneConfig | None = None,
 ) -> Server:
     """
     Build the services that serve C{app}, in dependency order: cluster
@@ -134,11 +143,23 @@ def make_server(
         (named C{node_name}).
     @param presence: presence replication timings (Phoenix's defaults when
         L{None}).
+    @param longpoll: serve the long-poll transport beside the WebSocket one;
+        C{longpoll_timeout} and C{longpoll_idle_timeout} are its poll
+        timeout and idle timeout (see L{LongPollTransport}).
+    @param backplane: link the nodes through this Redis server instead of
+        the AMP mesh (with C{cluster} L{None}); this node is C{node_name}.
     """
     timings = presence if presence is not None else PresenceTimings()
     service = MultiService()
     messaging: INodeMessaging
-    if cluster is None:
+    if backplane is not None:
+        if cluster is not None:
+            raise ValueError("use a backplane or a cluster, not both")
+        redis = RedisMessaging(node_name, backplane, reactor)
+        redis.name = "cluster"
+        service.addService(redis)
+        messaging = redis
+    elif cluster is None:
         messaging = LocalMessaging(node_name)
     else:
         links = ClusterService.from_descriptions(
@@ -158,7 +179,7 @@ def make_server(
     pubsub.name = "pubsub"
     service.addService(pubsub)
     tracker = PresenceTracker(
-        None if cluster is None else messaging,
+        None if cluster is None and backplane is None else messaging,
         reactor,
         broadcast_period=timings.broadcast_period,
         max_silent_periods=timings.max_silent_periods,
@@ -188,4 +209,16 @@ def make_server(
         max_frame_size=max_frame_size,
         max_send_buffer=max_send_buffer,
     )
-    return Server(service, coordinator, factory, pubsub, tracker, messaging)
+    sessions = None
+    if longpoll:
+        sessions = LongPollTransport(
+            coordinator,
+            reactor,
+            node_name=pubsub.node_name,
+            check_origin=check_origin,
+            poll_timeout=longpoll_timeout,
+            idle_timeout=longpoll_idle_timeout,
+            max_buffer=max_send_buffer,
+            max_body=max_frame_size,
+        )
+    return Server(service, coordinator, factory, pubsub, tracker, messaging, sessions)

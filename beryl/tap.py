@@ -9,54 +9,109 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import re
 import socket
-from typing import Any
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NoReturn
 
-from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 from twisted.web.server import Site
 
 from beryl.app import App
+from beryl.backplane import default_backplane_node_name, parse_backplane_url
 from beryl.cluster import default_node_name, peer_endpoint_description
 from beryl.server import ClusterConfig, PresenceTimings, make_server
-from beryl.web import root_resource
+from beryl.web import access_log_formatter, root_resource
+from beryl.workers import WorkerRole, check_worker_options, make_supervisor
 
-__all__ = ["Options", "load_app", "make_beryl_service", "makeService"]
+__all__ = [
+    "ENVIRONMENT_PREFIX",
+    "Options",
+    "load_app",
+    "make_beryl_service",
+    "makeService",
+    "tls_available",
+]
+
+ENVIRONMENT_PREFIX = "BERYL_"
+"""
+Every option can also be set as C{BERYL_<OPTION>}: C{--cluster-secret} is
+C{BERYL_CLUSTER_SECRET}.  The command line wins.
+"""
+
+_TLS_TYPES = frozenset({"ssl", "tls"})
+_TLS_HINT = "TLS needs pyOpenSSL and service_identity: pip install 'beryl[tls]'"
+_ENDPOINT_HINT = (
+    "give a port number or a Twisted endpoint string such as "
+    "tcp:4000:interface=127.0.0.1"
+)
 
 
-_NUMBERS: dict[str, type[int] | type[float]] = {
-    "heartbeat-timeout": float,
-    "max-frame-size": int,
-    "max-channels": int,
-    "broadcast-period": float,
-    "max-silent-periods": int,
-    "down-period": float,
-    "permdown-period": float,
-}
-"""The numeric options, all positive and finite, checked in L{Options.postOptions}."""
-
-
-def _limit(kind: type[int] | type[float], option: str, off: bool = False) -> Any:
+def _positive(kind: type[int] | type[float], option: str) -> Callable[[str], Any]:
     """
-    A L{usage.Options} coerce function for a limit: a positive, finite
-    number, or also C{0} (no limit) when C{off}.
+    A L{usage.Options} coerce function for a positive, finite number.
     """
-    what = ("integer" if kind is int else "number") + (" or 0" if off else "")
+    what = "integer" if kind is int else "number"
 
     def coerce(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
-            value = -1
-        if not (math.isfinite(value) and (value > 0 or (off and value == 0))):
+            value = 0
+        if not (math.isfinite(value) and value > 0):
             raise ValueError(f"--{option}: expected a positive {what}, not {text!r}")
         return value
 
     coerce.coerceDoc = f"A positive {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def tls_available() -> bool:
+    """
+    Whether Twisted's TLS support (pyOpenSSL and service_identity, the
+    C{beryl[tls]} extra) can be imported.
+    """
+    try:
+        importlib.import_module("OpenSSL")
+        importlib.import_module("service_identity")
+    except ImportError:
+        return False
+    return True
+
+
+def _endpoint_type(description: str) -> str:
+    """
+    The endpoint type of a description: C{tcp}, C{ssl}, C{unix}...
+    """
+    return description.partition(":")[0].strip().lower()
+
+
+def _rate(option: str) -> Callable[[str], Any]:
+    """
+    A L{usage.Options} coerce function for a rate limit: a positive, finite
+    number, or C{0} for no limit.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"--{option}: expected a positive number or 0 (no limit), not {text!r}"
+            )
+        return value
+
+    coerce.coerceDoc = "A positive number, or 0 for no limit."  # type: ignore[attr-defined]
     return coerce
 
 
@@ -69,40 +124,79 @@ def endpoint_description(value: str) -> str:
     return f"tcp:{value}" if value.isdigit() else value
 
 
+def _listening(option: str, description: str) -> MemoryReactor:
+    """
+    Parse a server endpoint description with Twisted's parser and listen on
+    a L{MemoryReactor}, which records what a real listen would do.
+
+    @raise usage.UsageError: naming the option, when the description does
+        not parse, needs TLS support that is not installed, or names a
+        port out of range.
+    """
+    if _endpoint_type(description) in _TLS_TYPES and not tls_available():
+        raise usage.UsageError(f"--{option}: {description!r}: {_TLS_HINT}")
+    reactor = MemoryReactor()
+    try:
+        endpoint = serverFromString(reactor, description)
+    except ImportError:
+        raise usage.UsageError(f"--{option}: {description!r}: {_TLS_HINT}") from None
+    except OSError as error:
+        raise usage.UsageError(
+            f"--{option}: {description!r}: cannot read {error.filename or 'a file'}: "
+            f"{error.strerror}; check the certificate and key paths"
+        ) from None
+    except Exception as error:
+        raise usage.UsageError(
+            f"--{option}: {description!r} is not an endpoint ({error}); "
+            + _ENDPOINT_HINT
+        ) from None
+    endpoint.listen(Factory())
+    for port in [row[0] for row in reactor.tcpServers + reactor.sslServers]:
+        if not 0 <= port <= 65535:
+            raise usage.UsageError(
+                f"--{option}: {port} is not a port number; give one from 1 to 65535"
+            )
+    return reactor
+
+
 def _server_endpoint(option: str, value: str) -> str:
     """
-    The server endpoint description an option names, checked for syntax.
+    The server endpoint description an option names, checked with
+    Twisted's endpoint parser.
 
-    @raise usage.UsageError: naming the option, when it does not parse.
+    @raise usage.UsageError: naming the option, when it cannot be used.
     """
     description = endpoint_description(value)
-    try:
-        serverFromString(MemoryReactor(), description)
-    except (ValueError, TypeError, KeyError) as error:
-        raise usage.UsageError(f"--{option}: {error}") from None
+    _listening(option, description)
     return description
+
+
+def _host_port(host: str, port: int) -> str:
+    """
+    C{host:port}, with brackets around an IPv6 address.
+    """
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _listen_address(description: str) -> tuple[str, int]:
     """
-    The host and port a TCP server endpoint description listens on: its
-    C{interface} when one is given (and not a wildcard), else this host's
+    The host and port a TCP or TLS server endpoint description listens on:
+    its interface when one is given (and not a wildcard), else this host's
     name.
 
     @raise usage.UsageError: when the description has no port.
     """
-    fields = description.split(":")
-    args = [f for f in fields[1:] if "=" not in f]
-    kwargs = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
-    port = kwargs.get("port") or (args[0] if args else "")
-    if not port.isdigit():
+    reactor = _listening("cluster-port", description)
+    rows = [(row[0], row[-1]) for row in reactor.tcpServers + reactor.sslServers]
+    if not rows:
         raise usage.UsageError(
-            f"--cluster-port: cannot find a port number in {description!r}"
+            f"--cluster-port: {description!r} has no port number; use a TCP or "
+            "TLS endpoint such as tcp:4001"
         )
-    interface = kwargs.get("interface", "")
+    port, interface = rows[0]
     if interface in ("", "0.0.0.0", "::"):
         interface = socket.gethostname()
-    return interface, int(port)
+    return interface, port
 
 
 def load_app(spec: str) -> App:
@@ -115,6 +209,10 @@ def load_app(spec: str) -> App:
     module_name, colon, attribute = spec.partition(":")
     if not colon or not module_name or not attribute:
         raise ValueError(f"{spec!r} is not of the form package.module:attribute")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        # As for twistd -y and python -m: the user's own directory first.
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
@@ -132,6 +230,45 @@ def load_app(spec: str) -> App:
     return value
 
 
+def _variable(option: str) -> str:
+    """
+    The environment variable for an option: C{--cluster-secret} is
+    C{BERYL_CLUSTER_SECRET}.
+    """
+    return ENVIRONMENT_PREFIX + option.upper().replace("-", "_")
+
+
+def _one_line(message: str) -> str:
+    """
+    A usage error's text without Twisted's prefixes, on one line.
+    """
+    message = message.removeprefix("Parameter type enforcement failed: ")
+    if message.startswith("option --") and message.endswith(" not recognized"):
+        message += "; check its spelling"
+    return " ".join(message.split())
+
+
+def _command() -> str:
+    """
+    How the user ran us: C{twistd beryl} or C{twist beryl}.
+    """
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return f"{program or 'twistd'} beryl"
+
+
+def _exit_with_usage_error(message: str) -> NoReturn:
+    """
+    Print a usage error in one line, then a hint to run C{--help}, and exit
+    with status 2.
+    """
+    command = _command()
+    sys.stderr.write(
+        f"{command}: {message}\nRun '{command} --help' for every option.\n"
+    )
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
 class Options(usage.Options):
     """
     Options of C{twistd beryl}.
@@ -139,12 +276,23 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Serve Phoenix Channels over WebSocket at /socket/websocket. Without "
+        "Serve Phoenix Channels over WebSocket at /socket/websocket and long-poll "
+        "at /socket/longpoll. Without "
         "--app, the built-in demo (a chat page at / with room:* and feed:* "
-        "channels) is served."
+        "channels) is served. Every option can also be set in the environment "
+        "as BERYL_<OPTION> (BERYL_PORT=4100, BERYL_CLUSTER_SECRET=..., "
+        "BERYL_LEVEE=1); the command line wins."
     )
 
-    optFlags = [
+    environ: Mapping[str, str] = os.environ
+    """Where C{BERYL_<OPTION>} variables are read; tests replace it."""
+
+    optFlags: list[list[Any]] = [
+        [
+            "no-longpoll",
+            None,
+            "Do not serve the long-poll transport at /socket/longpoll.",
+        ],
         [
             "levee",
             None,
@@ -155,20 +303,49 @@ class Options(usage.Options):
             None,
             "With --levee: accept any token with full scopes (development only; logged as a warning).",
         ],
+        [
+            "levee-dev-token-mint",
+            None,
+            "With --levee: POST /api/tenants/{t}/token-mint signs tokens for the configured tenants, for anyone (development only).",
+        ],
     ]
 
-    optParameters = [
+    optParameters: list[list[Any]] = [
+        [
+            "levee-data",
+            None,
+            "./levee-data",
+            "With --levee: keep documents, summaries and ops in this directory (SQLite); ':memory:' keeps nothing.",
+        ],
+        [
+            "levee-tenants-file",
+            None,
+            None,
+            "With --levee: read TENANT:SECRET lines (HS256 token secrets) from this file.",
+        ],
         [
             "port",
             "p",
             "4000",
-            "Listen here: a port number or a Twisted server endpoint string (tcp:4000:interface=127.0.0.1, ssl:...).",
+            "Listen here: a port number or a Twisted server endpoint string (tcp:4000:interface=127.0.0.1; ssl:443:privateKey=key.pem:certKey=cert.pem needs beryl[tls]).",
         ],
         [
             "app",
             "a",
             None,
-            "The application to serve, as package.module:attribute (a beryl.App or a function returning one).",
+            "The application to serve, as package.module:attribute (a beryl.App or a function returning one); the current directory is on the import path.",
+        ],
+        [
+            "workers",
+            None,
+            "1",
+            "Worker processes sharing the port, each a full node clustered with the others; 'auto' is one per core.",
+        ],
+        [
+            "backplane",
+            None,
+            None,
+            "Link the nodes through Redis instead of the AMP mesh: redis://[:password@]host:port/db or rediss://...",
         ],
         [
             "cluster-port",
@@ -201,48 +378,70 @@ class Options(usage.Options):
             None,
             60.0,
             "Close sockets that send nothing for this many seconds.",
+            _positive(float, "heartbeat-timeout"),
         ],
         [
             "max-frame-size",
             None,
             8 * 1024 * 1024,
             "Largest inbound WebSocket message in bytes; larger closes with 1009.",
+            _positive(int, "max-frame-size"),
         ],
-        ["max-channels", None, 100, "Most channels one socket may join."],
+        [
+            "max-channels",
+            None,
+            100,
+            "Most channels one socket may join.",
+            _positive(int, "max-channels"),
+        ],
+        [
+            "longpoll-timeout",
+            None,
+            10.0,
+            "Long-poll: seconds a poll is held when nothing is waiting.",
+            _positive(float, "longpoll-timeout"),
+        ],
+        [
+            "longpoll-idle-timeout",
+            None,
+            15.0,
+            "Long-poll: end a session not polled for this many seconds.",
+            _positive(float, "longpoll-idle-timeout"),
+        ],
         [
             "max-message-rate",
             None,
             100.0,
             "Inbound events (messages, heartbeats, WebSocket pings) per second per socket; past it a push gets the error reply 'rate limited', and far past it (10x) the socket is closed with 1008. 0: no limit.",
-            _limit(float, "max-message-rate", off=True),
+            _rate("max-message-rate"),
         ],
         [
             "message-burst",
             None,
             200.0,
             "Events a socket may send at once beyond --max-message-rate.",
-            _limit(float, "message-burst"),
+            _positive(float, "message-burst"),
         ],
         [
             "max-join-rate",
             None,
             10.0,
             "Joins per second per socket; past it a join gets the error reply 'join rate limited'. 0: no limit.",
-            _limit(float, "max-join-rate", off=True),
+            _rate("max-join-rate"),
         ],
         [
             "join-burst",
             None,
             100.0,
             "Joins a socket may send at once beyond --max-join-rate.",
-            _limit(float, "join-burst"),
+            _positive(float, "join-burst"),
         ],
         [
             "max-topic-bytes",
             None,
             1024,
             "Longest topic in UTF-8 bytes; a message naming a longer one gets an error reply.",
-            _limit(int, "max-topic-bytes"),
+            _positive(int, "max-topic-bytes"),
         ],
         [
             "check-origin",
@@ -250,46 +449,139 @@ class Options(usage.Options):
             "host",
             "Origin check: 'host' (origin host equals Host header), 'off', or comma-separated allowed origins (https://example.com,//*.example.com).",
         ],
-        ["broadcast-period", None, 1.5, "Presence: seconds between replication ticks."],
+        [
+            "broadcast-period",
+            None,
+            1.5,
+            "Presence: seconds between replication ticks.",
+            _positive(float, "broadcast-period"),
+        ],
         [
             "max-silent-periods",
             None,
             10,
             "Presence: ticks without changes before an empty heartbeat.",
+            _positive(int, "max-silent-periods"),
         ],
         [
             "down-period",
             None,
             30.0,
             "Presence: seconds of silence before a peer is down.",
+            _positive(float, "down-period"),
         ],
         [
             "permdown-period",
             None,
             1200.0,
             "Presence: seconds before a down peer's presences are deleted.",
+            _positive(float, "permdown-period"),
         ],
     ]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{BERYL_<OPTION>} variables, then the command line (which
+        wins, coming later).
+
+        Under C{twistd} or C{twist} (when this is a subcommand), a usage
+        error is reported in one line naming the option and the fix, and a
+        hint to run C{--help}, instead of the whole usage text.
+        """
+        argv = list(sys.argv[1:] if options is None else options)
+        # Kept as given, for the worker processes of --workers.
+        self["argv"] = argv
+        from_environment = self._environment_arguments()
+        try:
+            super().parseOptions(from_environment + argv)  # type: ignore[no-untyped-call]
+        except usage.UsageError as error:
+            message = _one_line(str(error))
+            for name in self._environment_names:
+                given = any(
+                    a == f"--{name}" or a.startswith(f"--{name}=") for a in argv
+                )
+                if not given and f"--{name}" in message:
+                    message += f" (set by {_variable(name)})"
+                    break
+            if getattr(self, "parent", None) is None:
+                raise usage.UsageError(message) from None
+            _exit_with_usage_error(message)
+
+    def _environment_arguments(self) -> list[str]:
+        """
+        The options set in the environment, as command-line arguments.
+        """
+        self._environment_names: list[str] = []
+        arguments: list[str] = []
+        for flag in self.optFlags:
+            name = str(flag[0])
+            value = self.environ.get(_variable(name))
+            if value is None:
+                continue
+            switch = value.strip().lower()
+            if switch in ("1", "true", "yes", "on"):
+                arguments.append(f"--{name}")
+                self._environment_names.append(name)
+            elif switch not in ("", "0", "false", "no", "off"):
+                raise usage.UsageError(
+                    f"{_variable(name)}: expected 1/true/yes/on or 0/false/no/off, "
+                    f"not {value!r}"
+                )
+        for parameter in self.optParameters:
+            name = str(parameter[0])
+            value = self.environ.get(_variable(name))
+            if value is not None:
+                arguments.append(f"--{name}={value}")
+                self._environment_names.append(name)
+        return arguments
+
+    def opt_levee_tenant(self, value: str) -> None:
+        """
+        With --levee: accept HS256 tokens of tenant ID signed with SECRET
+        (ID:SECRET; repeatable).
+        """
+        from beryl.levee.auth import parse_tenants
+
+        try:
+            self.setdefault("levee-tenants", {}).update(parse_tenants([value]))
+        except ValueError:
+            raise usage.UsageError("--levee-tenant: expected ID:SECRET") from None
+
+    def _levee_options(self) -> None:
+        from beryl.levee.auth import parse_tenants
+
+        tenants = self.setdefault("levee-tenants", {})
+        path = self["levee-tenants-file"]
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as file:
+                    tenants.update(parse_tenants(file.read().splitlines()))
+            except OSError as error:
+                raise usage.UsageError(
+                    f"--levee-tenants-file: {error.strerror}"
+                ) from None
+            except ValueError as error:
+                raise usage.UsageError(f"--levee-tenants-file: {error}") from None
+        if not self["levee"]:
+            for name in ("levee-insecure-dev-tokens", "levee-dev-token-mint"):
+                if self[name]:
+                    raise usage.UsageError(f"--{name} needs --levee")
+            if tenants:
+                raise usage.UsageError(
+                    "--levee-tenant and --levee-tenants-file need --levee"
+                )
+            if self["levee-data"] != "./levee-data":
+                raise usage.UsageError("--levee-data needs --levee")
+        if self["levee-dev-token-mint"] and not tenants:
+            raise usage.UsageError(
+                "--levee-dev-token-mint needs --levee-tenant or --levee-tenants-file"
+            )
 
     def postOptions(self) -> None:
         """
         Check everything here, so that bad input is a one-line usage error
         rather than a traceback later.
         """
-        for name, kind in _NUMBERS.items():
-            value = self[name]
-            if isinstance(value, str):
-                try:
-                    value = kind(value)
-                except ValueError:
-                    value = 0
-                # NaN compares false with everything; inf is no limit
-                if not math.isfinite(value) or value <= 0:
-                    what = "integer" if kind is int else "number"
-                    raise usage.UsageError(
-                        f"--{name}: expected a positive {what}, not {self[name]!r}"
-                    )
-                self[name] = value
         self["port"] = _server_endpoint("port", self["port"])
         if self["app"] is not None:
             try:
@@ -317,8 +609,20 @@ class Options(usage.Options):
                 "--levee is single-node for now (each node would sequence the same "
                 "documents on its own): run Levee on a node without --cluster-port"
             )
-        if self["levee-insecure-dev-tokens"] and not self["levee"]:
-            raise usage.UsageError("--levee-insecure-dev-tokens needs --levee")
+        self._levee_options()
+        self["backplane_config"] = None
+        if self["backplane"] is not None:
+            if self["cluster"] is not None:
+                raise usage.UsageError("give --backplane or --cluster-port, not both")
+            if self["levee"]:
+                raise usage.UsageError(
+                    "--levee is single-node: run it on a node without --backplane"
+                )
+            try:
+                self["backplane_config"] = parse_backplane_url(self["backplane"])
+            except ValueError as error:
+                raise usage.UsageError(f"--backplane: {error}") from None
+        self["workers"] = check_worker_options(self)
 
     def _cluster_config(self) -> ClusterConfig | None:
         port = self["cluster-port"]
@@ -333,12 +637,12 @@ class Options(usage.Options):
                     raise usage.UsageError(f"--{name} needs --cluster-port")
             return None
         listen = _server_endpoint("cluster-port", port)
+        names = [peer for peer in re.split(r"[,\s]+", self["peers"] or "") if peer]
+        for peer in names:
+            if _endpoint_type(peer) in _TLS_TYPES and not tls_available():
+                raise usage.UsageError(f"--peers: {peer!r}: {_TLS_HINT}")
         try:
-            peers = tuple(
-                peer_endpoint_description(peer)
-                for peer in re.split(r"[,\s]+", self["peers"] or "")
-                if peer
-            )
+            peers = tuple(peer_endpoint_description(peer) for peer in names)
         except ValueError as error:
             raise usage.UsageError(f"--peers: {error}") from None
         if (
@@ -362,7 +666,7 @@ class Options(usage.Options):
             if not secret:
                 raise usage.UsageError("--cluster-secret-file: the file is empty")
         host, number = _listen_address(listen)
-        advertise_text = self["cluster-advertise"] or f"{host}:{number}"
+        advertise_text = self["cluster-advertise"] or _host_port(host, number)
         try:
             advertise = peer_endpoint_description(advertise_text)
         except ValueError as error:
@@ -376,22 +680,78 @@ class Options(usage.Options):
         )
 
 
+class _ListenService(StreamServerEndpointService):
+    """
+    A listener whose failure to listen (the port is in use, or needs
+    privileges) stops C{twistd} with one line naming the option, not a
+    traceback.
+    """
+
+    def __init__(
+        self, option: str, description: str, endpoint: Any, factory: Any
+    ) -> None:
+        super().__init__(endpoint, factory)  # type: ignore[no-untyped-call]
+        self._raiseSynchronously = True
+        self._option = option
+        self._description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()  # type: ignore[no-untyped-call]
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or str(
+                error.socketError
+            )
+            command = _command()
+            raise SystemExit(
+                f"{command}: --{self._option}: cannot listen on "
+                f"{self._description!r}: {reason}; stop what uses it or choose "
+                f"another --{self._option}\nRun '{command} --help' for every option."
+            ) from None
+
+
 def make_beryl_service(options: Options, reactor: Any) -> MultiService:
     """
     Build the service tree: Beryl's services, then the web listener last.
+    With C{--workers} above one this process is the workers' parent, or
+    (told so by its parent) one of the workers.
     """
+    worker = WorkerRole.from_environment() if options.get("workers", 1) > 1 else None
+    if options.get("workers", 1) > 1 and worker is None:
+        return make_supervisor(options, reactor)
+    backplane = options.get("backplane_config")
+    node_name = options["node-name"] or (
+        default_backplane_node_name() if backplane is not None else "beryl"
+    )
+    if worker is not None:
+        if backplane is None:
+            options["cluster"] = worker.cluster_config(
+                options["node-name"], options["cluster"]
+            )
+        else:
+            # Over a backplane the workers need no links of their own.
+            node_name = (
+                f"{options['node-name'] or socket.gethostname()}-w{worker.index}"
+            )
     app = options.get("loaded_app") or _demo()
+    children = {}
     if options["levee"]:
         from beryl.levee.auth import token_validator
-        from beryl.levee.channel import mount_levee
+        from beryl.levee.service import serve_levee
 
-        mount_levee(
+        tenants = options.get("levee-tenants", {})
+        levee = serve_levee(
             app,
-            clock=reactor,
+            reactor,
             validate=token_validator(
-                insecure_dev_tokens=options["levee-insecure-dev-tokens"], clock=reactor
+                insecure_dev_tokens=options["levee-insecure-dev-tokens"],
+                clock=reactor,
+                tenants=tenants,
             ),
+            data=options["levee-data"],
+            mint_secrets=tenants if options["levee-dev-token-mint"] else None,
         )
+        children = levee.resources()
     server = make_server(
         app,
         reactor,
@@ -405,6 +765,11 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],
         cluster=options["cluster"],
+        longpoll=not options["no-longpoll"],
+        longpoll_timeout=options["longpoll-timeout"],
+        longpoll_idle_timeout=options["longpoll-idle-timeout"],
+        backplane=backplane,
+        node_name=node_name,
         presence=PresenceTimings(
             broadcast_period=options["broadcast-period"],
             max_silent_periods=options["max-silent-periods"],
@@ -413,8 +778,22 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         ),
     )
     top = server.service
-    site = Site(root_resource(server.websocket_factory, demo=options["app"] is None))
-    web = strports.service(options["port"], site, reactor=reactor)
+    site = Site(
+        root_resource(
+            server.websocket_factory,
+            demo=options["app"] is None,
+            children=children,
+            longpoll=server.longpoll,
+        ),
+        logFormatter=access_log_formatter,
+    )
+    web = (
+        _ListenService(
+            "port", options["port"], serverFromString(reactor, options["port"]), site
+        )
+        if worker is None
+        else worker.web_service(site, options["port"], reactor)
+    )
     web.name = "web"
     top.addService(web)
     return top
@@ -432,4 +811,35 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    return make_beryl_service(options, reactor)
+    from beryl.logs import LogBurstLimitService
+
+    service = make_beryl_service(options, reactor)
+    LogBurstLimitService(reactor).setServiceParent(service)  # type: ignore[no-untyped-call]
+    if options["cluster"] is not None:
+        _exit_if_cannot_listen(service.getServiceNamed("cluster"), reactor)
+    return service
+
+
+def _exit_if_cannot_listen(cluster: Any, reactor: Any) -> None:
+    """
+    A node that cannot listen on its cluster port (in use, or needing
+    privileges) would run without its cluster: say so in one line naming
+    --cluster-port, and exit with status 1.
+    """
+
+    def failed(failure: Any) -> None:
+        if not failure.check(CannotListenError):
+            return
+        error = failure.value
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        command = _command()
+        sys.stderr.write(
+            f"{command}: --cluster-port: cannot listen on port {error.port}: "
+            f"{reason}; stop what uses it or choose another --cluster-port\n"
+            f"Run '{command} --help' for every option.\n"
+        )
+        sys.stderr.flush()
+        reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        reactor.callWhenRunning(reactor.stop)
+
+    cluster.when_listening().addErrback(failed)

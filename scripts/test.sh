@@ -8,6 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python=${PYTHON:-python3}
+# Stop at once on an unsupported Python (pip would backtrack for minutes).
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "scripts/test.sh: Beryl needs Python 3.11 or newer; $python is $("$python" -V 2>&1 || echo missing) (set PYTHON=python3.11)" >&2
+  exit 1
+fi
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
@@ -26,6 +31,24 @@ else
   echo "scripts/test.sh: node/npm not found; the interop tests will be skipped" >&2
 fi
 
+# Real components some tests start: Debian's chromium and chromium-driver (the
+# demo page in a headless browser) and redis-server (the Redis backplane). In
+# CI, as root, install whichever is missing; elsewhere those tests skip with a
+# clear message.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "scripts/test.sh: ${missing[*]} not found; the tests that need them will be skipped" >&2
+  fi
+fi
+
 echo "== ruff"
 .venv/bin/ruff check beryl tests bench docs twisted
 .venv/bin/ruff format --check beryl tests bench docs twisted
@@ -33,11 +56,23 @@ echo "== ruff"
 echo "== mypy --strict beryl tests bench"
 .venv/bin/mypy --strict
 
+echo "== python -m build, twine check"
+dist=$(mktemp -d)
+trap 'rm -rf "$dist"' EXIT
+.venv/bin/python -m build --outdir "$dist" . >"$dist/build.log" 2>&1 || {
+  cat "$dist/build.log" >&2
+  exit 1
+}
+.venv/bin/twine check --strict "$dist"/*.tar.gz "$dist"/*.whl
+# tests.integration.test_packaging reads the sdist built here.
+export BERYL_DIST_DIR="$dist"
+
 echo "== trial tests"
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+log="$dist/trial.log"
 set +e
-.venv/bin/python -m twisted.trial --temp-directory="${TMPDIR:-/tmp}/beryl_trial_temp" "${@:-tests}" 2>&1 | tee "$log"
+# One trial directory per checkout, so that checkouts can test at once.
+trial_temp="${TMPDIR:-/tmp}/beryl_trial_temp_$(pwd | cksum | cut -d' ' -f1)"
+.venv/bin/python -m twisted.trial --temp-directory="$trial_temp" "${@:-tests}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # A plain closing line: N passed, N failed, N skipped.

@@ -15,11 +15,18 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from beryl.app import App
 from beryl.coordinator import Coordinator
-from beryl.levee.auth import InsecureDevTokens
+from beryl.levee.auth import InsecureDevTokens, TokenValidator
 from beryl.levee.channel import LeveeRelay, mount_levee, parse_document_topic
-from beryl.levee.protocol import DOC_READ, DOC_WRITE, Claims, ConnectDocumentError
+from beryl.levee.protocol import (
+    DOC_READ,
+    DOC_WRITE,
+    SUMMARY_WRITE,
+    Claims,
+    ConnectDocumentError,
+)
 from beryl.levee.registry import DocumentSessions
-from beryl.levee.store import InMemoryDocumentStore
+from beryl.levee.storage import LeveeStorage
+from beryl.levee.store import IDocumentStore, InMemoryDocumentStore
 from beryl.testing import FakeClient
 
 TENANT = "acme"
@@ -29,8 +36,12 @@ FLUID_VERSIONS = ["^0.4.0", "^0.3.0", "^0.2.0", "^0.1.0"]
 
 
 def validate(tenant: str, document: str, token: str) -> Claims | ConnectDocumentError:
-    """Tokens name their scopes: C{"rw"} writes, C{"r"} reads, anything else is refused."""
-    scopes = {"rw": (DOC_READ, DOC_WRITE), "r": (DOC_READ,)}.get(token)
+    """Tokens name their scopes: C{"rw"} writes, C{"rws"} also summarizes, C{"r"} reads, anything else is refused."""
+    scopes = {
+        "rws": (DOC_READ, DOC_WRITE, SUMMARY_WRITE),
+        "rw": (DOC_READ, DOC_WRITE),
+        "r": (DOC_READ,),
+    }.get(token)
     if scopes is None:
         return ConnectDocumentError(401, "Invalid authentication token")
     return Claims(tenant, document, scopes, None, 1_700_000_000, 1_700_003_600)
@@ -73,10 +84,15 @@ def connect_payload(
 class Relay:
     """A coordinator serving the document channel, with deterministic client ids."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        store: IDocumentStore | None = None,
+        storage: LeveeStorage | None = None,
+        validate: TokenValidator = validate,
+    ) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_100)
-        self.store = InMemoryDocumentStore()
+        self.store = store if store is not None else InMemoryDocumentStore()
         ids = count(1)
         self.relay = LeveeRelay(
             self.clock,
@@ -84,6 +100,7 @@ class Relay:
             sessions=DocumentSessions(
                 self.store, self.clock, new_client_id=lambda: f"client-{next(ids)}"
             ),
+            storage=storage,
         )
         self.coordinator = Coordinator(
             App().channel("document:*", self.relay.channel()),
@@ -142,7 +159,8 @@ class DocumentClient:
         self, mode: str = "write", token: str = "rw", user: str = "alice"
     ) -> Any:
         """Send C{connect_document}; return the success payload and keep the client id."""
-        self.push("connect_document", connect_payload(mode, token, user))
+        document = self.topic.split(":", 2)[2]
+        self.push("connect_document", connect_payload(mode, token, user, document))
         [response] = [
             payload
             for event, payload in self.collect()

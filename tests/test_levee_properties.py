@@ -6,7 +6,7 @@ random interleavings of valid client actions.
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from typing import Any, Iterable, cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,7 +67,7 @@ class PropertyTests(SynchronousTestCase):
                     continue
                 for client_id in effect.recipients:
                     client = next(c for c in slots.values() if c.client_id == client_id)
-                    for message in effect.payload["op"]:
+                    for message in cast(Any, effect.payload)["op"]:
                         client.received.append(message["sequenceNumber"])
                         client.seen = message["sequenceNumber"]
                         if (

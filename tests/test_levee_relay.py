@@ -5,6 +5,8 @@ C{requestOps} catch-up.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from beryl.levee.effects import SendTo
@@ -51,7 +53,9 @@ class SignalTests(SynchronousTestCase):
         )
         assert submission is not None
         effects = self.document.session.submit_signals(self.alice, submission.signals)
-        self.assertEqual([effect.payload["content"] for effect in effects], ["a", "b"])
+        self.assertEqual(
+            [cast(Any, effect.payload)["content"] for effect in effects], ["a", "b"]
+        )
 
     def test_target_client(self) -> None:
         """A targeted signal reaches only its target, carrying C{targetClientId}."""
@@ -59,7 +63,7 @@ class SignalTests(SynchronousTestCase):
             self.alice, {"content": "hi", "targetClientId": self.bob}
         )
         self.assertEqual(effect.recipients, (self.bob,))
-        self.assertEqual(effect.payload["targetClientId"], self.bob)
+        self.assertEqual(cast(Any, effect.payload)["targetClientId"], self.bob)
         self.assertEqual(
             self.document.signal(
                 self.alice, {"content": "hi", "targetClientId": "gone"}
@@ -85,7 +89,7 @@ class SignalTests(SynchronousTestCase):
     def test_reader_may_signal(self) -> None:
         """Read clients may send signals."""
         [effect] = self.document.signal(self.reader, {"content": "x"})
-        self.assertEqual(effect.payload["clientId"], self.reader)
+        self.assertEqual(cast(Any, effect.payload)["clientId"], self.reader)
 
 
 class RequestOpsTests(SynchronousTestCase):
@@ -113,6 +117,7 @@ class RequestOpsTests(SynchronousTestCase):
         document.submit(alice, *(op(csn, 1) for csn in range(1, 6)))
         [effect] = document.session.request_ops(alice, 0)
         self.assertEqual(
-            [message["sequenceNumber"] for message in effect.payload["op"]], [4, 5, 6]
+            [message["sequenceNumber"] for message in cast(Any, effect.payload)["op"]],
+            [4, 5, 6],
         )
         self.assertEqual(document.store.sequence_number(TENANT, DOCUMENT), 6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from itertools import count
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -219,7 +219,7 @@ class ConnectTests(SynchronousTestCase):
                 (SendTo, "connect_document_success"),
             ],
         )
-        signal = alice.effects[0].payload
+        signal: Any = alice.effects[0].payload
         self.assertIsNone(signal["clientId"])
         content = json.loads(signal["content"])
         self.assertEqual(content["type"], "join")
@@ -396,20 +396,32 @@ class OrderingTests(SynchronousTestCase):
         effects = self.document.submit(self.alice, op(1, 2), op(5, 2), op(2, 2))
         self.assertEqual([effect.event for effect in effects], ["op", "nack"])
         self.assertEqual(
-            [message["clientSequenceNumber"] for message in effects[0].payload["op"]],
+            [
+                message["clientSequenceNumber"]
+                for message in cast(Any, effects[0].payload)["op"]
+            ],
             [1, 2],
         )
         self.assertEqual(
-            [message["sequenceNumber"] for message in effects[0].payload["op"]], [3, 4]
+            [
+                message["sequenceNumber"]
+                for message in cast(Any, effects[0].payload)["op"]
+            ],
+            [3, 4],
         )
         self.assertEqual(effects[1].recipients, (self.alice,))
 
     def test_nack_payload_shape(self) -> None:
         """A nack push is Levee's C{{clientId, nacks}} and also reads as one C{INack}."""
         [nack] = self.document.submit(self.alice, op(2, 2))
-        self.assertEqual(nack.payload["clientId"], "")
-        self.assertEqual(nack.payload["content"], nack.payload["nacks"][0]["content"])
-        self.assertEqual(nack.payload["operation"]["clientSequenceNumber"], 2)
+        self.assertEqual(cast(Any, nack.payload)["clientId"], "")
+        self.assertEqual(
+            cast(Any, nack.payload)["content"],
+            cast(Any, nack.payload)["nacks"][0]["content"],
+        )
+        self.assertEqual(
+            cast(Any, nack.payload)["operation"]["clientSequenceNumber"], 2
+        )
 
     def test_service_only_types_nacked(self) -> None:
         """A client may not submit join, leave or other service-only types."""
@@ -432,17 +444,29 @@ class OrderingTests(SynchronousTestCase):
             self.alice, {"type": "op", "contents": 1}, op(1, 2)
         )
         self.assertEqual([effect.event for effect in effects], ["op", "nack"])
-        self.assertEqual(effects[1].payload["nacks"][0]["content"]["code"], 400)
+        self.assertEqual(
+            cast(Any, effects[1].payload)["nacks"][0]["content"]["code"], 400
+        )
 
-    def test_reader_cannot_submit(self) -> None:
-        """A read client's ops are refused with a 403 InvalidScopeError."""
+    def test_reader_that_may_write_told_to_reconnect(self) -> None:
+        """A read client whose token allows writing gets 400 Readonly client, as deli sends."""
         self.document.submit(self.reader, op(1, 2))
         [nack] = self.document.nacks(self.reader)
+        self.assertEqual(nack["content"]["code"], 400)
+        self.assertEqual(nack["content"]["type"], "BadRequestError")
+        self.assertEqual(nack["content"]["message"], "Readonly client")
+
+    def test_reader_cannot_submit(self) -> None:
+        """A read client without doc:write is refused with a 403 InvalidScopeError."""
+        reader = self.document.connect(mode="read", scopes=(DOC_READ,)).client_id
+        self.document.submit(reader, op(1, 2))
+        [nack] = self.document.nacks(reader)
         self.assertEqual(nack["content"]["code"], 403)
         self.assertEqual(nack["content"]["type"], "InvalidScopeError")
         self.assertEqual(
             nack["content"]["message"], "Read-only clients cannot submit operations"
         )
+        self.assertEqual(self.document.session.sequence_number, 2)
 
     def test_unknown_client_nacked(self) -> None:
         """Ops from a client the session does not know are nacked."""
@@ -503,18 +527,41 @@ class OrderingTests(SynchronousTestCase):
         self.assertEqual(session.minimum_sequence_number, 2)
 
     def test_noop_op(self) -> None:
-        """A noop op takes its CSN; it is sequenced only when it advances the MSN."""
-        self.document.submit(self.alice, op(1, 2, type="noop"))
-        self.assertEqual(self.document.session.sequence_number, 2)
-        self.document.submit(self.bob, op(1, 2, type="noop"))
-        [noop] = [
-            message
-            for message in self.document.ops(self.reader)
-            if message["type"] == "noop"
-        ]
+        """A null-contents noop takes its CSN and moves the MSN, but is not sequenced; one server noop carries the MSN."""
+        session = self.document.session
+        self.document.submit(self.alice, op(1, 2, type="noop") | {"contents": None})
+        self.document.submit(self.bob, op(1, 2, type="noop") | {"contents": None})
+        self.assertEqual(session.sequence_number, 2)
+        self.assertEqual(session.minimum_sequence_number, 2)
+        self.assertTrue(session.needs_noop)
+        self.document.deliver(session.consolidated_noop())
+        noop = self.document.ops(self.reader)[-1]
         self.assertEqual(
-            (noop["sequenceNumber"], noop["minimumSequenceNumber"]), (3, 2)
+            (noop["type"], noop["clientId"], noop["sequenceNumber"]), ("noop", None, 3)
         )
+        self.assertEqual(noop["minimumSequenceNumber"], 2)
+        self.assertFalse(session.needs_noop)
+        self.assertEqual(session.consolidated_noop(), ())
         self.document.submit(self.alice, op(2, 3))
         self.assertEqual(self.document.nacks(self.alice), [])
         self.assertEqual(self.document.ops(self.bob)[-1]["clientSequenceNumber"], 2)
+
+    def test_noop_with_contents_sequenced(self) -> None:
+        """A noop with contents is sequenced as the client's op."""
+        self.document.submit(self.alice, op(1, 2, type="noop"))
+        last = self.document.ops(self.bob)[-1]
+        self.assertEqual((last["type"], last["clientId"]), ("noop", self.alice))
+
+    def test_silent_writer_evicted(self) -> None:
+        """A writer with no op for the timeout leaves by a sequenced leave it receives too; active ones stay."""
+        session = self.document.session
+        self.document.clock.advance(100)
+        self.document.submit(self.bob, op(1, 2))
+        self.document.clock.advance(250)
+        self.document.deliver(session.evict_idle(300))
+        self.assertEqual(sorted(session.clients), sorted([self.bob, self.reader]))
+        for client_id in (self.alice, self.bob, self.reader):
+            leave = self.document.ops(client_id)[-1]
+            self.assertEqual(leave["type"], "leave")
+            self.assertEqual(json.loads(leave["data"]), self.alice)
+        self.assertEqual(session.evict_idle(300), ())

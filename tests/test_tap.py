@@ -4,6 +4,12 @@ Tests for L{beryl.tap} and the C{twistd beryl} plugin.
 
 from __future__ import annotations
 
+import io
+import os
+import sys
+from typing import Any, cast
+from unittest import mock
+
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import IPlugin, getPlugins
@@ -36,6 +42,7 @@ class PluginTests(SynchronousTestCase):
 class OptionsTests(SynchronousTestCase):
     def parse(self, *argv: str) -> Options:
         options = Options()
+        options.environ = {}
         options.parseOptions(list(argv))
         return options
 
@@ -75,12 +82,40 @@ class OptionsTests(SynchronousTestCase):
             self.assertIn(argv[0], str(error))
 
     def test_nan_and_infinity_refused(self) -> None:
-        """NaN and infinity are usage errors (NaN would silently disable the idle timeout)."""
-        for value in ("nan", "NaN", "inf", "-inf"):
+        """NaN and infinity are not positive numbers: usage errors naming the option."""
+        for value in ("nan", "inf", "-inf", "NaN"):
             error = self.assertRaises(
                 UsageError, self.parse, "--heartbeat-timeout", value
             )
-            self.assertIn("--heartbeat-timeout", str(error))
+            self.assertIn("--heartbeat-timeout: expected a positive number", str(error))
+
+    def test_port_out_of_range(self) -> None:
+        """--port 99999 names --port and the range of port numbers."""
+        for value in ("99999", "tcp:70000:interface=127.0.0.1"):
+            error = self.assertRaises(UsageError, self.parse, "--port", value)
+            self.assertIn("--port", str(error))
+            self.assertIn("1 to 65535", str(error))
+
+    def test_ipv6_cluster_interface(self) -> None:
+        """An escaped IPv6 interface in --cluster-port is parsed by Twisted and advertised in brackets' stead."""
+        cluster = self.parse("--cluster-port", r"tcp:4601:interface=\:\:1")["cluster"]
+        self.assertEqual(cluster.listen, r"tcp:4601:interface=\:\:1")
+        self.assertEqual(cluster.advertise, r"tcp:host=\:\:1:port=4601")
+
+    def test_tls_missing(self) -> None:
+        """Without pyOpenSSL, TLS endpoints in --port, --cluster-port and --peers are usage errors naming beryl[tls]."""
+        with mock.patch.dict(sys.modules, {"OpenSSL": None}):
+            for argv, option in (
+                (["--port", "ssl:4443:privateKey=k.pem"], "--port"),
+                (["--cluster-port", "ssl:4601:privateKey=k.pem"], "--cluster-port"),
+                (
+                    ["--cluster-port", "4601", "--peers", "tls:127.0.0.1:4602"],
+                    "--peers",
+                ),
+            ):
+                error = str(self.assertRaises(UsageError, self.parse, *argv))
+                self.assertIn(option, error)
+                self.assertIn("pip install 'beryl[tls]'", error)
 
     def test_numbers_parsed(self) -> None:
         """Numeric options arrive as numbers."""
@@ -189,9 +224,105 @@ class OptionsTests(SynchronousTestCase):
             error = self.assertRaises(UsageError, self.parse, *argv)
             self.assertIn(words, str(error))
 
+    def test_app_from_current_directory(self) -> None:
+        """--app imports a module from the current directory without PYTHONPATH."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "cwd_app_module.py"), "w") as file:
+            file.write("from beryl import App\napp = App()\n")
+        self.addCleanup(os.chdir, os.getcwd())
+        self.addCleanup(sys.modules.pop, "cwd_app_module", None)
+        self.patch(sys, "path", [p for p in sys.path if p not in ("", ".")])
+        os.chdir(directory)
+        options = self.parse("--app", "cwd_app_module:app")
+        self.assertIsInstance(options["loaded_app"], App)
+        self.assertIn(
+            "the current directory is on the import path",
+            " ".join(str(Options()).split()),
+        )
+
     def test_load_app_error(self) -> None:
         """load_app raises ValueError with a reason."""
         self.assertRaises(ValueError, load_app, "beryl:nothing")
+
+
+class EnvironmentTests(SynchronousTestCase):
+    def parse(self, environ: dict[str, str], *argv: str) -> Options:
+        options = Options()
+        options.environ = environ
+        options.parseOptions(list(argv))
+        return options
+
+    def test_every_option_from_environment(self) -> None:
+        """BERYL_<OPTION> sets options, flags and secrets, coerced like the command line."""
+        options = self.parse(
+            {
+                "BERYL_PORT": "4100",
+                "BERYL_MAX_CHANNELS": "7",
+                "BERYL_HEARTBEAT_TIMEOUT": "2.5",
+                "BERYL_CLUSTER_PORT": "tcp:4601:interface=127.0.0.1",
+                "BERYL_CLUSTER_SECRET": "s3",
+                "BERYL_CHECK_ORIGIN": "off",
+                "OTHER_PORT": "1",
+            }
+        )
+        self.assertEqual(options["port"], "tcp:4100")
+        self.assertEqual(options["max-channels"], 7)
+        self.assertEqual(options["heartbeat-timeout"], 2.5)
+        self.assertEqual(options["cluster"].secret, b"s3")
+        self.assertIsNone(options["origin_rule"])
+        self.assertTrue(self.parse({"BERYL_LEVEE": "1"})["levee"])
+        self.assertFalse(self.parse({"BERYL_LEVEE": "0"})["levee"])
+
+    def test_command_line_wins(self) -> None:
+        """An option on the command line overrides its BERYL_ variable."""
+        options = self.parse(
+            {"BERYL_PORT": "4100", "BERYL_MAX_CHANNELS": "7"}, "--port", "4200"
+        )
+        self.assertEqual(options["port"], "tcp:4200")
+        self.assertEqual(options["max-channels"], 7)
+
+    def test_bad_environment_value(self) -> None:
+        """A bad value from the environment is a usage error naming the option and the variable."""
+        error = str(self.assertRaises(UsageError, self.parse, {"BERYL_PORT": "99999"}))
+        self.assertIn("--port", error)
+        self.assertIn("BERYL_PORT", error)
+        error = str(self.assertRaises(UsageError, self.parse, {"BERYL_LEVEE": "maybe"}))
+        self.assertIn("BERYL_LEVEE", error)
+
+    def test_help_mentions_environment(self) -> None:
+        """--help tells that options can come from BERYL_ variables."""
+        self.assertIn("BERYL_<OPTION>", str(Options()))
+
+
+class OneLineErrorTests(SynchronousTestCase):
+    def fail_under_twistd(self, *argv: str) -> list[str]:
+        options = Options()
+        options.environ = {}
+        options.parent = cast(Any, object())
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        self.patch(sys, "argv", ["/usr/bin/twistd", "beryl", *argv])
+        error = self.assertRaises(SystemExit, options.parseOptions, list(argv))
+        self.assertEqual(error.code, 2)
+        return stderr.getvalue().splitlines()
+
+    def test_bad_option_one_line(self) -> None:
+        """Under twistd, an unknown option is one line and a --help hint, not the usage text."""
+        first, hint = self.fail_under_twistd("--prot", "4000")
+        self.assertEqual(
+            first, "twistd beryl: option --prot not recognized; check its spelling"
+        )
+        self.assertEqual(hint, "Run 'twistd beryl --help' for every option.")
+
+    def test_bad_value_one_line(self) -> None:
+        """Under twistd, a bad value is one line naming the option, then the hint."""
+        first, hint = self.fail_under_twistd("--max-channels", "lots")
+        self.assertEqual(
+            first,
+            "twistd beryl: --max-channels: expected a positive integer, not 'lots'",
+        )
+        self.assertIn("--help", hint)
 
 
 class ServiceTests(SynchronousTestCase):
@@ -236,3 +367,37 @@ class ServiceTests(SynchronousTestCase):
         )
         self.assertEqual(ports, [(4321, "127.0.0.1"), (4322, "127.0.0.1")])
         self.assertIn(("127.0.0.1", 4400), [(h, p) for h, p, *_ in reactor.tcpClients])
+
+
+class LongPollOptionTests(SynchronousTestCase):
+    def site_children(self, *argv: str) -> list[bytes]:
+        """
+        The children of C{/socket} in the site built from C{argv}.
+        """
+        options = Options()
+        options.parseOptions(["--port", "tcp:4321:interface=127.0.0.1", *argv])
+        reactor = MemoryReactorClock()
+        service = make_beryl_service(options, reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        ((_, site, _, _),) = reactor.tcpServers
+        return sorted(cast(Any, site).resource.children[b"socket"].children)
+
+    def test_longpoll_on_by_default(self) -> None:
+        """/socket/longpoll is served by default and --no-longpoll removes it."""
+        self.assertEqual(self.site_children(), [b"longpoll", b"websocket"])
+        self.assertEqual(self.site_children("--no-longpoll"), [b"websocket"])
+
+    def test_longpoll_timeouts(self) -> None:
+        """--longpoll-timeout and --longpoll-idle-timeout are positive numbers."""
+        options = Options()
+        options.parseOptions(
+            ["--longpoll-timeout", "2.5", "--longpoll-idle-timeout", "4"]
+        )
+        self.assertEqual(
+            (options["longpoll-timeout"], options["longpoll-idle-timeout"]), (2.5, 4.0)
+        )
+        for name in ("--longpoll-timeout", "--longpoll-idle-timeout"):
+            options = Options()
+            error = self.assertRaises(UsageError, options.parseOptions, [name, "0"])
+            self.assertIn(name, str(error))

@@ -86,13 +86,14 @@ def handle_in(
 
 def room_info(message: object, ctx: SocketContext[Member]) -> InfoResult[Member]:
     """
-    After the join reply: send the newcomer the room's presence, then track
-    it (everyone, the newcomer included, sees the join as a diff).
+    After the join reply, Phoenix's way: track the newcomer, then send it
+    the room's presence, itself included (everyone else sees the join as a
+    diff).
     """
     member = ctx.assigns
     if message == AFTER_JOIN and member.user is not None:
-        ctx.push("presence_state", ctx.presence_list())
         ctx.track(member.user, {"online_at": int(time.time() * 1000)})
+        ctx.push("presence_state", ctx.presence_list())
     return NoReply(member)
 
 

@@ -7,8 +7,11 @@ This package is the pure core: inbound request parsing
 (L{beryl.levee.protocol}), token checks (L{beryl.levee.auth}), the
 per-document sequencer (L{beryl.levee.sequencer}) that returns effects
 (L{beryl.levee.effects}) instead of doing I/O, its session registry
-(L{beryl.levee.registry}) and op store (L{beryl.levee.store}).  A channel
-adapter connects them to sockets::
+(L{beryl.levee.registry}) and op store (L{beryl.levee.store}).  Around it:
+git-style objects (L{beryl.levee.git}), SQLite storage
+(L{beryl.levee.storage}), the HTTP routes (L{beryl.levee.http}), the
+channel adapter (L{beryl.levee.channel}) and L{beryl.levee.service}, which
+wires them together.  A channel adapter connects the core to sockets::
 
     request = parse_connect(payload, tenant_id, document_id)
     grant = authorize(request, validate, clock.seconds())

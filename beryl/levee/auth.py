@@ -3,8 +3,10 @@ Token validation for document connections.
 
 A L{TokenValidator} turns a connection's token into L{Claims}; L{authorize}
 then checks those claims against the request and decides the granted mode.
-Validation is pluggable because Beryl signs no tokens itself: a host plugs
-in its JWT verification (Levee's was HS256 with a per-tenant secret).
+Validation is pluggable.  L{TenantTokens} is the one Beryl ships: HS256 JWTs
+(verified by PyJWT) signed with a per-tenant secret, carrying Fluid's
+C{ITokenClaims} (C{documentId}, C{tenantId}, C{scopes}, C{user}, C{iat},
+C{exp}, C{ver}); L{mint_token} makes them.
 
 The default refuses every token.  Only for development,
 C{token_validator(insecure_dev_tokens=True)} accepts any token with full
@@ -13,9 +15,12 @@ scopes, as Tinylicious does, and says so in the log.
 
 from __future__ import annotations
 
-from typing import Callable
+import time
+import uuid
+from typing import Any, Callable, Mapping, Sequence
 
 import attrs
+import jwt
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -31,6 +36,10 @@ from beryl.levee.requests import READ, WRITE, ConnectRequest
 __all__ = [
     "Grant",
     "InsecureDevTokens",
+    "TenantTokens",
+    "authorize_request",
+    "mint_token",
+    "parse_tenants",
     "TokenValidator",
     "authorize",
     "refuse_all_tokens",
@@ -92,17 +101,156 @@ class InsecureDevTokens:
         )
 
 
+_INVALID = ConnectDocumentError(401, "Invalid authentication token")
+
+
+class TenantTokens:
+    """
+    A L{TokenValidator} for HS256 JWTs signed with the tenant's secret.
+
+    The signature and the claims' types are checked here; tenant,
+    document, expiry (against the injected clock, not the system time) and
+    scopes are checked by L{authorize} and L{authorize_request}.
+    """
+
+    log = Logger()
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        """
+        @param secrets: each tenant id's signing secret; tokens for other
+            tenants are refused.
+        """
+        self.secrets = dict(secrets)
+        for tenant, secret in sorted(self.secrets.items()):
+            if len(secret.encode("utf-8")) < 32:
+                self.log.warn(
+                    "The token secret of Levee tenant {tenant} is shorter than "
+                    "32 bytes; HS256 wants at least 32",
+                    tenant=tenant,
+                )
+
+    def __call__(
+        self, tenant_id: str, document_id: str, token: str
+    ) -> Claims | ConnectDocumentError:
+        """The verified claims of C{token}, or 401 C{Invalid authentication token}."""
+        secret = self.secrets.get(tenant_id)
+        if secret is None or not token:
+            return _INVALID
+        try:
+            payload = jwt.decode(
+                token,
+                secret,
+                algorithms=["HS256"],
+                options={
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                    "require": ["exp", "tenantId", "documentId"],
+                },
+            )
+        except jwt.PyJWTError:
+            return _INVALID
+        return _claims_of(payload)
+
+
+def _claims_of(payload: Mapping[str, Any]) -> Claims | ConnectDocumentError:
+    """Fluid's C{ITokenClaims} from a verified JWT payload."""
+    tenant, document = payload.get("tenantId"), payload.get("documentId")
+    scopes, user = payload.get("scopes", []), payload.get("user")
+    expires, issued = payload.get("exp"), payload.get("iat", 0)
+    if not (isinstance(tenant, str) and isinstance(document, str)):
+        return _INVALID
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        return _INVALID
+    if user is not None and not (isinstance(user, dict) and "id" in user):
+        return _INVALID
+    if not isinstance(expires, (int, float)) or not isinstance(issued, (int, float)):
+        return _INVALID
+    version = payload.get("ver", "1.0")
+    token_id = payload.get("jti")
+    return Claims(
+        tenant_id=tenant,
+        document_id=document,
+        scopes=tuple(scopes),
+        user=user,
+        issued_at=int(issued),
+        expires_at=int(expires),
+        version=version if isinstance(version, str) else "1.0",
+        token_id=token_id if isinstance(token_id, str) else None,
+    )
+
+
+def mint_token(
+    tenant_id: str,
+    document_id: str,
+    secret: str,
+    *,
+    scopes: Sequence[str] = (DOC_READ, DOC_WRITE, SUMMARY_WRITE),
+    user: Mapping[str, Any] | None = None,
+    lifetime: int = 3600,
+    now: float | None = None,
+) -> str:
+    """
+    An HS256 JWT that L{TenantTokens} accepts: C{ITokenClaims} for one
+    document.
+
+    @param now: the issue time in epoch seconds; the system time by default.
+    """
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "documentId": document_id,
+        "tenantId": tenant_id,
+        "scopes": list(scopes),
+        "user": dict(user) if user is not None else {"id": str(uuid.uuid4())},
+        "iat": issued,
+        "exp": issued + lifetime,
+        "ver": "1.0",
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def parse_tenants(lines: Sequence[str]) -> dict[str, str]:
+    """
+    Tenant secrets from C{ID:SECRET} lines; blank lines and lines starting
+    with C{#} are skipped.
+
+    @raise ValueError: naming the first bad line.
+    """
+    secrets: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        tenant, colon, secret = text.partition(":")
+        if not colon or not tenant.strip() or not secret.strip():
+            raise ValueError(f"line {number}: expected TENANT:SECRET")
+        secrets[tenant.strip()] = secret.strip()
+    return secrets
+
+
 def token_validator(
-    *, insecure_dev_tokens: bool = False, clock: IReactorTime | None = None
+    *,
+    insecure_dev_tokens: bool = False,
+    clock: IReactorTime | None = None,
+    tenants: Mapping[str, str] | None = None,
 ) -> TokenValidator:
     """
     The validator to use when the host supplies none.
 
     @param insecure_dev_tokens: accept every token (development only).
     @param clock: required with C{insecure_dev_tokens}.
-    @return: L{refuse_all_tokens}, or an L{InsecureDevTokens}.
+    @param tenants: tenant secrets; JWTs signed with them are accepted.
+    @return: an L{InsecureDevTokens}, a L{TenantTokens}, or
+        L{refuse_all_tokens} when there is no tenant.
     """
     if not insecure_dev_tokens:
+        if tenants:
+            return TenantTokens(tenants)
+        Logger().warn(
+            "Levee has no tenants: every token is refused (give "
+            "--levee-tenant ID:SECRET or --levee-tenants-file)"
+        )
         return refuse_all_tokens
     if clock is None:
         raise ValueError("insecure_dev_tokens needs a clock")
@@ -146,3 +294,37 @@ def authorize(
         return ConnectDocumentError(403, "Token missing required scope: doc:read")
     mode = WRITE if request.mode == WRITE and claims.can_write() else READ
     return Grant(mode, claims)
+
+
+def authorize_request(
+    validate: TokenValidator,
+    tenant_id: str,
+    document_id: str | None,
+    authorization: str | None,
+    now: float,
+    scopes: Sequence[str],
+) -> Claims | ConnectDocumentError:
+    """
+    Check the C{Authorization: Bearer} header of an HTTP request.
+
+    @param document_id: the document the route is about, or L{None} for
+        tenant-wide routes (git objects are shared by a tenant's documents).
+    @param scopes: the request needs at least one of them.
+    @return: the claims, or a 401 (no, bad or expired token) or 403 (other
+        tenant or document, missing scope) error.
+    """
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return ConnectDocumentError(401, "Missing authentication token")
+    claims = validate(tenant_id, document_id or "", token.strip())
+    if isinstance(claims, ConnectDocumentError):
+        return claims
+    if claims.tenant_id != tenant_id:
+        return ConnectDocumentError(403, "Token not valid for this tenant")
+    if document_id is not None and claims.document_id != document_id:
+        return ConnectDocumentError(403, "Token not valid for this document")
+    if claims.expires_at <= now:
+        return ConnectDocumentError(401, "Token has expired")
+    if not any(scope in claims.scopes for scope in scopes):
+        return ConnectDocumentError(403, f"Token missing required scope: {scopes[0]}")
+    return claims

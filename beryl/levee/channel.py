@@ -28,7 +28,8 @@ from __future__ import annotations
 from typing import Callable, Mapping, Union
 
 import attrs
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from beryl.app import App
@@ -44,7 +45,7 @@ from beryl.channel import (
     SocketContext,
 )
 from beryl.levee.auth import TokenValidator, authorize, refuse_all_tokens
-from beryl.levee.effects import Effect
+from beryl.levee.effects import CheckSummary, Effect
 from beryl.levee.protocol import ConnectDocumentError, NackMessage, nack_payload
 from beryl.levee.registry import DocumentSessions
 from beryl.levee.requests import (
@@ -56,6 +57,7 @@ from beryl.levee.requests import (
     parse_submit_signal,
 )
 from beryl.levee.sequencer import ClientRecord, DocumentSession, SessionConfig
+from beryl.levee.storage import LeveeStorage, SummaryVerdict
 from beryl.levee.store import IDocumentStore, InMemoryDocumentStore
 from beryl.wire import Payload, encode_once
 
@@ -133,6 +135,7 @@ class LeveeRelay:
         store: IDocumentStore | None = None,
         config: SessionConfig = SessionConfig(),
         sessions: DocumentSessions | None = None,
+        storage: LeveeStorage | None = None,
     ) -> None:
         """
         @param clock: gives token expiry checks and op timestamps.
@@ -142,8 +145,11 @@ class LeveeRelay:
             memory when not given.
         @param sessions: the session registry to use (for tests); built from
             C{store}, C{clock} and C{config} when not given.
+        @param storage: where uploaded summaries are checked and
+            acknowledged ones recorded; without it every summary is nacked.
         """
         self.clock = clock
+        self.storage = storage
         self.validate = validate
         self.sessions = (
             sessions
@@ -154,6 +160,9 @@ class LeveeRelay:
         )
         # (tenant id, document id, client id) -> the push of its channel
         self._routes: dict[tuple[str, str, str], _Deliver] = {}
+        # (tenant id, document id) -> the pending consolidated noop / eviction check
+        self._noop_timers: dict[tuple[str, str], IDelayedCall] = {}
+        self._eviction_timers: dict[tuple[str, str], IDelayedCall] = {}
 
     def channel(self) -> Channel[DocumentAssigns]:
         """
@@ -171,10 +180,41 @@ class LeveeRelay:
         self, tenant_id: str, document_id: str, effects: tuple[Effect, ...]
     ) -> None:
         """
+        Push every effect to each of its recipients, in order, once the ops
+        sequenced so far are durable (at once with an in-memory store).
+        Later effects wait behind earlier ones, so pushes keep their order.
+        """
+        if not effects:
+            return
+        written = self.sessions.store.written()
+        if written is None:
+            self._deliver(tenant_id, document_id, effects)
+            return
+
+        def deliver(result: object) -> object:
+            try:
+                self._deliver(tenant_id, document_id, effects)
+            except Exception:
+                self.log.failure(
+                    "Could not deliver to {tenant_id}/{document_id}",
+                    tenant_id=tenant_id,
+                    document_id=document_id,
+                )
+            return result
+
+        written.addBoth(deliver)
+
+    def _deliver(
+        self, tenant_id: str, document_id: str, effects: tuple[Effect, ...]
+    ) -> None:
+        """
         Push every effect to each of its recipients, in order.  A payload
         going to several clients is encoded once.
         """
         for effect in effects:
+            if isinstance(effect, CheckSummary):
+                self._check_summary(tenant_id, document_id, effect)
+                continue
             recipients = effect.recipients
             payload: Payload = effect.payload
             if len(recipients) > 1:
@@ -192,6 +232,87 @@ class LeveeRelay:
                     )
                     continue
                 deliver(effect.event, payload)
+
+    def _check_summary(
+        self, tenant_id: str, document_id: str, check: CheckSummary
+    ) -> None:
+        """
+        Check the summary a sequenced C{summarize} op names, record it when
+        it is good, and sequence the C{summaryAck} or C{summaryNack}.
+        """
+        storage = self.storage
+        if storage is None:
+            verdict: Deferred[SummaryVerdict] = succeed(
+                SummaryVerdict("This server stores no summaries")
+            )
+        else:
+            verdict = storage.check_summary(
+                tenant_id, check.handle, document_id, check.reference_sequence_number
+            )
+
+        def decided(decision: SummaryVerdict) -> Deferred[None] | None:
+            session = self.sessions.session_for(tenant_id, document_id)
+            effects = session.summary_checked(
+                check.sequence_number, decision.commit, decision.refusal
+            )
+            self._perform(tenant_id, document_id, effects)
+            self.sessions.discard_if_idle(session)
+            if decision.commit is not None and storage is not None:
+                return storage.acknowledge_summary(
+                    tenant_id, document_id, check.sequence_number, decision.commit
+                )
+            return None
+
+        verdict.addCallback(decided).addErrback(
+            lambda failure: self.log.failure(
+                "Could not check the summary at {sequence_number} of "
+                "{tenant_id}/{document_id}",
+                failure,
+                sequence_number=check.sequence_number,
+                tenant_id=tenant_id,
+                document_id=document_id,
+            )
+        )
+
+    def _schedule_noop(self, session: DocumentSession) -> None:
+        """
+        When the MSN moved without an op to carry it, send one consolidated
+        server noop after C{noop_delay}, however many client noops come in
+        meanwhile.
+        """
+        key = (session.tenant_id, session.document_id)
+        if not session.needs_noop or key in self._noop_timers:
+            return
+
+        def fire() -> None:
+            del self._noop_timers[key]
+            live = self.sessions.get(*key)
+            if live is not None:
+                self._perform(*key, live.consolidated_noop())
+
+        self._noop_timers[key] = self.clock.callLater(session.config.noop_delay, fire)
+
+    def _watch_writers(self, session: DocumentSession) -> None:
+        """
+        While the document has writers, evict those silent for
+        C{client_timeout}, checking four times per timeout.
+        """
+        key = (session.tenant_id, session.document_id)
+        if key in self._eviction_timers or not session.has_writers:
+            return
+        timeout = session.config.client_timeout
+
+        def fire() -> None:
+            del self._eviction_timers[key]
+            live = self.sessions.get(*key)
+            if live is None:
+                return
+            self._perform(*key, live.evict_idle(timeout))
+            self._schedule_noop(live)
+            if not self.sessions.discard_if_idle(live):
+                self._watch_writers(live)
+
+        self._eviction_timers[key] = self.clock.callLater(timeout / 4, fire)
 
     def _session(self, connection: DocumentConnection) -> DocumentSession | None:
         return self.sessions.get(connection.tenant_id, connection.document_id)
@@ -231,6 +352,7 @@ class LeveeRelay:
                 effects = session.update_reference(
                     assigns.client_id, noop.reference_sequence_number
                 )
+                self._schedule_noop(session)
         elif event == "requestOps":
             after = parse_request_ops(payload)
             if after is not None:
@@ -268,6 +390,7 @@ class LeveeRelay:
             ctx.push
         )
         self._perform(assigns.tenant_id, assigns.document_id, connected.effects)
+        self._watch_writers(session)
         return NoReply(
             DocumentConnection(
                 assigns.tenant_id,
@@ -299,6 +422,7 @@ class LeveeRelay:
             )
         effects = session.submit_ops(assigns.client_id, submission.messages)
         self._perform(assigns.tenant_id, assigns.document_id, effects)
+        self._schedule_noop(session)
         return NoReply(assigns)
 
     def _terminate(self, reason: str, ctx: SocketContext[DocumentAssigns]) -> None:
@@ -313,7 +437,12 @@ class LeveeRelay:
             return
         effects = session.disconnect(assigns.client_id)
         self._perform(assigns.tenant_id, assigns.document_id, effects)
-        self.sessions.discard_if_idle(session)
+        if self.sessions.discard_if_idle(session):
+            key = (assigns.tenant_id, assigns.document_id)
+            for timers in (self._noop_timers, self._eviction_timers):
+                timer = timers.pop(key, None)
+                if timer is not None and timer.active():
+                    timer.cancel()
 
     def connected_clients(
         self, tenant_id: str, document_id: str

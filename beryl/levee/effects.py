@@ -20,7 +20,7 @@ import attrs
 
 from beryl.levee.protocol import NackMessage, nack_payload
 
-__all__ = ["Broadcast", "Effect", "SendTo", "nack_to"]
+__all__ = ["Broadcast", "CheckSummary", "Effect", "SendTo", "nack_to"]
 
 
 @attrs.frozen
@@ -52,7 +52,33 @@ class SendTo:
         return (self.client_id,)
 
 
-Effect = Union[Broadcast, SendTo]
+@attrs.frozen
+class CheckSummary:
+    """
+    A C{summarize} op was sequenced: the adapter must check that the summary
+    its C{handle} names was uploaded, then pass the verdict to
+    L{DocumentSession.summary_checked
+    <beryl.levee.sequencer.DocumentSession.summary_checked>} and perform the
+    effects it returns.  Nothing is pushed for this effect itself.
+
+    @ivar sequence_number: the SN of the C{summarize} op.
+    @ivar handle: the op's C{contents.handle}, unchecked.
+    """
+
+    sequence_number: int
+    handle: Any
+    reference_sequence_number: int = 0
+    """The op's reference SN: the SN the summary describes."""
+    event = "summarize"
+    payload = None
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """Nobody: this effect asks for a check, not a push."""
+        return ()
+
+
+Effect = Union[Broadcast, SendTo, CheckSummary]
 """Something the adapter must push."""
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "OPERATION",
     "SERVER_PROTOCOL_VERSIONS",
     "SUMMARIZE",
+    "SUMMARY_ACK",
+    "SUMMARY_NACK",
     "SUMMARY_WRITE",
     "SequencedMessage",
     "connected_response",
@@ -66,8 +68,14 @@ LEAVE = "leave"
 SUMMARIZE = "summarize"
 """The C{type} of a summary proposal."""
 
+SUMMARY_ACK = "summaryAck"
+"""The C{type} of the system op that accepts a summary proposal."""
+
+SUMMARY_NACK = "summaryNack"
+"""The C{type} of the system op that refuses a summary proposal."""
+
 FORBIDDEN_CLIENT_TYPES = frozenset(
-    {JOIN, LEAVE, "noClient", "summaryAck", "summaryNack", "control"}
+    {JOIN, LEAVE, "noClient", SUMMARY_ACK, SUMMARY_NACK, "control"}
 )
 """Op types only the service may sequence; a client sending one is nacked."""
 

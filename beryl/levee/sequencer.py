@@ -25,10 +25,25 @@ Rules, following deli rather than the original Levee:
     Fluid parses).  Every connection, reader or writer, is also announced to
     the audience by join and leave signals.  Read clients never affect the
     MSN.
-  - A C{noop} op takes its C{clientSequenceNumber} and updates the sender's
-    reference SN; it is sequenced only when that advances the MSN.
+  - A C{noop} op with null C{contents} takes its C{clientSequenceNumber}
+    and updates the sender's reference SN but is not sequenced; when that
+    moves the MSN past the one last stamped on an op, the adapter asks for
+    one consolidated server C{noop} (C{clientId} null) after a short delay
+    (L{DocumentSession.consolidated_noop}), as deli does.  A C{noop} with
+    contents is sequenced like any op.
+  - A read client that submits an op is nacked 400 C{Readonly client} when
+    its token allows writing (the loader then reconnects in write mode),
+    else 403.
+  - A writer that sends no op for C{SessionConfig.client_timeout} seconds
+    is evicted by a sequenced C{leave} op, which it receives too, so that
+    it cannot pin the MSN (L{DocumentSession.evict_idle}).
   - Signals are relayed to every client of the document, the sender
     included, as Routerlicious does, unless they are targeted.
+  - A sequenced C{summarize} op asks the adapter to check the summary it
+    names (L{CheckSummary}); the verdict is sequenced as a C{summaryAck} or
+    C{summaryNack} system op (C{contents} the C{ISummaryAck} /
+    C{ISummaryNack}, C{data} its JSON text), which is the only way the
+    loader learns it.
 """
 
 from __future__ import annotations
@@ -38,11 +53,12 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping, Sequence
 
 import attrs
+import orjson
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from beryl.levee.auth import Grant
-from beryl.levee.effects import Broadcast, Effect, SendTo, nack_to
+from beryl.levee.effects import Broadcast, CheckSummary, Effect, SendTo, nack_to
 from beryl.levee.protocol import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -52,6 +68,8 @@ from beryl.levee.protocol import (
     NOOP,
     SERVER_PROTOCOL_VERSIONS,
     SUMMARIZE,
+    SUMMARY_ACK,
+    SUMMARY_NACK,
     SUMMARY_WRITE,
     Claims,
     ConnectDocumentError,
@@ -88,6 +106,20 @@ def uuid_client_id() -> str:
     return str(uuid.uuid4())
 
 
+def _summary_handle(message: SequencedMessage) -> Any:
+    """
+    The C{handle} of a C{summarize} op's C{ISummaryContent}, whose contents
+    the loader sends as an object or as its JSON text; L{None} if absent.
+    """
+    contents = message.contents
+    if isinstance(contents, str):
+        try:
+            contents = orjson.loads(contents)
+        except orjson.JSONDecodeError:
+            return None
+    return contents.get("handle") if isinstance(contents, dict) else None
+
+
 def _connection_user(claims: Claims, client: Mapping[str, Any]) -> Mapping[str, Any]:
     """
     The user a connection speaks for: the token's, else (when the validator
@@ -114,6 +146,10 @@ class SessionConfig:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     block_size: int = DEFAULT_BLOCK_SIZE
     supported_versions: tuple[str, ...] = SERVER_PROTOCOL_VERSIONS
+    client_timeout: float = 300.0
+    """Seconds without an op after which a writer is evicted (deli: 5 min)."""
+    noop_delay: float = 0.25
+    """Seconds to wait before a consolidated server noop (deli: 250 ms)."""
 
 
 @attrs.define
@@ -137,6 +173,7 @@ class ClientRecord:
     client_sequence_number: int = 0
     reference_sequence_number: int = 0
     nacked: bool = False
+    last_active: float = 0.0
 
     @property
     def is_writer(self) -> bool:
@@ -190,6 +227,7 @@ class DocumentSession:
         self._new_client_id = new_client_id
         self._sequence_number = store.sequence_number(tenant_id, document_id)
         self._minimum_sequence_number = self._sequence_number
+        self._announced_minimum = self._minimum_sequence_number
         self._clients: dict[str, ClientRecord] = {}
 
     @property
@@ -243,6 +281,7 @@ class DocumentSession:
         """
         self._sequence_number += 1
         self._recompute_minimum_sequence_number()
+        self._announced_minimum = self._minimum_sequence_number
         message = SequencedMessage(
             client_id=client_id,
             sequence_number=self._sequence_number,
@@ -310,6 +349,7 @@ class DocumentSession:
             detail,
             claims,
             reference_sequence_number=self._minimum_sequence_number,
+            last_active=self.clock.seconds(),
         )
         self._clients[client_id] = record
         everyone = tuple(self._clients)
@@ -446,17 +486,16 @@ class DocumentSession:
         if record is None:
             return (nack_to(client_id, [bad_request_nack("Nonexistent client")]),)
         if not record.is_writer:
-            return (
-                nack_to(
-                    client_id,
-                    [
-                        bad_request_nack(
-                            "Read-only clients cannot submit operations", code=403
-                        )
-                    ],
-                ),
-            )
+            if record.claims.can_write():
+                refusal = bad_request_nack("Readonly client")
+            else:
+                refusal = bad_request_nack(
+                    "Read-only clients cannot submit operations", code=403
+                )
+            return (nack_to(client_id, [refusal]),)
+        record.last_active = self.clock.seconds()
         sequenced: list[SequencedMessage] = []
+        checks: list[Effect] = []
         nacks: list[NackMessage] = []
         for message in messages:
             admitted = self._admit(record, message)
@@ -469,23 +508,28 @@ class DocumentSession:
             record.reference_sequence_number = max(
                 record.reference_sequence_number, admitted.reference_sequence_number
             )
-            if admitted.type == NOOP:
-                before = self._minimum_sequence_number
+            if admitted.type == NOOP and admitted.contents is None:
                 self._recompute_minimum_sequence_number()
-                if self._minimum_sequence_number == before:
-                    continue
-            sequenced.append(
-                self._sequence(
-                    client_id,
-                    admitted.client_sequence_number,
-                    admitted.reference_sequence_number,
-                    admitted.type,
-                    admitted.contents,
-                    metadata=admitted.metadata,
-                    compression=admitted.compression,
-                )
+                continue
+            ordered = self._sequence(
+                client_id,
+                admitted.client_sequence_number,
+                admitted.reference_sequence_number,
+                admitted.type,
+                admitted.contents,
+                metadata=admitted.metadata,
+                compression=admitted.compression,
             )
-        effects = self._broadcast_ops(sequenced, tuple(self._clients))
+            sequenced.append(ordered)
+            if admitted.type == SUMMARIZE:
+                checks.append(
+                    CheckSummary(
+                        ordered.sequence_number,
+                        _summary_handle(ordered),
+                        ordered.reference_sequence_number,
+                    )
+                )
+        effects = self._broadcast_ops(sequenced, tuple(self._clients)) + checks
         if nacks:
             self.log.info(
                 "Nacked {count} ops of client {client_id} in "
@@ -497,6 +541,89 @@ class DocumentSession:
                 reason=nacks[0].content.message,
             )
             effects.append(nack_to(client_id, nacks))
+        return tuple(effects)
+
+    def summary_checked(
+        self, sequence_number: int, handle: Any, refusal: str | None
+    ) -> tuple[Effect, ...]:
+        """
+        Sequence the verdict on the summary proposed by the C{summarize} op
+        C{sequence_number}: a C{summaryAck} naming C{handle} when
+        C{refusal} is L{None}, else a C{summaryNack} with C{refusal} as its
+        message; broadcast to every connected client.
+        """
+        proposal = {"summarySequenceNumber": sequence_number}
+        if refusal is None:
+            kind = SUMMARY_ACK
+            contents: dict[str, Any] = {"handle": handle, "summaryProposal": proposal}
+        else:
+            kind = SUMMARY_NACK
+            contents = {"summaryProposal": proposal, "code": 400, "message": refusal}
+        self.log.info(
+            "{kind} for summary at {sequence_number} of {tenant_id}/{document_id}"
+            "{reason}",
+            kind=kind,
+            sequence_number=sequence_number,
+            tenant_id=self.tenant_id,
+            document_id=self.document_id,
+            reason="" if refusal is None else f": {refusal}",
+        )
+        verdict = self._sequence(
+            None, -1, -1, kind, contents, data=json_string(contents)
+        )
+        return tuple(self._broadcast_ops([verdict], tuple(self._clients)))
+
+    @property
+    def needs_noop(self) -> bool:
+        """Whether the MSN moved past the one last stamped on an op."""
+        return self._minimum_sequence_number > self._announced_minimum
+
+    def consolidated_noop(self) -> tuple[Effect, ...]:
+        """
+        When L{needs_noop}, sequence one server C{noop} (C{clientId} null)
+        carrying the new MSN, to everyone; else nothing.
+        """
+        if not self.needs_noop:
+            return ()
+        noop = self._sequence(None, -1, -1, NOOP, None)
+        return tuple(self._broadcast_ops([noop], tuple(self._clients)))
+
+    @property
+    def has_writers(self) -> bool:
+        """Whether a write client is connected."""
+        return any(record.is_writer for record in self._clients.values())
+
+    def evict_idle(self, timeout: float) -> tuple[Effect, ...]:
+        """
+        Evict every writer that submitted no op for C{timeout} seconds: a
+        sequenced C{leave} op to everyone, the evicted client included (the
+        loader reconnects when it sees its own leave), and a leave signal.
+        """
+        deadline = self.clock.seconds() - timeout
+        idle = [
+            record.client_id
+            for record in self._clients.values()
+            if record.is_writer and record.last_active <= deadline
+        ]
+        effects: list[Effect] = []
+        for client_id in idle:
+            del self._clients[client_id]
+            leave = self._sequence(
+                None, -1, -1, LEAVE, None, data=json_string(client_id)
+            )
+            effects += self._broadcast_ops([leave], (*self._clients, client_id))
+            if self._clients:
+                effects.append(
+                    Broadcast(tuple(self._clients), "signal", leave_signal(client_id))
+                )
+            self.log.info(
+                "Evicted client {client_id} of {tenant_id}/{document_id}: no op "
+                "for {timeout} s",
+                client_id=client_id,
+                tenant_id=self.tenant_id,
+                document_id=self.document_id,
+                timeout=timeout,
+            )
         return tuple(effects)
 
     def update_reference(
@@ -514,6 +641,7 @@ class DocumentSession:
         record.reference_sequence_number = max(
             record.reference_sequence_number, reference_sequence_number
         )
+        record.last_active = self.clock.seconds()
         self._recompute_minimum_sequence_number()
         return ()
 

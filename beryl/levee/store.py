@@ -9,6 +9,7 @@ from collections import deque
 from typing import Sequence
 
 import attrs
+from twisted.internet.defer import Deferred
 from zope.interface import Interface, implementer
 
 from beryl.levee.protocol import SequencedMessage
@@ -49,6 +50,14 @@ class IDocumentStore(Interface):
         The kept ops whose sequence number is greater than C{after}, oldest
         first.  A store may keep only recent ops, so the list can start
         later than C{after + 1}.
+        """
+
+    def written() -> Deferred[None] | None:
+        """
+        A L{Deferred} that fires once every op appended so far is durable,
+        or L{None} when they already are (or the store keeps nothing).  The
+        channel delivers ops only after that, so that an op a client saw
+        sequenced survives a crash.
         """
 
 
@@ -110,3 +119,7 @@ class InMemoryDocumentStore:
         if log is None:
             return []
         return [message for message in log.messages if message.sequence_number > after]
+
+    def written(self) -> None:
+        """See L{IDocumentStore.written}: memory is as durable as it gets."""
+        return None

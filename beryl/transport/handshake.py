@@ -11,10 +11,13 @@ import binascii
 from typing import Any, Callable
 from urllib.parse import unquote_plus, urlsplit
 
+from beryl.wire import Serializer, serializer_for_vsn
+
 __all__ = [
     "AUTH_TOKEN_PREFIX",
     "HandshakeRefused",
     "check_origin",
+    "connect_params",
     "parse_params",
     "split_auth_token",
 ]
@@ -73,15 +76,34 @@ def parse_params(uri: str) -> dict[str, Any]:
     return params
 
 
-def split_auth_token(protocols: list[str]) -> tuple[list[str], bytes | None]:
+def connect_params(uri: str) -> tuple[dict[str, Any], Serializer]:
+    """
+    The connect parameters of a request (L{parse_params}) and the
+    serializer their C{vsn} selects, for every transport alike.
+
+    @raise HandshakeRefused: when C{vsn} is not a supported version (or not
+        a string at all, as with C{vsn[]=2.0.0}).
+    """
+    params = parse_params(uri)
+    vsn = params.get("vsn")
+    serializer = serializer_for_vsn(vsn) if isinstance(vsn, (str, type(None))) else None
+    if serializer is None:
+        raise HandshakeRefused(f"unsupported protocol version {vsn!r}")
+    return params, serializer
+
+
+def split_auth_token(protocols: list[str]) -> tuple[list[str], str | None]:
     """
     Take the Phoenix 1.8 auth token out of the offered subprotocols.
 
     phoenix.js offers C{base64url.bearer.phx.<token>} where the token went
     through the browser's C{btoa} with the padding stripped; both base64
-    alphabets are accepted here.
+    alphabets are accepted here.  C{btoa} takes text of code points up to
+    255, one byte each, so the bytes are decoded as Latin-1: the result is
+    exactly the string the client gave phoenix.js.
 
-    @return: the other subprotocols and the decoded token (or L{None}).
+    @return: the other subprotocols and the token as given to phoenix.js
+        (or L{None}).
     @raise HandshakeRefused: for more than one token or one that does not
         decode.
     """
@@ -95,7 +117,7 @@ def split_auth_token(protocols: list[str]) -> tuple[list[str], bytes | None]:
     encoded = encoded.replace("-", "+").replace("_", "/")
     encoded += "=" * (-len(encoded) % 4)
     try:
-        return rest, base64.b64decode(encoded, validate=True)
+        return rest, base64.b64decode(encoded, validate=True).decode("latin-1")
     except (binascii.Error, ValueError):
         raise HandshakeRefused("malformed auth token") from None
 

@@ -24,7 +24,7 @@ from beryl.wire import Payload
 
 __all__ = ["app"]
 
-SECRET = b"secret-token"
+SECRET = "secret-token"
 
 
 def connect(params: Mapping[str, Any], info: ConnectInfo) -> ConnectResult:

@@ -29,20 +29,22 @@ class Node:
         name: str,
         peers: Sequence[int],
         options: Sequence[str],
+        backplane: str | None = None,
     ) -> None:
         self.testcase = testcase
         self.name = name
         self.port = free_port()
         self.cluster_port = free_port()
         self.directory = directory
-        self.options = [
-            "--node-name",
-            name,
-            "--cluster-port",
-            f"tcp:{self.cluster_port}:interface=127.0.0.1",
-            *options,
-        ]
-        if peers:
+        self.options = ["--node-name", name, *options]
+        if backplane is not None:
+            self.options += ["--backplane", backplane]
+        else:
+            self.options += [
+                "--cluster-port",
+                f"tcp:{self.cluster_port}:interface=127.0.0.1",
+            ]
+        if peers and backplane is None:
             self.options += ["--peers", ",".join(f"127.0.0.1:{p}" for p in peers)]
         self.runs = 0
         self.server = self._new_server()
@@ -105,18 +107,22 @@ class Node:
 
 
 def start_cluster(
-    testcase: SynchronousTestCase, size: int = 3, options: Sequence[str] = ()
+    testcase: SynchronousTestCase,
+    size: int = 3,
+    options: Sequence[str] = (),
+    backplane: str | None = None,
 ) -> list[Node]:
     """
-    Start C{size} nodes named C{n1}, C{n2}, ...: every node but the first
-    lists only C{n1} as a peer, so the rest of the mesh must be learned.
-    Returns once every node has seen every other node come up.
+    Start C{size} nodes named C{n1}, C{n2}, ...: linked by the AMP mesh,
+    where every node but the first lists only C{n1} as a peer, so the rest
+    of the mesh must be learned; or, given a C{backplane} URL, through
+    Redis.  Returns once every node has seen every other node come up.
     """
     directory = Path(testcase.mktemp())
     directory.mkdir(parents=True)
-    first = Node(testcase, directory, "n1", [], options)
+    first = Node(testcase, directory, "n1", [], options, backplane)
     nodes = [first] + [
-        Node(testcase, directory, f"n{i}", [first.cluster_port], options)
+        Node(testcase, directory, f"n{i}", [first.cluster_port], options, backplane)
         for i in range(2, size + 1)
     ]
     for node in nodes:

@@ -89,7 +89,7 @@ def node_executable(testcase: SynchronousTestCase) -> str:
             testcase, "node is not installed (needed to drive the phoenix client)"
         )
         raise AssertionError("unreachable")
-    for package in ("phoenix", "ws"):
+    for package in ("phoenix", "phoenix17", "ws"):
         if not (INTEROP_DIR / "node_modules" / package / "package.json").is_file():
             _unavailable(
                 testcase,

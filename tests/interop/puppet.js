@@ -8,7 +8,14 @@
 //
 //   {"op": "join", "id": "a", "url": U, "topic": T, "params": {...}}
 //        -> {"ok": {"status": "ok"|"error", "response": ...}}
+//        optional: "package": "phoenix" | "phoenix17" (the 1.7 client),
+//        "transport": "websocket" (default) | "longpoll" | "default" (phoenix.js
+//        picks), "serializer": "v1"
+//        (vsn 1.0.0 with V1 objects), "socketOptions": {...}
+//   {"op": "leave", "id": "a"}                             -> {"ok": {"status", "response"}}
+//   {"op": "transport", "id": "a"}                         -> {"ok": "WebSocket"|"LongPoll"}
 //   {"op": "push", "id": "a", "event": E, "payload": P}   -> {"ok": {"status", "response"}}
+//        ("binary": [bytes] instead of "payload" pushes an ArrayBuffer)
 //   {"op": "cast", "id": "a", "event": E, "payload": P}   -> {"ok": true} (no reply awaited)
 //   {"op": "wait", "id": "a", "event": E, "count": N}     -> {"ok": [payloads of E so far]}
 //   {"op": "wait_for", "id": "a", "event": E, "payload": P} -> {"ok": [payloads of E so far]}
@@ -22,8 +29,26 @@
 // Every wait gives up after "timeoutMs" (default 15 s) with {"error": ..., "observed": ...}.
 "use strict";
 
-const {Socket, Presence} = require("phoenix");
+const packages = {phoenix: require("phoenix")};
+// phoenix.js 1.7 finds XMLHttpRequest (its only long-poll HTTP client) on
+// `self` or `window`, read once when it loads; Node has neither, so it gets
+// a `self` holding one, which 1.8 (loaded first, using fetch) never sees.
+globalThis.self = {XMLHttpRequest: require("xmlhttprequest-ssl").XMLHttpRequest};
+packages.phoenix17 = require("phoenix17");
+delete globalThis.self;
 const WebSocket = require("ws");
+
+// V1 (vsn 1.0.0) frames: JSON objects, for the V1 serializer tests.
+const v1 = {
+  vsn: "1.0.0",
+  encode: (msg, callback) => callback(JSON.stringify({
+    topic: msg.topic, event: msg.event, payload: msg.payload, ref: msg.ref, join_ref: msg.join_ref,
+  })),
+  decode: (raw, callback) => {
+    const {topic, event, payload, ref} = JSON.parse(raw);
+    return callback({join_ref: null, ref, topic, event, payload});
+  },
+};
 const readline = require("readline");
 
 const clients = {};
@@ -72,15 +97,20 @@ function sameCounts(a, b) {
 }
 
 function join(command) {
+  const {Socket, Presence, LongPoll} = packages[command.package || "phoenix"];
   const socket = new Socket(command.url, {
-    transport: WebSocket,
+    // "default": whatever phoenix.js picks by itself (LongPoll where there is
+    // no global WebSocket, as in Node 20)
+    transport: command.transport === "default" ? undefined
+      : command.transport === "longpoll" ? LongPoll : WebSocket,
     reconnectAfterMs: () => 200,
     rejoinAfterMs: () => 300,
+    ...(command.serializer === "v1" ? v1 : {}),
     ...(command.socketOptions || {}),
   });
   socket.connect();
   const channel = socket.channel(command.topic, command.params || {});
-  const client = {socket, channel, events: {}, presenceJoins: [], presenceLeaves: []};
+  const client = {socket, channel, LongPoll, events: {}, presenceJoins: [], presenceLeaves: []};
   const original = channel.onMessage.bind(channel);
   channel.onMessage = (event, payload, ref) => {
     if (event !== "phx_reply") {
@@ -112,11 +142,20 @@ async function handle(command) {
       return join(command);
     case "push":
       return new Promise((resolve) => {
-        client.channel.push(command.event, command.payload || {}, timeoutMs)
+        const payload = command.binary ? new Uint8Array(command.binary).buffer : command.payload || {};
+        client.channel.push(command.event, payload, timeoutMs)
           .receive("ok", (response) => resolve({status: "ok", response: summarize(response)}))
           .receive("error", (response) => resolve({status: "error", response: summarize(response)}))
           .receive("timeout", () => resolve({status: "timeout"}));
       });
+    case "leave":
+      return new Promise((resolve) => {
+        client.channel.leave(timeoutMs)
+          .receive("ok", (response) => resolve({status: "ok", response}))
+          .receive("timeout", () => resolve({status: "timeout"}));
+      });
+    case "transport":
+      return client.socket.transport === client.LongPoll ? "LongPoll" : "WebSocket";
     case "cast":
       client.channel.push(command.event, command.payload || {});
       return true;

@@ -85,11 +85,49 @@ class Puppet:
         """
         return self.command("join", id=client, url=url, topic=topic, params=params)
 
+    def join_with(
+        self,
+        client: str,
+        url: str,
+        topic: str,
+        params: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """
+        L{join} with client options: C{package} (C{"phoenix17"} for the 1.7
+        client), C{transport} (C{"longpoll"}), C{serializer} (C{"v1"}),
+        C{socketOptions}.
+        """
+        return self.command(
+            "join", id=client, url=url, topic=topic, params=params or {}, **options
+        )
+
+    def leave(self, client: str) -> Any:
+        """
+        Leave the channel and wait for the reply.
+        """
+        return self.command("leave", id=client)
+
+    def transport(self, client: str) -> str:
+        """
+        The transport C{client}'s socket uses now: C{"WebSocket"} or
+        C{"LongPoll"}.
+        """
+        result: str = self.command("transport", id=client)
+        return result
+
     def push(self, client: str, event: str, payload: Any = None) -> Any:
         """
         Push and wait for the reply (C{{"status", "response"}}).
         """
         return self.command("push", id=client, event=event, payload=payload or {})
+
+    def push_binary(self, client: str, event: str, data: bytes) -> Any:
+        """
+        Push C{data} as an ArrayBuffer (a V2 binary frame) and wait for the
+        reply.
+        """
+        return self.command("push", id=client, event=event, binary=list(data))
 
     def cast(self, client: str, event: str, payload: Any = None) -> None:
         """

@@ -1,22 +1,37 @@
 """
-Three real C{twistd beryl} nodes linked over AMP behave as one server for
-official phoenix clients connected to different nodes.
+Three real C{twistd beryl} nodes linked over AMP, or through a Redis
+backplane, behave as one server for official phoenix clients connected to
+different nodes.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.cluster import start_cluster
+from tests.interop.cluster import Node, start_cluster
 from tests.interop.harness import unique_topic
 from tests.interop.puppet import Puppet
+from tests.interop.redis import start_redis
+
+
+def start_nodes(testcase: SynchronousTestCase, over: str, **options: Any) -> list[Node]:
+    """
+    Three nodes linked C{over} the AMP mesh (C{"amp"}) or a Redis
+    backplane (C{"redis"}, started for the test).
+    """
+    if over == "redis":
+        options["backplane"] = start_redis(testcase).url
+    return start_cluster(testcase, **options)
 
 
 class ClusterBroadcastTests(SynchronousTestCase):
+    over = "amp"
+
     def setUp(self) -> None:
-        self.nodes = start_cluster(self)
+        self.nodes = start_nodes(self, self.over)
         self.puppet = Puppet(self)
         self.topic = unique_topic("room")
         for client, node in zip("abc", self.nodes, strict=True):
@@ -61,9 +76,11 @@ class ClusterBroadcastTests(SynchronousTestCase):
 
 
 class ClusterFailureTests(SynchronousTestCase):
+    over = "amp"
+
     def test_kill_and_restart(self) -> None:
         """After kill -9 of n3 the others log it down and keep serving; restarted, it gets messages again."""
-        n1, n2, n3 = start_cluster(self)
+        n1, n2, n3 = start_nodes(self, self.over)
         puppet = Puppet(self)
         topic = unique_topic("room")
         for client, node in zip("abc", (n1, n2, n3), strict=True):
@@ -93,3 +110,19 @@ class ClusterFailureTests(SynchronousTestCase):
         # And the restarted node's broadcasts reach the others.
         puppet.push("c", "new_msg", {"body": "from the new n3"})
         puppet.wait_for("b", "new_msg", {"user": "c", "body": "from the new n3"})
+
+
+class RedisClusterBroadcastTests(ClusterBroadcastTests):
+    """
+    The broadcast tests, over a Redis backplane.
+    """
+
+    over = "redis"
+
+
+class RedisClusterFailureTests(ClusterFailureTests):
+    """
+    The failure tests, over a Redis backplane.
+    """
+
+    over = "redis"

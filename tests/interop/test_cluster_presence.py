@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.interop.cluster import start_cluster
 from tests.interop.harness import unique_topic
 from tests.interop.puppet import Puppet
+from tests.interop.redis import start_redis
 
 # Short replication timings, so that "down" happens within a test.
 FAST_PRESENCE = (
@@ -28,8 +29,11 @@ FAST_PRESENCE = (
 
 
 class ClusterPresenceTests(SynchronousTestCase):
+    over = "amp"
+
     def setUp(self) -> None:
-        self.nodes = start_cluster(self, options=FAST_PRESENCE)
+        backplane = start_redis(self).url if self.over == "redis" else None
+        self.nodes = start_cluster(self, options=FAST_PRESENCE, backplane=backplane)
         self.puppet = Puppet(self)
         self.topic = unique_topic("room")
 
@@ -74,3 +78,11 @@ class ClusterPresenceTests(SynchronousTestCase):
         self.nodes[2].restart()
         # carol's phoenix client reconnects to the restarted node and rejoins.
         self.converge("abc", {"alice": 1, "bob": 1, "carol": 1})
+
+
+class RedisClusterPresenceTests(ClusterPresenceTests):
+    """
+    The presence tests, over a Redis backplane.
+    """
+
+    over = "redis"

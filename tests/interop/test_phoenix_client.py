@@ -33,15 +33,15 @@ class JoinTests(SynchronousTestCase):
 
     def test_join_room(self) -> None:
         """
-        A join naming a user gets C{ok {}}, then C{presence_state} and the
-        C{presence_diff} of its own arrival; joins without a usable user are
-        refused with C{user required}.
+        A join naming a user gets C{ok {}}, then, as in Phoenix (track
+        first), the C{presence_diff} of its own arrival and a
+        C{presence_state} that already holds it; joins without a usable
+        user are refused with C{user required}.
         """
         server = start_server(self)
         result = run_scenario(self, "join", server, topic=unique_topic("room"))
         self.assertEqual(result["ok"], OK_EMPTY)
-        state, diff = result["events"]
-        self.assertEqual(state, {"event": "presence_state", "payload": {}})
+        diff, state = result["events"]
         self.assertEqual(diff["event"], "presence_diff")
         self.assertEqual(diff["payload"]["leaves"], {})
         self.assertEqual(list(diff["payload"]["joins"]), ["alice"])
@@ -49,6 +49,9 @@ class JoinTests(SynchronousTestCase):
         self.assertEqual(sorted(meta), ["online_at", "phx_ref"])
         self.assertIsInstance(meta["phx_ref"], str)
         self.assertIsInstance(meta["online_at"], int)
+        self.assertEqual(
+            state, {"event": "presence_state", "payload": {"alice": {"metas": [meta]}}}
+        )
         refused = {"status": "error", "response": {"reason": "user required"}}
         self.assertEqual(
             result["refusals"],
@@ -108,7 +111,9 @@ class PresenceTests(SynchronousTestCase):
     def test_three_clients(self) -> None:
         """
         Three clients' presence lists converge; a channel leave and a socket
-        disconnect each reach the others as one C{onLeave}.
+        disconnect each reach the others as one C{onLeave}.  Each client
+        sees itself in its first state, then its own arrival's diff again
+        (as with Phoenix, which tracks before pushing the state).
         """
         server = start_server(self)
         result = run_scenario(self, "presence", server, topic=unique_topic("room"))
@@ -130,13 +135,25 @@ class PresenceTests(SynchronousTestCase):
             {
                 "alice": [
                     joined("alice"),
+                    joined("alice", first=False),
                     joined("bob"),
                     joined("carol"),
                     left("carol"),
                     left("bob"),
                 ],
-                "bob": [joined("alice"), joined("bob"), joined("carol"), left("carol")],
-                "carol": [joined("alice"), joined("bob"), joined("carol")],
+                "bob": [
+                    joined("alice"),
+                    joined("bob"),
+                    joined("bob", first=False),
+                    joined("carol"),
+                    left("carol"),
+                ],
+                "carol": [
+                    joined("alice"),
+                    joined("bob"),
+                    joined("carol"),
+                    joined("carol", first=False),
+                ],
             },
         )
 
@@ -159,6 +176,7 @@ class PresenceTests(SynchronousTestCase):
             result["log"],
             [
                 joined("bob"),
+                joined("bob", first=False),
                 joined("alice"),
                 joined("alice", first=False),
                 left("alice", 1),

@@ -121,15 +121,15 @@ class JoinLeaveTests(SynchronousTestCase):
         """
         On a presence room the same order holds for the frames addressed to
         the socket: reply to join 2, C{phx_close} of join 1, then join 2's
-        C{presence_state}.
+        C{presence_state}, which holds the new join (tracked first).
         """
         topic = unique_topic("room")
         self.client.send_json(["1", "1", topic, "phx_join", {"user": "dup"}])
         self.assertEqual(self.client.recv_json(), reply("1", "1", topic, "ok", {}))
-        self.assertEqual(
-            self.client.recv_json(), ["1", None, topic, "presence_state", {}]
-        )
         self.assertEqual(self.client.recv_json()[3], "presence_diff")
+        first_state = self.client.recv_json()
+        self.assertEqual(first_state[:4], ["1", None, topic, "presence_state"])
+        self.assertEqual(list(first_state[4]), ["dup"])
         self.client.send_json(["2", "2", topic, "phx_join", {"user": "dup"}])
         frames = []
         while True:
@@ -145,9 +145,11 @@ class JoinLeaveTests(SynchronousTestCase):
             [
                 reply("2", "2", topic, "ok", {}),
                 ["1", "1", topic, "phx_close", {}],
-                ["2", None, topic, "presence_state", {}],
+                ["2", None, topic, "presence_state", frames[2][4]],
             ],
         )
+        [meta] = frames[2][4]["dup"]["metas"]
+        self.assertNotIn(meta, first_state[4]["dup"]["metas"])
 
     def test_leave(self) -> None:
         """
@@ -304,10 +306,11 @@ class V1Tests(SynchronousTestCase):
         frames += [client.recv_json() for _ in range(2)]
         for frame in frames:
             self.assertEqual(sorted(frame), ["event", "payload", "ref", "topic"], frame)
-        diff = frames[2]
+        diff = frames[1]
         self.assertEqual((diff["event"], diff["ref"]), ("presence_diff", None))
         self.assertEqual(list(diff["payload"]["joins"]), ["old"])
-        del frames[2]
+        del frames[1]
+        self.assertEqual(frames[1]["payload"], diff["payload"]["joins"])
         self.assertEqual(
             frames,
             [
@@ -317,7 +320,12 @@ class V1Tests(SynchronousTestCase):
                     "ref": "1",
                     "payload": {"status": "ok", "response": {}},
                 },
-                {"topic": topic, "event": "presence_state", "ref": None, "payload": {}},
+                {
+                    "topic": topic,
+                    "event": "presence_state",
+                    "ref": None,
+                    "payload": frames[1]["payload"],
+                },
                 {
                     "topic": topic,
                     "event": "new_msg",
