@@ -8,6 +8,7 @@ fake clock and fake connections.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -26,6 +27,16 @@ from beryl.wire import V1_JSON, V2_JSON, Message, Payload, Unacceptable, encode_
 
 def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
+
+
+def _default_recursion_limit(testcase: SynchronousTestCase) -> None:
+    """
+    The interpreter's default recursion limit (1,000, as under C{twistd})
+    for one test: the standard library's JSON encoder stops near it, and
+    other tests' libraries (Hypothesis) raise it.
+    """
+    testcase.addCleanup(sys.setrecursionlimit, sys.getrecursionlimit())
+    sys.setrecursionlimit(1000)
 
 
 class Echo:
@@ -288,6 +299,7 @@ class TopicSizeTests(LimitsTestCase):
 class UnencodableReplyTests(LimitsTestCase):
     def test_deep_payload_answered(self) -> None:
         """A ping nested too deeply to encode gets an error reply saying so."""
+        _default_recursion_limit(self)
         coordinator = self.coordinator()
         client = self.joined(coordinator)
         frame = f'["1","5","room:a","ping",{_nested(1020)}]'.encode()
@@ -452,6 +464,7 @@ class WireNumberTests(SynchronousTestCase):
 
     def test_unencodable_is_type_error(self) -> None:
         """What neither codec encodes raises TypeError."""
+        _default_recursion_limit(self)
         self.assertRaises(
             TypeError, V2_JSON.encode_reply, None, "1", "t", "ok", {"x": object()}
         )
