@@ -268,7 +268,8 @@ TerminateCallback = Callable[[str, SocketContext[A]], None]
 def _no_handle_in(
     event: str, payload: Payload, ctx: SocketContext[Any]
 ) -> HandleResult[Any]:
-    return Reply("error", {"reason": f"unhandled event {event!r}"}, ctx.assigns)
+    # error replies echo a bounded part of what the client sent
+    return Reply("error", {"reason": f"unhandled event {event[:100]!r}"}, ctx.assigns)
 
 
 def _no_handle_info(message: object, ctx: SocketContext[Any]) -> InfoResult[Any]:

@@ -59,7 +59,14 @@ from beryl.session.effects import (
 )
 from beryl.session.state import ChannelEnded, Session
 from beryl.sockets import ChannelRuntime, SocketHandle
-from beryl.wire import DecodeError, Message, Payload, PresenceList, Serializer
+from beryl.wire import (
+    DecodeError,
+    Message,
+    Payload,
+    PresenceList,
+    Serializer,
+    Unacceptable,
+)
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -72,6 +79,24 @@ __all__ = [
 
 Effects = tuple[Effect, ...]
 _NONE: Effects = ()
+_RATE_LIMITED = {"reason": "rate limited"}
+_JOIN_RATE_LIMITED = {"reason": "join rate limited"}
+# A socket is closed once its refused messages alone pass this many times
+# its message limit (rate and burst).
+REFUSED_FACTOR = 10
+
+
+def _bucket(rate: float, burst: float) -> tuple[float, float]:
+    """
+    A token bucket of C{rate} per second and C{burst} as the generic cell
+    rate algorithm's two numbers: the seconds one event takes from the
+    bucket, and how far ahead of now the bucket may be drawn.  A rate of
+    C{0} is no limit.
+    """
+    if rate <= 0:
+        return 0.0, float("inf")
+    # Half an event of slack, so rounding never refuses the last of a burst.
+    return 1.0 / rate, (burst + 0.5) / rate
 
 
 @implementer(ICoordinator, ISocketHost)
@@ -92,6 +117,18 @@ class Coordinator(Service):
     @param drain_timeout: how long stopping waits for connections to close.
     @param max_queued: the most messages a socket may send while one of its
         callbacks is pending; more closes it with 1008.
+    @param max_message_rate: inbound events (messages, heartbeats,
+        WebSocket pings) per second each socket may send, on average;
+        C{0} is no limit.  A message past it gets the error reply
+        C{{"reason": "rate limited"}} and nothing else; a socket whose
+        refused messages pass C{REFUSED_FACTOR} times the limit is closed
+        with 1008.
+    @param message_burst: how many events a socket may send at once
+        beyond the rate.
+    @param max_join_rate: joins per second each socket may send; C{0} is
+        no limit.  A join past it gets C{{"reason": "join rate limited"}}.
+    @param join_burst: how many joins a socket may send at once.
+    @param max_topic_bytes: the longest topic a message may name.
 
     @ivar fanout: this node's subscription index, PubSub's subscriber for
         all of its sockets.
@@ -110,6 +147,11 @@ class Coordinator(Service):
         new_socket_id: Callable[[], str] = lambda: secrets.token_urlsafe(12),
         drain_timeout: float = 2.0,
         max_queued: int = 1000,
+        max_message_rate: float = 100.0,
+        message_burst: float = 200.0,
+        max_join_rate: float = 10.0,
+        join_burst: float = 100.0,
+        max_topic_bytes: int = 1024,
     ) -> None:
         self.app = app
         self.clock = clock
@@ -121,6 +163,14 @@ class Coordinator(Service):
         self.idle_timeout = idle_timeout
         self.drain_timeout = drain_timeout
         self.max_queued = max_queued
+        self.max_topic_bytes = max_topic_bytes
+        self._message_interval, self._message_window = _bucket(
+            max_message_rate, message_burst
+        )
+        self._refused_interval, self._refused_window = _bucket(
+            max_message_rate * REFUSED_FACTOR, message_burst * REFUSED_FACTOR
+        )
+        self._join_interval, self._join_window = _bucket(max_join_rate, join_burst)
         self.fanout = FanOut(self._connection_failed)
         self._callbacks = Callbacks(self.perform)
         self._new_socket_id = new_socket_id
@@ -225,7 +275,9 @@ class Coordinator(Service):
             params=params,
             connect_info=info,
             assigns=assigns,
-            session=Session(self._route, self.max_channels, self.max_queued),
+            session=Session(
+                self._route, self.max_channels, self.max_queued, self.max_topic_bytes
+            ),
             on_failure=self._connection_failed,
             last_seen=self.clock.seconds(),
         )
@@ -246,19 +298,32 @@ class Coordinator(Service):
         """
         Handle one inbound frame as it arrived: decode it with the socket's
         serializer and L{receive} the message; a frame that cannot be
-        decoded closes this socket (only) with 1007 and the reason.
+        decoded closes this socket (only) with 1007 and the reason, and one
+        whose payload is refused (a number that is not finite) gets an
+        error reply.
 
         @param data: a binary frame's bytes; a text frame's UTF-8 bytes or
             its text.
         """
         assert isinstance(socket, SocketHandle), "a handle from open"
         serializer = socket.serializer
+        message: Message | DecodeError | Unacceptable
         if is_binary:
             assert isinstance(data, bytes), "a binary frame is bytes"
             message = serializer.decode_binary(data)
         else:
             message = serializer.decode_text(data)
-        if isinstance(message, DecodeError):
+        if type(message) is Message:
+            self.receive(socket, message)
+        elif type(message) is Unacceptable:
+            now = self.clock.seconds()
+            socket.last_seen = now
+            if self._charge(socket, now):
+                socket.send_reply(
+                    socket.session.refuse(message.message, {"reason": message.reason})
+                )
+        else:
+            assert isinstance(message, DecodeError)
             self.log.warn(
                 "Socket {socket_id} ({peer}) sent a frame that cannot be decoded "
                 "({reason}); closing it with {code}.",
@@ -269,8 +334,6 @@ class Coordinator(Service):
             )
             socket.last_seen = self.clock.seconds()
             self.perform(socket, socket.session.bad_frame(message.reason))
-        else:
-            self.receive(socket, message)
 
     def receive(self, socket: SocketHandle, message: Message) -> None:
         """
@@ -278,19 +341,74 @@ class Coordinator(Service):
         while a join (or another asynchronous callback) is pending, later
         messages wait.
         """
-        socket.last_seen = self.clock.seconds()
+        now = socket.last_seen = self.clock.seconds()
+        # The message rate limit, inline: this is every message's path.
+        due = socket.message_due
+        if due < now:
+            due = now
+        due += self._message_interval
+        if due - now > self._message_window:
+            self._rate_limited(socket, message, now)
+            return
+        socket.message_due = due
         session = socket.session
         channel = session.accept_push(message)
         if channel:
             self._callbacks.handle_push(socket, channel, message)
             return
+        if message.event == "phx_join":
+            due = max(socket.join_due, now) + self._join_interval
+            if due - now > self._join_window:
+                socket.send_reply(session.refuse(message, _JOIN_RATE_LIMITED))
+                return
+            socket.join_due = due
         effects = session.receive(message)
         if effects:
             self.perform(socket, effects)
 
+    def received_ping(self, socket: object) -> None:
+        """
+        A WebSocket ping arrived: it counts against the socket's message
+        rate like a message (too many close the socket with 1008), but
+        does not reset the idle timeout.
+        """
+        assert isinstance(socket, SocketHandle), "a handle from open"
+        self._charge(socket, self.clock.seconds())
+
+    def _charge(self, socket: SocketHandle, now: float) -> bool:
+        """
+        Count one event against C{socket}'s message rate; C{False} when it
+        is refused (and the socket perhaps closed).
+        """
+        due = max(socket.message_due, now) + self._message_interval
+        if due - now > self._message_window:
+            self._refused(socket, now)
+            return False
+        socket.message_due = due
+        return True
+
+    def _refused(self, socket: SocketHandle, now: float) -> bool:
+        """
+        Count a refused event; past C{REFUSED_FACTOR} times the limit the
+        socket is closed with 1008 and C{False} returned.
+        """
+        due = max(socket.refused_due, now) + self._refused_interval
+        if due - now > self._refused_window:
+            self.perform(
+                socket, socket.session.limit_exceeded("message rate limit exceeded")
+            )
+            return False
+        socket.refused_due = due
+        return True
+
+    def _rate_limited(self, socket: SocketHandle, message: Message, now: float) -> None:
+        if self._refused(socket, now):
+            socket.send_reply(socket.session.refuse(message, _RATE_LIMITED))
+
     def touch(self, socket: object) -> None:
         """
-        Note inbound traffic that is not a message (a WebSocket ping).
+        Note client activity that is not a message (a long-poll request):
+        it resets the idle timeout.
         """
         assert isinstance(socket, SocketHandle), "a handle from open"
         socket.last_seen = self.clock.seconds()

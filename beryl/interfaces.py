@@ -318,8 +318,9 @@ class ISocketHost(Interface):
     carrying frames (WebSocket, long-poll, a host application's own
     connections) and Beryl's channels.  A transport decodes nothing and
     knows no channel rules; it calls these methods in this order:
-    L{connect}, then (if accepted) L{open}, then L{receive_data} and
-    L{touch} any number of times, then L{closed} exactly once.
+    L{connect}, then (if accepted) L{open}, then L{receive_data},
+    L{touch} and L{received_ping} any number of times, then L{closed}
+    exactly once.
 
     The socket handle that L{open} returns is opaque to the transport: it
     only hands it back.
@@ -363,6 +364,14 @@ class ISocketHost(Interface):
         """
         Inbound traffic that is not a message but shows the client is there
         (a WebSocket ping, a long-poll request): it resets the idle timeout.
+        """
+
+    def received_ping(socket: object) -> None:
+        """
+        A WebSocket ping (or another control message of the transport's
+        own) arrived: it counts against the socket's inbound message rate
+        like a message, and a socket far past the rate is closed with 1008.
+        It does not reset the idle timeout.
         """
 
     def closed(

@@ -126,6 +126,11 @@ def make_server(
     reactor: Any,
     *,
     max_channels: int = 100,
+    max_message_rate: float = 100.0,
+    message_burst: float = 200.0,
+    max_join_rate: float = 10.0,
+    join_burst: float = 100.0,
+    max_topic_bytes: int = 1024,
     idle_timeout: float = 60.0,
     check_origin: str | list[str] | Callable[[str], bool] | None = "host",
     max_frame_size: int = 8 * 1024 * 1024,
@@ -149,6 +154,8 @@ def make_server(
     @param check_origin: see L{PhoenixWebSocketFactory}, as are
         C{max_send_buffer}, C{handshake_timeout} and
         C{max_connections_per_address}.
+    @param max_message_rate: see L{Coordinator}, as are C{message_burst},
+        C{max_join_rate}, C{join_burst} and C{max_topic_bytes}.
     @param cluster: how to join a cluster; L{None} for a node on its own
         (named C{node_name}).
     @param presence: presence replication timings (Phoenix's defaults when
@@ -205,6 +212,11 @@ def make_server(
         presence=tracker,
         max_channels=max_channels,
         idle_timeout=idle_timeout,
+        max_message_rate=max_message_rate,
+        message_burst=message_burst,
+        max_join_rate=max_join_rate,
+        join_burst=join_burst,
+        max_topic_bytes=max_topic_bytes,
     )
     coordinator.name = "coordinator"
     service.addService(coordinator)

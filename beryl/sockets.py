@@ -27,6 +27,7 @@ from beryl.wire import Frame, Payload, PresenceList, PresenceMeta, Serializer
 __all__ = ["ChannelRuntime", "InfoTimer", "RuntimeHost", "SocketHandle"]
 
 _log = Logger()
+_UNENCODABLE = {"reason": "reply cannot be encoded"}
 
 
 class RuntimeHost(Protocol):
@@ -73,6 +74,12 @@ class SocketHandle:
     channels: dict[int, ChannelRuntime] = attrs.field(factory=dict)
     closed: bool = False
     last_seen: float = 0.0
+    # When each rate limit's bucket is next empty: the time at which the
+    # socket's next message, refused message and join conform (the
+    # generic cell rate algorithm, an exact token bucket in one number).
+    message_due: float = 0.0
+    refused_due: float = 0.0
+    join_due: float = 0.0
     idle_call: IDelayedCall | None = None
     # called when writing to the connection raises
     on_failure: Callable[[SocketHandle], None] = lambda socket: None
@@ -109,9 +116,33 @@ class SocketHandle:
         self, join_ref: Any, ref: Any, topic: str, status: str, response: Payload
     ) -> None:
         """
-        Send a C{phx_reply}.
+        Send a C{phx_reply}.  A reply that cannot be encoded (nested too
+        deeply, not JSON, binary for a V1 client) is logged, and an error
+        reply saying so goes instead: every push is answered.
         """
-        self.write(lambda s: s.encode_reply(join_ref, ref, topic, status, response))
+        if self.closed:
+            return
+        serializer = self.serializer
+        try:
+            frame = serializer.encode_reply(join_ref, ref, topic, status, response)
+        except (ValueError, TypeError) as error:
+            _log.warn(
+                "A reply on {topic} for socket {socket_id} cannot be encoded "
+                "({error}); sending an error reply instead.",
+                socket_id=self.socket_id,
+                topic=topic[:100],
+                error=str(error)[:200],
+            )
+            try:
+                frame = serializer.encode_reply(
+                    join_ref, ref, topic, "error", _UNENCODABLE
+                )
+            except (ValueError, TypeError):
+                return
+        try:
+            self.connection.send(frame)
+        except Exception:
+            self.on_failure(self)
 
     # The session's frame effects
 

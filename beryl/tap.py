@@ -114,6 +114,27 @@ def _endpoint_type(description: str) -> str:
     return description.partition(":")[0].strip().lower()
 
 
+def _rate(option: str) -> Callable[[str], Any]:
+    """
+    A L{usage.Options} coerce function for a rate limit: a positive, finite
+    number, or C{0} for no limit.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"--{option}: expected a positive number or 0 (no limit), not {text!r}"
+            )
+        return value
+
+    coerce.coerceDoc = "A positive number, or 0 for no limit."  # type: ignore[attr-defined]
+    return coerce
+
+
 def endpoint_description(value: str) -> str:
     """
     A bare port number means TCP on every interface; anything else is a
@@ -420,6 +441,41 @@ class Options(usage.Options):
             15.0,
             "Long-poll: end a session not polled for this many seconds.",
             _positive(float, "longpoll-idle-timeout"),
+        ],
+        [
+            "max-message-rate",
+            None,
+            100.0,
+            "Inbound events (messages, heartbeats, WebSocket pings) per second per socket; past it a push gets the error reply 'rate limited', and far past it (10x) the socket is closed with 1008. 0: no limit.",
+            _rate("max-message-rate"),
+        ],
+        [
+            "message-burst",
+            None,
+            200.0,
+            "Events a socket may send at once beyond --max-message-rate.",
+            _positive(float, "message-burst"),
+        ],
+        [
+            "max-join-rate",
+            None,
+            10.0,
+            "Joins per second per socket; past it a join gets the error reply 'join rate limited'. 0: no limit.",
+            _rate("max-join-rate"),
+        ],
+        [
+            "join-burst",
+            None,
+            100.0,
+            "Joins a socket may send at once beyond --max-join-rate.",
+            _positive(float, "join-burst"),
+        ],
+        [
+            "max-topic-bytes",
+            None,
+            1024,
+            "Longest topic in UTF-8 bytes; a message naming a longer one gets an error reply.",
+            _positive(int, "max-topic-bytes"),
         ],
         [
             "check-origin",
@@ -735,6 +791,11 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         app,
         reactor,
         max_channels=options["max-channels"],
+        max_message_rate=options["max-message-rate"],
+        message_burst=options["message-burst"],
+        max_join_rate=options["max-join-rate"],
+        join_burst=options["join-burst"],
+        max_topic_bytes=options["max-topic-bytes"],
         idle_timeout=options["heartbeat-timeout"],
         check_origin=options["origin_rule"],
         max_frame_size=options["max-frame-size"],

@@ -10,7 +10,10 @@ frame.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+import json
+import math
+import re
+from typing import Any, Callable, Mapping, Union
 
 import attrs
 import orjson
@@ -22,6 +25,7 @@ __all__ = [
     "Message",
     "Payload",
     "Serializer",
+    "Unacceptable",
     "V1_JSON",
     "V2_JSON",
     "encode_once",
@@ -58,12 +62,15 @@ def encode_once(payload: Payload) -> Payload:
     frame it goes into copies as is; a L{Binary} payload is returned
     unchanged.
 
-    @raise orjson.JSONEncodeError: (a C{TypeError}) when C{payload} is not
-        JSON-serialisable.
+    @raise TypeError: when C{payload} is not JSON-serialisable (integers
+        beyond 64 bits are: the standard library encodes those).
     """
     if isinstance(payload, Binary):
         return payload
-    return orjson.Fragment(orjson.dumps(payload))
+    try:
+        return orjson.Fragment(_dumps(payload))
+    except TypeError:
+        return orjson.Fragment(_dumps_wide(payload))
 
 
 @attrs.frozen
@@ -85,6 +92,18 @@ class DecodeError:
     Why an inbound frame could not be decoded.
     """
 
+    reason: str
+
+
+@attrs.frozen
+class Unacceptable:
+    """
+    An inbound frame that decoded, but whose payload Beryl refuses (a
+    number that is not finite, an integer of more than 4,300 digits):
+    C{message} has the frame's envelope, for the error reply.
+    """
+
+    message: Message
     reason: str
 
 
@@ -111,8 +130,91 @@ class _JSONError(Exception):
     pass
 
 
+class _RefusedNumber(Exception):
+    """
+    The JSON text holds a number Beryl refuses: one that is not finite
+    (C{1e400}, C{NaN}, C{Infinity}) or an integer longer than Python
+    converts (4,300 digits by default, a guard against quadratic time).
+    C{args} are the value with such numbers as L{None}, and the reason.
+    """
+
+
+# orjson decodes integers beyond 64 bits as (inexact) floats.  Such an
+# integer has at least 19 digits in a row; a frame with a run that long
+# (rare: long digit strings, many-digit decimals) is decoded exactly by the
+# standard library instead.
+_LONG_DIGITS = b"0" * 19
+_DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+
+
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+
+
+def _loads_wide(data: bytes | str) -> Any:
+    """
+    Decode with the standard library: integers of any size stay exact.
+
+    @raise _RefusedNumber: when a number is refused.
+    @raise ValueError: when C{data} is not valid UTF-8 JSON.
+    """
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    refused = ""
+
+    def refuse(number: str, reason: str = "numbers must be finite") -> None:
+        nonlocal refused
+        refused = reason
+
+    def parse_int(number: str) -> int | None:
+        try:
+            return int(number)
+        except ValueError:
+            refuse(number, "integer has too many digits")
+            return None
+
+    def parse_float(number: str) -> float | None:
+        value = float(number)
+        if math.isfinite(value):
+            return value
+        refuse(number)
+        return None
+
+    try:
+        value = json.loads(
+            text, parse_float=parse_float, parse_int=parse_int, parse_constant=refuse
+        )
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if refused:
+        raise _RefusedNumber(value, refused)
+    return value
+
+
+def _dumps_wide(value: Any) -> bytes:
+    """
+    Encode with the standard library, for what orjson refuses (integers
+    beyond 64 bits, nesting deeper than 255): the same compact UTF-8 JSON.
+
+    @raise TypeError: when C{value} cannot be encoded either.
+    """
+    try:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode("utf-8")
+    except (ValueError, RecursionError) as error:
+        raise TypeError(f"cannot be encoded as JSON: {error}") from None
+
+
+MAX_REF_LENGTH = 255
+"""
+The longest string ref or join_ref a client may send, as in a V2 binary
+frame's header: replies echo refs, so they stay short.
+"""
+
+
 def _is_ref(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
+    if type(value) is str:
+        return len(value) <= MAX_REF_LENGTH
+    return value is None or isinstance(value, (int, float, bool))
 
 
 def _ref_text(value: Any) -> bytes:
@@ -178,10 +280,12 @@ class Serializer:
     vsn: str = ""
     supports_binary: bool = False
 
-    def decode_text(self, data: bytes | str) -> Message | DecodeError:
+    def decode_text(self, data: bytes | str) -> Message | DecodeError | Unacceptable:
         """
         Decode a text frame: UTF-8 JSON bytes, or the JSON text as a
-        C{str} (one with lone surrogates is not valid UTF-8).
+        C{str} (one with lone surrogates is not valid UTF-8).  Integers of
+        any size decode exactly; a frame with a number that is not finite
+        (C{1e400}, C{NaN}) is L{Unacceptable}.
         """
         raise NotImplementedError()
 
@@ -250,13 +354,53 @@ class Serializer:
 
 
 def _load_text(data: bytes | str) -> Any:
+    """
+    Decode JSON text with orjson, or exactly with the standard library when
+    it may hold an integer beyond 64 bits.
+
+    @raise _RefusedNumber: when a number is refused.
+    @raise _JSONError: when it is not JSON.
+    """
+    # inline: every inbound text frame comes here
+    if (
+        _LONG_DIGITS in data.translate(_DIGITS_AS_ZERO)
+        if type(data) is bytes
+        else _LONG_DIGITS_TEXT.search(data) is not None  # type: ignore[arg-type]
+    ):
+        try:
+            return _loads_wide(data)
+        except UnicodeError:
+            raise _JSONError("frame is not valid UTF-8") from None
+        except ValueError as error:
+            raise _JSONError(f"malformed JSON: {error}"[:200]) from None
     try:
         return _loads(data)
     except orjson.JSONDecodeError as error:
         message = str(error)
         if "utf-8" in message.lower() or "surrogate" in message.lower():
             raise _JSONError("frame is not valid UTF-8") from None
-        raise _JSONError(f"malformed JSON: {message}") from None
+        try:
+            _loads_wide(data)
+        except _RefusedNumber:
+            raise
+        except ValueError:
+            pass
+        raise _JSONError(f"malformed JSON: {message}"[:200]) from None
+
+
+def _refused(
+    refused: _RefusedNumber,
+    decode_text: Callable[[str], Message | DecodeError | Unacceptable],
+) -> DecodeError | Unacceptable:
+    """
+    The frame's envelope, decoded again from the value with its refused
+    numbers as L{None}, for an error reply.
+    """
+    value, reason = refused.args
+    message = decode_text(json.dumps(value))
+    if not isinstance(message, Message):
+        return DecodeError(f"malformed JSON: {reason}")
+    return Unacceptable(message, reason)
 
 
 class V2JSONSerializer(Serializer):
@@ -268,11 +412,13 @@ class V2JSONSerializer(Serializer):
     vsn = "2.0.0"
     supports_binary = True
 
-    def decode_text(self, data: bytes | str) -> Message | DecodeError:
+    def decode_text(self, data: bytes | str) -> Message | DecodeError | Unacceptable:
         try:
             value = _load_text(data)
         except _JSONError as error:
             return DecodeError(str(error))
+        except _RefusedNumber as refused:
+            return _refused(refused, self.decode_text)
         if not isinstance(value, list):
             return DecodeError(
                 "expected a JSON array [join_ref, ref, topic, event, payload]"
@@ -290,7 +436,10 @@ class V2JSONSerializer(Serializer):
     def encode(
         self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
     ) -> Frame:
-        return Frame(_dumps([join_ref, ref, topic, event, payload]))
+        try:
+            return Frame(_dumps([join_ref, ref, topic, event, payload]))
+        except TypeError:
+            return Frame(_dumps_wide([join_ref, ref, topic, event, payload]))
 
 
 class V1JSONSerializer(Serializer):
@@ -301,11 +450,13 @@ class V1JSONSerializer(Serializer):
 
     vsn = "1.0.0"
 
-    def decode_text(self, data: bytes | str) -> Message | DecodeError:
+    def decode_text(self, data: bytes | str) -> Message | DecodeError | Unacceptable:
         try:
             value = _load_text(data)
         except _JSONError as error:
             return DecodeError(str(error))
+        except _RefusedNumber as refused:
+            return _refused(refused, self.decode_text)
         if not isinstance(value, dict):
             return DecodeError("expected a JSON object {topic, event, payload, ref}")
         missing = [
@@ -324,18 +475,24 @@ class V1JSONSerializer(Serializer):
     def encode(
         self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any
     ) -> Frame:
-        return Frame(
-            _dumps({"topic": topic, "event": event, "payload": payload, "ref": ref})
-        )
+        message = {"topic": topic, "event": event, "payload": payload, "ref": ref}
+        try:
+            return Frame(_dumps(message))
+        except TypeError:
+            return Frame(_dumps_wide(message))
 
 
 def _checked(
     join_ref: Any, ref: Any, topic: Any, event: Any, payload: Any
 ) -> Message | DecodeError:
     if not _is_ref(join_ref):
-        return DecodeError("join_ref must be a string, number or null")
+        return DecodeError(
+            "join_ref must be a string (at most 255 characters), number or null"
+        )
     if not _is_ref(ref):
-        return DecodeError("ref must be a string, number or null")
+        return DecodeError(
+            "ref must be a string (at most 255 characters), number or null"
+        )
     if not isinstance(topic, str):
         return DecodeError("topic must be a string")
     if not isinstance(event, str):

@@ -21,7 +21,7 @@ from beryl.app import ConnectInfo, ConnectOk, ConnectResult
 from beryl.interfaces import IConnection
 from beryl.transport import websocket
 from beryl.transport.websocket import PhoenixWebSocketFactory, PhoenixWebSocketProtocol
-from beryl.wire import DecodeError, Message, Serializer
+from beryl.wire import DecodeError, Message, Serializer, Unacceptable
 from tests.test_frames import client_frame
 
 HANDSHAKE = (
@@ -49,6 +49,7 @@ class RecordingHost:
         self.clock = clock
         self.messages: list[Message] = []
         self.touched = 0
+        self.pings = 0
         self.sockets: list[Handle] = []
         self.decision: Deferred[ConnectResult] | None = None
 
@@ -71,17 +72,18 @@ class RecordingHost:
         self.sockets.append(handle)
         return handle
 
-    open_socket = open
-
     def receive_data(self, socket: Handle, data: bytes | str, is_binary: bool) -> None:
         if socket.closed:
             return
+        message: Message | DecodeError | Unacceptable
         if is_binary:
             assert isinstance(data, bytes)
             message = socket.serializer.decode_binary(data)
         else:
             message = socket.serializer.decode_text(data)
-        if isinstance(message, DecodeError):
+        if isinstance(message, Unacceptable):
+            self.messages.append(message.message)
+        elif isinstance(message, DecodeError):
             socket.connection.close(1007, message.reason[:120])
             self.closed(socket)
         else:
@@ -90,10 +92,11 @@ class RecordingHost:
     def touch(self, socket: Handle) -> None:
         self.touched += 1
 
+    def received_ping(self, socket: Handle) -> None:
+        self.pings += 1
+
     def closed(self, socket: Handle) -> None:
         socket.closed = True
-
-    socket_closed = closed
 
 
 def server_frames(data: bytes) -> list[tuple[int, bytes]]:
@@ -253,12 +256,13 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(connected.transport.producerState, "producing")
 
     def test_ping_not_activity(self) -> None:
-        """A WebSocket ping is answered but does not count as the client's activity."""
+        """A WebSocket ping is answered and counted against the rate, but is not the client's activity."""
         for fast in (True, False):
             connected = Connected(fast)
             connected.feed([client_frame(b"hi", opcode=9)])
             self.assertEqual(connected.frames(), [(10, b"hi")])
             self.assertEqual(connected.host.touched, 0)
+            self.assertEqual(connected.host.pings, 1)
 
     def test_pongs_capped(self) -> None:
         """Pongs count against the send-buffer cap: a client that never reads is dropped."""

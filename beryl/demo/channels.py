@@ -81,7 +81,7 @@ def handle_in(
         return NoReply(member)
     if event == "ping":
         return Reply("ok", payload, member)
-    return Reply("error", {"reason": f"unknown event {event!r}"}, member)
+    return Reply("error", {"reason": f"unknown event {event[:100]!r}"}, member)
 
 
 def room_info(message: object, ctx: SocketContext[Member]) -> InfoResult[Member]:

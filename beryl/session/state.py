@@ -14,7 +14,7 @@ It owns the Phoenix channel rules (C{reference/phoenix-protocol.md} §5):
     leave of an unjoined topic, unmatched topic;
   - join_ref checks: a message with a non-null join_ref other than the
     channel's is dropped silently;
-  - the most channels one socket may join;
+  - the most channels one socket may join, and the longest topic;
   - a duplicate join ends the old channel, and the new join's reply is
     sent before the old join_ref's C{phx_close};
   - one callback at a time per socket: while a join or a handler is
@@ -63,6 +63,8 @@ _OK_EMPTY: dict[str, Any] = {}
 _UNMATCHED = {"reason": "unmatched topic"}
 _TOO_MANY = {"reason": "too many channels joined"}
 _JOIN_CRASHED = {"reason": "join crashed"}
+# how much of an over-long topic an error reply echoes
+_ECHOED_TOPIC = 100
 
 
 class ChannelEnded(RuntimeError):
@@ -120,6 +122,8 @@ class Session:
     @param max_channels: the most channels the socket may join.
     @param max_queued: the most messages the socket may send while a
         callback is pending; one more closes it with 1008.
+    @param max_topic_bytes: the longest topic (in UTF-8 bytes) a message
+        may name; a longer one gets an error reply and nothing else.
 
     @ivar busy: whether a callback (a L{RunJoin}, L{RunHandleIn} or
         L{RunHandleInfo}) is pending; its result must be reported before
@@ -133,10 +137,16 @@ class Session:
         match: Callable[[str], object | None],
         max_channels: int = 100,
         max_queued: int = 1000,
+        max_topic_bytes: int = 1024,
     ) -> None:
         self._match = match
         self.max_channels = max_channels
         self.max_queued = max_queued
+        self.max_topic_bytes = max_topic_bytes
+        self._topic_too_long = {
+            "reason": "topic too long",
+            "max_topic_bytes": max_topic_bytes,
+        }
         self.busy = False
         self.closed = False
         # joined channels by topic, and every live instance (joining too) by id
@@ -224,6 +234,25 @@ class Session:
         if self.closed:
             return _NONE
         return self._close(CLOSE_INVALID_DATA, reason[:120])
+
+    def limit_exceeded(self, reason: str) -> Effects:
+        """
+        The socket broke a limit that ends it (its message rate, long
+        after being told): end every channel and close it with 1008.
+        """
+        if self.closed:
+            return _NONE
+        return self._close(CLOSE_POLICY, reason)
+
+    def refuse(self, message: Message, response: Payload) -> SendReply:
+        """
+        An error reply to C{message} with C{response}, for a message that
+        is refused before the channel rules apply (a limit); an over-long
+        topic is echoed only in part.
+        """
+        return SendReply(
+            message.join_ref, message.ref, self._echo(message.topic), "error", response
+        )
 
     def closed_by_peer(self) -> Effects:
         """
@@ -411,8 +440,18 @@ class Session:
 
     # Dispatch
 
+    def _too_long(self, topic: str) -> bool:
+        # A character is at most 4 UTF-8 bytes: most topics need no encoding.
+        limit = self.max_topic_bytes
+        return len(topic) * 4 > limit and len(topic.encode("utf-8", "replace")) > limit
+
+    def _echo(self, topic: str) -> str:
+        return topic[:_ECHOED_TOPIC] if self._too_long(topic) else topic
+
     def _dispatch(self, message: Message) -> Effects:
         topic, event = message.topic, message.event
+        if self._too_long(topic):
+            return (self.refuse(message, self._topic_too_long),)
         if event == "heartbeat" and topic == "phoenix":
             return (SendReply(None, message.ref, topic, "ok", _OK_EMPTY),)
         if event == "phx_join":

@@ -353,8 +353,11 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
 
     def onPing(self, payload: bytes) -> None:
         # The pong goes through the capped writer like every other frame.
-        # A ping does not count as the client's activity: only Phoenix
-        # heartbeats and channel traffic keep an idle socket open.
+        # A ping counts against the socket's message rate, but not as the
+        # client's activity: only Phoenix heartbeats and channel traffic keep
+        # an idle socket open.
+        if self._socket is not None:
+            self.factory.coordinator.received_ping(self._socket)
         if self.state == _OPEN:
             self._write(control_frame(10, payload))
 

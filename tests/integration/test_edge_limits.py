@@ -135,7 +135,9 @@ class EdgeLimitTests(SynchronousTestCase):
 
     def test_pong_flood(self) -> None:
         """A client that sends pings and never reads is dropped at the send-buffer cap, and others are still served."""
-        server = start_server(self)
+        # No message rate limit here: it would cut the flood off first (see
+        # test_ping_flood_rate_limited); this test is about the pongs.
+        server = start_server(self, "--max-message-rate", "0")
         client = socket.socket()
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         client.settimeout(PATIENCE)
@@ -156,6 +158,26 @@ class EdgeLimitTests(SynchronousTestCase):
         self.assertTrue(dropped, f"still connected after {sent} bytes of pings")
         upgraded(server).close()
         self.assertIn("reads too slowly", server.log())
+
+    def test_ping_flood_rate_limited(self) -> None:
+        """WebSocket pings count against the message rate: a ping flood is closed with 1008."""
+        server = start_server(self)
+        client = upgraded(server)
+        self.addCleanup(client.close)
+        client.settimeout(PATIENCE)
+        client.sendall(client_frame(b"p", opcode=9) * 5000)
+        data = b""
+        close = None
+        deadline = time.monotonic() + PATIENCE
+        while close is None and time.monotonic() < deadline:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            close = next((p for op, p in server_frames(data) if op == 8), None)
+        self.assertIsNotNone(close, "no close frame")
+        assert close is not None
+        self.assertEqual(int.from_bytes(close[:2], "big"), 1008)
 
     def test_pings_not_activity(self) -> None:
         """A socket that only sends WebSocket pings is closed as idle with 1001."""
