@@ -39,6 +39,7 @@ setup(
         "attrs>=23.1",
         "zope.interface>=6.0",
         "orjson>=3.9",
+        "prometheus-client>=0.17",
         "PyJWT>=2.8",
         "itsdangerous>=2.1",
         "automat>=24.8",

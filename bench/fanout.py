@@ -21,7 +21,12 @@ from harness import HERE, beryl_argv, best_of, free_port, raise_file_limit  # no
 
 
 def measure(
-    kind: str, sockets: int, messages: int, rounds: int, paced: bool
+    kind: str,
+    sockets: int,
+    messages: int,
+    rounds: int,
+    paced: bool,
+    options: tuple[str, ...] = (),
 ) -> tuple[float, float]:
     """
     The best delivery rate over the rounds, and the server's CPU
@@ -30,7 +35,7 @@ def measure(
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "beryl":
-            server = beryl_argv(port, Path(tmp) / "beryl.log")
+            server = beryl_argv(port, Path(tmp) / "beryl.log", *options)
             url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
         else:
             server = [sys.executable, str(HERE / "baseline_autobahn.py"), str(port)]
@@ -57,9 +62,25 @@ def main() -> None:
         action="store_true",
         help="send all messages at once (broadcasts batch into one send() per socket)",
     )
+    parser.add_argument(
+        "--compare-metrics",
+        action="store_true",
+        help="instead of the baseline, run Beryl with metrics on and off (--no-metrics)",
+    )
     args = parser.parse_args()
     raise_file_limit()
     paced = not args.burst
+    if args.compare_metrics:
+        on, on_cpu = measure("beryl", args.sockets, args.messages, args.rounds, paced)
+        off, off_cpu = measure(
+            "beryl", args.sockets, args.messages, args.rounds, paced, ("--no-metrics",)
+        )
+        print(
+            f"fanout metrics: on {on:,.0f} deliveries/s ({on_cpu:.2f} us server CPU "
+            f"each), off {off:,.0f} deliveries/s ({off_cpu:.2f} us each), CPU cost "
+            f"{(on_cpu / off_cpu - 1) * 100:+.1f}%"
+        )
+        return
     beryl, beryl_cpu = measure("beryl", args.sockets, args.messages, args.rounds, paced)
     baseline, baseline_cpu = measure(
         "baseline", args.sockets, args.messages, args.rounds, paced

@@ -20,7 +20,12 @@ from harness import HERE, beryl_argv, best_of, free_port, raise_file_limit  # no
 
 
 def measure(
-    kind: str, sockets: int, window: int, total: int, rounds: int
+    kind: str,
+    sockets: int,
+    window: int,
+    total: int,
+    rounds: int,
+    options: tuple[str, ...] = (),
 ) -> tuple[float, float]:
     """
     The best reply rate over the rounds, and the server's CPU microseconds
@@ -29,7 +34,7 @@ def measure(
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "beryl":
-            server = beryl_argv(port, Path(tmp) / "beryl.log")
+            server = beryl_argv(port, Path(tmp) / "beryl.log", *options)
             url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
         else:
             server = [sys.executable, str(HERE / "baseline_echo.py"), str(port)]
@@ -52,8 +57,31 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--total", type=int, default=200000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--compare-metrics",
+        action="store_true",
+        help="instead of the baseline, run Beryl with metrics on and off (--no-metrics)",
+    )
     args = parser.parse_args()
     raise_file_limit()
+    if args.compare_metrics:
+        on, on_cpu = measure(
+            "beryl", args.sockets, args.window, args.total, args.rounds
+        )
+        off, off_cpu = measure(
+            "beryl",
+            args.sockets,
+            args.window,
+            args.total,
+            args.rounds,
+            ("--no-metrics",),
+        )
+        print(
+            f"ping metrics: on {on:,.0f} replies/s ({on_cpu:.2f} us server CPU "
+            f"each), off {off:,.0f} replies/s ({off_cpu:.2f} us each), CPU cost "
+            f"{(on_cpu / off_cpu - 1) * 100:+.1f}%"
+        )
+        return
     beryl, beryl_cpu = measure(
         "beryl", args.sockets, args.window, args.total, args.rounds
     )

@@ -12,6 +12,7 @@ import attrs
 from twisted.internet.defer import Deferred
 
 from beryl.channel import Channel
+from beryl.telemetry import E, Telemetry
 from beryl.topics import Router
 
 __all__ = ["App", "ConnectError", "ConnectInfo", "ConnectOk"]
@@ -81,6 +82,7 @@ class App:
     connect: ConnectHook = accept_all
     router: Router[Channel[Any]] = attrs.field(factory=Router)
     startup: list[Callable[[Any], None]] = attrs.field(factory=list)
+    telemetry: Telemetry = attrs.field(factory=Telemetry)
 
     def channel(self, pattern: str, channel: Channel[Any]) -> App:
         """
@@ -97,4 +99,13 @@ class App:
         coordinator's C{pubsub}) without a channel.  Returns this app.
         """
         self.startup.append(callback)
+        return self
+
+    def on_event(self, kind: type[E], observer: Callable[[E], None]) -> App:
+        """
+        Call C{observer} with every telemetry event of class C{kind} (see
+        L{beryl.telemetry}: sockets connecting and closing, joins, leaves,
+        crashes, handler durations, presence diffs).  Returns this app.
+        """
+        self.telemetry.on(kind, observer)
         return self

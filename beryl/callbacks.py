@@ -11,12 +11,14 @@ effects are performed when it fires.
 
 from __future__ import annotations
 
+from time import perf_counter
 from typing import Any, Callable, Coroutine
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from beryl import telemetry
 from beryl.channel import JoinError, JoinOk, NoReply, Push, Reply, Stop
 from beryl.session.effects import Effect, RunHandleIn, RunHandleInfo
 from beryl.sockets import ChannelRuntime, SocketHandle
@@ -47,12 +49,40 @@ class Callbacks:
 
     @param perform: carries out a session's effects; used when a pending
         result fires.
+    @param events: where joins, crashes and handler durations are told
+        (only when something observes them).
     """
 
     log = Logger()
 
-    def __init__(self, perform: Callable[[SocketHandle, Effects], None]) -> None:
+    def __init__(
+        self,
+        perform: Callable[[SocketHandle, Effects], None],
+        events: telemetry.Telemetry | None = None,
+    ) -> None:
         self._perform = perform
+        self._events = events if events is not None else telemetry.Telemetry()
+
+    def _timed(
+        self, runtime: ChannelRuntime, callback: str, started: float, result: object
+    ) -> object:
+        """
+        Report how long a callback that started at C{started} took, once
+        its result is ready: now, or when its Deferred fires.
+        """
+        events = self._events
+
+        def finished(value: object) -> object:
+            events.emit(
+                telemetry.HandlerFinished(
+                    runtime.route, callback, perf_counter() - started
+                )
+            )
+            return value
+
+        if isinstance(result, Deferred):
+            return result.addBoth(finished)
+        return finished(result)
 
     def run_join(
         self, socket: SocketHandle, runtime: ChannelRuntime, payload: Payload, ref: Any
@@ -60,12 +90,18 @@ class Callbacks:
         """
         Run the join callback of a new channel instance.
         """
+        timed = self._events.observed(telemetry.HandlerFinished)
+        started = perf_counter() if timed else 0.0
         try:
             result = settle(
                 runtime.channel.join(runtime.topic, payload, runtime.context(ref))
             )
         except Exception:
+            if timed:
+                self._timed(runtime, "join", started, None)
             return self._join_crashed(socket, runtime, Failure())
+        if timed:
+            result = self._timed(runtime, "join", started, result)
         if isinstance(result, Deferred):
             result.addCallbacks(
                 lambda value: self._perform(
@@ -87,6 +123,8 @@ class Callbacks:
         if runtime is None:
             # ended by a failed write earlier in the same batch
             return socket.session.crashed(run.channel)
+        timed = self._events.observed(telemetry.HandlerFinished)
+        started = perf_counter() if timed else 0.0
         try:
             result = settle(
                 runtime.channel.handle_in(
@@ -94,7 +132,11 @@ class Callbacks:
                 )
             )
         except Exception:
+            if timed:
+                self._timed(runtime, "handle_in", started, None)
             return self._crashed(socket, runtime, Failure())
+        if timed:
+            result = self._timed(runtime, "handle_in", started, result)
         return self._result(socket, runtime, run.ref, result)
 
     def run_handle_info(self, socket: SocketHandle, run: RunHandleInfo) -> Effects:
@@ -104,10 +146,16 @@ class Callbacks:
         runtime = socket.channels.get(run.channel)
         if runtime is None:
             return socket.session.crashed(run.channel)
+        timed = self._events.observed(telemetry.HandlerFinished)
+        started = perf_counter() if timed else 0.0
         try:
             result = settle(runtime.channel.handle_info(run.message, runtime.context()))
         except Exception:
+            if timed:
+                self._timed(runtime, "handle_info", started, None)
             return self._crashed(socket, runtime, Failure())
+        if timed:
+            result = self._timed(runtime, "handle_info", started, result)
         return self._result(socket, runtime, None, result)
 
     def handle_push(self, socket: SocketHandle, channel: int, message: Message) -> None:
@@ -118,6 +166,8 @@ class Callbacks:
         """
         runtime = socket.channels[channel]
         ref = message.ref
+        timed = self._events.observed(telemetry.HandlerFinished)
+        started = perf_counter() if timed else 0.0
         try:
             result = settle(
                 runtime.channel.handle_in(
@@ -125,8 +175,12 @@ class Callbacks:
                 )
             )
         except Exception:
+            if timed:
+                self._timed(runtime, "handle_in", started, None)
             self._perform(socket, self._crashed(socket, runtime, Failure()))
             return
+        if timed:
+            result = self._timed(runtime, "handle_in", started, result)
         if type(result) is Reply:
             if ref is not None and socket.session.finish_quietly(channel):
                 runtime.assigns = result.assigns
@@ -148,8 +202,16 @@ class Callbacks:
         session = socket.session
         if isinstance(result, JoinOk):
             runtime.assigns = result.assigns
+            runtime.joined = True
+            if self._events.observed(telemetry.ChannelJoined):
+                self._events.emit(
+                    telemetry.ChannelJoined(
+                        socket.socket_id, runtime.topic, runtime.route
+                    )
+                )
             return session.joined(runtime.channel_id, result.reply)
         if isinstance(result, JoinError):
+            self._join_failed(socket, runtime, crashed=False)
             return session.join_refused(runtime.channel_id, result.payload)
         return self._join_crashed(
             socket,
@@ -166,7 +228,18 @@ class Callbacks:
             socket_id=socket.socket_id,
             topic=runtime.topic,
         )
+        self._join_failed(socket, runtime, crashed=True)
         return socket.session.join_crashed(runtime.channel_id)
+
+    def _join_failed(
+        self, socket: SocketHandle, runtime: ChannelRuntime, crashed: bool
+    ) -> None:
+        if self._events.observed(telemetry.JoinFailed):
+            self._events.emit(
+                telemetry.JoinFailed(
+                    socket.socket_id, runtime.topic, runtime.route, crashed
+                )
+            )
 
     def _result(
         self, socket: SocketHandle, runtime: ChannelRuntime, ref: Any, result: object
@@ -227,6 +300,10 @@ class Callbacks:
             socket_id=socket.socket_id,
             topic=runtime.topic,
         )
+        if self._events.observed(telemetry.ChannelCrashed):
+            self._events.emit(
+                telemetry.ChannelCrashed(socket.socket_id, runtime.topic, runtime.route)
+            )
         return socket.session.crashed(runtime.channel_id)
 
     def _performing_failed(self, failure: Failure) -> None:

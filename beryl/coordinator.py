@@ -19,14 +19,16 @@ import secrets
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from beryl import telemetry
 from beryl.app import App, ConnectError, ConnectInfo, ConnectOk, ConnectResult
 from beryl.callbacks import Callbacks, settle
+from beryl.counters import Counters
 from beryl.fanout import FanOut
 from beryl.interfaces import (
     IConnection,
@@ -129,6 +131,8 @@ class Coordinator(Service):
         no limit.  A join past it gets C{{"reason": "join rate limited"}}.
     @param join_burst: how many joins a socket may send at once.
     @param max_topic_bytes: the longest topic a message may name.
+    @param counters: where the hot paths count messages and bytes, for
+        metrics; telemetry events go to C{app.telemetry}.
 
     @ivar fanout: this node's subscription index, PubSub's subscriber for
         all of its sockets.
@@ -152,8 +156,12 @@ class Coordinator(Service):
         max_join_rate: float = 10.0,
         join_burst: float = 100.0,
         max_topic_bytes: int = 1024,
+        counters: Counters | None = None,
     ) -> None:
         self.app = app
+        self.counters = counters if counters is not None else Counters()
+        self.telemetry = app.telemetry
+        self.refusing = False
         self.clock = clock
         self.pubsub: IPubSub = pubsub if pubsub is not None else PubSub(None)
         self.presence: IPresence = (
@@ -171,8 +179,8 @@ class Coordinator(Service):
             max_message_rate * REFUSED_FACTOR, message_burst * REFUSED_FACTOR
         )
         self._join_interval, self._join_window = _bucket(max_join_rate, join_burst)
-        self.fanout = FanOut(self._connection_failed)
-        self._callbacks = Callbacks(self.perform)
+        self.fanout = FanOut(self._connection_failed, self.counters)
+        self._callbacks = Callbacks(self.perform, self.telemetry)
         self._new_socket_id = new_socket_id
         self._sockets: dict[str, SocketHandle] = {}
         self._stop_presence_diffs: Callable[[], None] | None = None
@@ -224,6 +232,13 @@ class Coordinator(Service):
             socket.connection.close(CLOSE_GOING_AWAY, "server shutting down")
         return self._drained
 
+    def refuse_new_sockets(self) -> None:
+        """
+        From now on every new client is refused with HTTP 503 without
+        running the connect hook: the node is draining before it stops.
+        """
+        self.refusing = True
+
     def _drain_expired(self) -> None:
         self._drain_call = None
         for socket in list(self._sockets.values()):
@@ -236,8 +251,11 @@ class Coordinator(Service):
     ) -> Deferred[ConnectResult]:
         """
         Run the application's connect hook; the result says whether to
-        accept the socket.
+        accept the socket.  While draining (L{refuse_new_sockets}) every
+        client is refused with 503.
         """
+        if self.refusing:
+            return succeed(ConnectError(503))
         d: Deferred[Any] = maybeDeferred(lambda: settle(self.app.connect(params, info)))
 
         def check(result: object) -> ConnectResult:
@@ -280,6 +298,7 @@ class Coordinator(Service):
             ),
             on_failure=self._connection_failed,
             last_seen=self.clock.seconds(),
+            counters=self.counters,
         )
         if self._drained is not None:
             # Accepted while the node is stopping: tell the client to go
@@ -288,6 +307,10 @@ class Coordinator(Service):
             connection.close(CLOSE_GOING_AWAY, "server shutting down")
             return socket
         self._sockets[socket.socket_id] = socket
+        if self.telemetry.observed(telemetry.SocketConnected):
+            self.telemetry.emit(
+                telemetry.SocketConnected(socket.socket_id, _transport(connection))
+            )
         if self.idle_timeout > 0:
             socket.idle_call = self.clock.callLater(
                 self.idle_timeout, self._check_idle, socket
@@ -306,6 +329,7 @@ class Coordinator(Service):
             its text.
         """
         assert isinstance(socket, SocketHandle), "a handle from open"
+        self.counters.messages_in += 1
         serializer = socket.serializer
         message: Message | DecodeError | Unacceptable
         if is_binary:
@@ -359,6 +383,7 @@ class Coordinator(Service):
         if message.event == "phx_join":
             due = max(socket.join_due, now) + self._join_interval
             if due - now > self._join_window:
+                self.counters.limit_hit("join_rate")
                 socket.send_reply(session.refuse(message, _JOIN_RATE_LIMITED))
                 return
             socket.join_due = due
@@ -392,6 +417,7 @@ class Coordinator(Service):
         Count a refused event; past C{REFUSED_FACTOR} times the limit the
         socket is closed with 1008 and C{False} returned.
         """
+        self.counters.limit_hit("message_rate")
         due = max(socket.refused_due, now) + self._refused_interval
         if due - now > self._refused_window:
             self.perform(
@@ -496,8 +522,8 @@ class Coordinator(Service):
             effects = follow
 
     def _route(self, topic: str) -> object | None:
-        route = self.app.router.match(topic)
-        return None if route is None else route[1]
+        # The session passes this on, unread, to RunJoin: (pattern, channel).
+        return self.app.router.match(topic)
 
     def _subscribe(self, socket: SocketHandle, effect: Subscribe) -> None:
         if self.fanout.add(effect.topic, socket):
@@ -520,6 +546,12 @@ class Coordinator(Service):
         if runtime is None:
             return
         runtime.end()
+        if runtime.joined and self.telemetry.observed(telemetry.ChannelLeft):
+            self.telemetry.emit(
+                telemetry.ChannelLeft(
+                    socket.socket_id, runtime.topic, runtime.route, effect.reason
+                )
+            )
         if not effect.terminate:
             return
         try:
@@ -533,6 +565,7 @@ class Coordinator(Service):
 
     def _close_socket(self, socket: SocketHandle, effect: CloseSocket) -> None:
         if effect.code == CLOSE_POLICY:
+            self.counters.limit_hit(effect.reason)
             self.log.warn(
                 "Socket {socket_id} broke a limit ({reason}); closing it.",
                 socket_id=socket.socket_id,
@@ -544,14 +577,16 @@ class Coordinator(Service):
     # Running the application's callbacks
 
     def _run_join(self, socket: SocketHandle, run: RunJoin) -> Effects:
+        pattern, channel = run.definition
         runtime = ChannelRuntime(
             self,
             socket,
             run.channel,
             run.topic,
             run.join_ref,
-            run.definition,
+            channel,
             owner=f"{socket.socket_id}/{run.channel}",
+            route=pattern,
         )
         socket.channels[run.channel] = runtime
         return self._callbacks.run_join(socket, runtime, run.payload, run.ref)
@@ -570,7 +605,12 @@ class Coordinator(Service):
             socket.idle_call.cancel()
         socket.idle_call = None
         self.perform(socket, effects)
-        self._sockets.pop(socket.socket_id, None)
+        if self._sockets.pop(
+            socket.socket_id, None
+        ) is not None and self.telemetry.observed(telemetry.SocketClosed):
+            self.telemetry.emit(
+                telemetry.SocketClosed(socket.socket_id, _transport(socket.connection))
+            )
         if self._drained is not None and not self._sockets:
             drained, self._drained = self._drained, None
             if self._drain_call is not None and self._drain_call.active():
@@ -616,3 +656,18 @@ class Coordinator(Service):
         # Every node computes diffs from its own view, so they go to local
         # subscribers only.
         self.local_broadcast(topic, "presence_diff", diff)
+        if self.telemetry.observed(telemetry.PresenceChanged):
+            self.telemetry.emit(
+                telemetry.PresenceChanged(
+                    topic, len(diff.get("joins", ())), len(diff.get("leaves", ()))
+                )
+            )
+
+
+def _transport(connection: IConnection) -> str:
+    """
+    The name of a connection's transport (its C{prepare_key}), for
+    telemetry.
+    """
+    key = connection.prepare_key
+    return key if isinstance(key, str) else "other"

@@ -16,13 +16,12 @@ from typing import Callable
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from beryl.counters import Counters
 from beryl.interfaces import ISubscriber
 from beryl.sockets import SocketHandle
 from beryl.wire import Payload
 
 __all__ = ["FanOut"]
-
-_UNPREPARED = object()
 
 
 @implementer(ISubscriber)
@@ -40,8 +39,13 @@ class FanOut:
     # serializers write them as they are.
     accepts_encoded_json = True
 
-    def __init__(self, on_failure: Callable[[SocketHandle], None]) -> None:
+    def __init__(
+        self,
+        on_failure: Callable[[SocketHandle], None],
+        counters: Counters | None = None,
+    ) -> None:
         self.subscriber_id = f"fanout:{secrets.token_urlsafe(9)}"
+        self.counters = counters if counters is not None else Counters()
         self._on_failure = on_failure
         # topic -> socket id -> socket
         self._topics: dict[str, dict[str, SocketHandle]] = {}
@@ -90,27 +94,37 @@ class FanOut:
         sockets = self._topics.get(topic)
         if not sockets:
             return
-        prepared: dict[object, object] = {}
+        prepared: dict[object, tuple[object, int] | None] = {}
+        sent = 0
+        size = 0
         for socket_id, socket in list(sockets.items()):
             if socket_id == from_id:
                 continue
-            data = prepared.get(socket.broadcast_key, _UNPREPARED)
-            if data is _UNPREPARED:
-                data = prepared[socket.broadcast_key] = self._prepare(
+            try:
+                ready = prepared[socket.broadcast_key]
+            except KeyError:
+                ready = prepared[socket.broadcast_key] = self._prepare(
                     socket, topic, event, payload
                 )
-            if data is not None:
+            if ready is not None:
+                data, length = ready
+                sent += 1
+                size += length
                 try:
                     socket.connection.send_prepared(data)
                 except Exception:
                     self._on_failure(socket)
+        counters = self.counters
+        counters.messages_out += sent
+        counters.bytes_out += size
 
     def _prepare(
         self, socket: SocketHandle, topic: str, event: str, payload: Payload
-    ) -> object | None:
+    ) -> tuple[object, int] | None:
         """
-        A broadcast encoded and prepared for sockets like C{socket}, or
-        C{None} when their protocol cannot carry it (binary for V1).
+        A broadcast encoded and prepared for sockets like C{socket}, with
+        its encoded size, or C{None} when their protocol cannot carry it
+        (binary for V1).
         """
         try:
             frame = socket.serializer.encode_broadcast(topic, event, payload)
@@ -124,4 +138,5 @@ class FanOut:
                 error=error,
             )
             return None
-        return socket.connection.prepare(frame)
+        prepared = socket.connection.prepare(frame)
+        return None if prepared is None else (prepared, len(frame.data))

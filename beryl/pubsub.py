@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from beryl.cluster.local import LocalMessaging
+from beryl.counters import Counters
 from beryl.interfaces import IMembershipObserver, INodeMessaging, IPubSub, ISubscriber
 from beryl.wire import Binary, Payload
 
@@ -78,6 +79,7 @@ class PubSub(Service):
         name: str = "beryl",
         clock: IReactorTime | None = None,
         count_report_delay: float = 0.1,
+        counters: Counters | None = None,
     ) -> None:
         """
         @param messaging: the links to the other nodes; L{None} for a node
@@ -85,7 +87,9 @@ class PubSub(Service):
         @param name: the scope.
         @param clock: batches count reports; without one each change is
             reported at once.
+        @param counters: where broadcasts are counted, for metrics.
         """
+        self.counters = counters if counters is not None else Counters()
         self.scope = name
         self._messaging: INodeMessaging = (
             messaging if messaging is not None else LocalMessaging()
@@ -173,6 +177,7 @@ class PubSub(Service):
         that is neither JSON-serialisable nor L{Binary} cannot cross to
         other nodes: that is logged and it is delivered on this node only.
         """
+        self.counters.broadcasts_local += 1
         self._send_to_peers(topic, event, payload, None)
         self.local_broadcast(topic, event, payload)
 
@@ -184,6 +189,7 @@ class PubSub(Service):
         one whose C{subscriber_id} is C{from_id}; every subscriber is told
         C{from_id}, so that aggregate subscribers skip it too.
         """
+        self.counters.broadcasts_local += 1
         self._send_to_peers(topic, event, payload, from_id)
         self.local_broadcast(topic, event, payload, from_id)
 
@@ -331,6 +337,7 @@ class PubSub(Service):
             and (from_id is None or isinstance(from_id, str))
         ):
             raise ValueError("bad broadcast header")
+        self.counters.broadcasts_remote += 1
         if topic not in self._subscriptions:
             return
         payload: Payload = Binary(body) if header.get("b") else orjson.loads(body)

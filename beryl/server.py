@@ -13,13 +13,19 @@ from typing import Any, Callable
 
 import attrs
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.web.resource import Resource
 
 from beryl.app import App
 from beryl.backplane import BackplaneConfig, RedisMessaging
 from beryl.cluster import ClusterService, LocalMessaging
 from beryl.coordinator import Coordinator
+from beryl.counters import Counters
+from beryl.health import Readiness
 from beryl.interfaces import INodeMessaging, IPresence
+from beryl.metrics import NodeMetrics
 from beryl.presence.tracker import PresenceTracker, timings_problem
 from beryl.pubsub import PubSub
 from beryl.transport.longpoll import LongPollTransport
@@ -88,6 +94,31 @@ class ClusterConfig:
     heartbeat_timeout: float = 5.0
 
 
+class NodeService(MultiService):
+    """
+    The services of one node.  Stopping it drains first: the node stops
+    being ready (C{/ready} answers 503) and refuses new sockets at once,
+    then, after C{drain_seconds}, its children stop in reverse order (the
+    listener first, then the coordinator, which closes the remaining
+    sockets with 1001).
+    """
+
+    def __init__(self, clock: IReactorTime, drain_seconds: float = 0.0) -> None:
+        MultiService.__init__(self)
+        self.clock = clock
+        self.drain_seconds = drain_seconds
+        self.on_drain: list[Callable[[], None]] = []
+
+    def stopService(self) -> Deferred[object]:
+        for callback in self.on_drain:
+            callback()
+        if self.drain_seconds <= 0:
+            return MultiService.stopService(self)  # type: ignore[no-any-return]
+        drained: Deferred[object] = deferLater(self.clock, self.drain_seconds)
+        drained.addCallback(lambda _: MultiService.stopService(self))
+        return drained
+
+
 @attrs.frozen
 class Server:
     """
@@ -102,6 +133,12 @@ class Server:
         endpoint.
     @ivar longpoll: the long-poll sessions behind the long-poll endpoint,
         or L{None} when it is off.
+    @ivar counters: the numbers the hot paths count, for metrics.
+    @ivar metrics: the node's Prometheus collector (serve it with
+        L{beryl.metrics.metrics_resource}), or L{None} when metrics are
+        off.
+    @ivar readiness: whether the node should get new clients (the
+        C{/ready} probe); the listener sets its C{listening}.
     """
 
     service: MultiService
@@ -111,6 +148,9 @@ class Server:
     presence: IPresence
     messaging: INodeMessaging
     longpoll: LongPollTransport | None = None
+    counters: Counters = attrs.field(factory=Counters)
+    metrics: NodeMetrics | None = None
+    readiness: Readiness | None = None
 
     def socket_resource(self) -> Resource:
         """
@@ -144,6 +184,9 @@ def make_server(
     longpoll_timeout: float = 10.0,
     longpoll_idle_timeout: float = 15.0,
     backplane: BackplaneConfig | None = None,
+    metrics: bool = True,
+    ready_grace: float = 30.0,
+    drain_seconds: float = 0.0,
 ) -> Server:
     """
     Build the services that serve C{app}, in dependency order: cluster
@@ -165,9 +208,16 @@ def make_server(
         timeout and idle timeout (see L{LongPollTransport}).
     @param backplane: link the nodes through this Redis server instead of
         the AMP mesh (with C{cluster} L{None}); this node is C{node_name}.
+    @param metrics: whether to keep Prometheus metrics (L{Server.metrics}).
+    @param ready_grace: seconds after which the node is ready even if not
+        every configured peer is up.
+    @param drain_seconds: how long stopping waits, not ready and refusing
+        new sockets, before it closes the open ones (see L{NodeService}).
     """
     timings = presence if presence is not None else PresenceTimings()
-    service = MultiService()
+    counters = Counters()
+    node = NodeService(reactor, drain_seconds)
+    service: MultiService = node
     messaging: INodeMessaging
     if backplane is not None:
         if cluster is not None:
@@ -190,9 +240,10 @@ def make_server(
             heartbeat_timeout=cluster.heartbeat_timeout,
         )
         links.name = "cluster"
+        links.counters = counters
         service.addService(links)
         messaging = links
-    pubsub = PubSub(messaging, name="beryl", clock=reactor)
+    pubsub = PubSub(messaging, name="beryl", clock=reactor, counters=counters)
     pubsub.name = "pubsub"
     service.addService(pubsub)
     tracker = PresenceTracker(
@@ -217,6 +268,7 @@ def make_server(
         max_join_rate=max_join_rate,
         join_burst=join_burst,
         max_topic_bytes=max_topic_bytes,
+        counters=counters,
     )
     coordinator.name = "coordinator"
     service.addService(coordinator)
@@ -240,4 +292,41 @@ def make_server(
             max_buffer=max_send_buffer,
             max_body=max_frame_size,
         )
-    return Server(service, coordinator, factory, pubsub, tracker, messaging, sessions)
+
+    def peers_up() -> int:
+        return len(messaging.peers())
+
+    node_metrics = (
+        NodeMetrics(
+            app.telemetry,
+            counters,
+            presence_entries=tracker.entry_count,
+            peers_up=peers_up,
+        )
+        if metrics
+        else None
+    )
+    readiness = Readiness(
+        reactor,
+        expected_peers=0 if cluster is None else len(cluster.peers),
+        peers_up=peers_up,
+        grace_period=ready_grace,
+    )
+
+    def drain() -> None:
+        readiness.draining = True
+        coordinator.refuse_new_sockets()
+
+    node.on_drain.append(drain)
+    return Server(
+        service,
+        coordinator,
+        factory,
+        pubsub,
+        tracker,
+        messaging,
+        sessions,
+        counters,
+        node_metrics,
+        readiness,
+    )

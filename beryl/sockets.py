@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from beryl.app import ConnectInfo
 from beryl.channel import Channel, SocketContext
+from beryl.counters import Counters
 from beryl.interfaces import IConnection, IPresence
 from beryl.session.effects import Effect, SendClose, SendError, SendPush, SendReply
 from beryl.session.state import Session
@@ -28,6 +29,8 @@ __all__ = ["ChannelRuntime", "InfoTimer", "RuntimeHost", "SocketHandle"]
 
 _log = Logger()
 _UNENCODABLE = {"reason": "reply cannot be encoded"}
+# Counts what sockets made without a node's counters (in tests) send.
+_UNCOUNTED = Counters()
 
 
 class RuntimeHost(Protocol):
@@ -83,6 +86,8 @@ class SocketHandle:
     idle_call: IDelayedCall | None = None
     # called when writing to the connection raises
     on_failure: Callable[[SocketHandle], None] = lambda socket: None
+    # the node's numbers, for metrics
+    counters: Counters = _UNCOUNTED
     # sockets with equal keys take the same prepared broadcast frames
     broadcast_key: tuple[Serializer, object] = attrs.field(init=False)
 
@@ -107,6 +112,9 @@ class SocketHandle:
                 error=error,
             )
             return
+        counters = self.counters
+        counters.messages_out += 1
+        counters.bytes_out += len(frame.data)
         try:
             self.connection.send(frame)
         except Exception:
@@ -139,6 +147,9 @@ class SocketHandle:
                 )
             except (ValueError, TypeError):
                 return
+        counters = self.counters
+        counters.messages_out += 1
+        counters.bytes_out += len(frame.data)
         try:
             self.connection.send(frame)
         except Exception:
@@ -244,6 +255,10 @@ class ChannelRuntime:
     timers: set[InfoTimer] = attrs.field(factory=set)
     # the presence owner that stands for this channel instance
     owner: str = ""
+    # the route pattern that matched the topic (a metric label)
+    route: str = ""
+    # whether its join succeeded
+    joined: bool = False
 
     def context(self, ref: Any = None) -> SocketContext[Any]:
         """

@@ -23,14 +23,16 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
+from twisted.web.server import Site
 
 from beryl.app import App
 from beryl.backplane import default_backplane_node_name, parse_backplane_url
 from beryl.cluster import default_node_name, peer_endpoint_description
+from beryl.health import Readiness
 from beryl.presence.tracker import PARAMETER_NAMES, timings_problem
 from beryl.server import ClusterConfig, PresenceTimings, make_server
 from beryl.transport.edge import GuardedSite
-from beryl.web import access_log_formatter, root_resource
+from beryl.web import access_log_formatter, metrics_root, root_resource
 from beryl.workers import WorkerRole, check_worker_options, make_supervisor
 
 __all__ = [
@@ -72,6 +74,25 @@ def _positive(kind: type[int] | type[float], option: str) -> Callable[[str], Any
         return value
 
     coerce.coerceDoc = f"A positive {what}."  # type: ignore[attr-defined]
+    return coerce
+
+
+def _seconds(option: str) -> Callable[[str], float]:
+    """
+    A L{usage.Options} coerce function for a finite number of seconds,
+    zero or more.
+    """
+
+    def coerce(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"--{option}: expected 0 or more seconds, not {text!r}")
+        return value
+
+    coerce.coerceDoc = "0 or more seconds."  # type: ignore[attr-defined]
     return coerce
 
 
@@ -313,6 +334,7 @@ class Options(usage.Options):
             None,
             "Do not serve the long-poll transport at /socket/longpoll.",
         ],
+        ["no-metrics", None, "Keep no Prometheus metrics and serve no /metrics."],
         [
             "levee",
             None,
@@ -427,6 +449,26 @@ class Options(usage.Options):
             0,
             "Most open connections from one IP address, per process (0: no limit).",
             _not_negative("max-connections-per-ip"),
+        ],
+        [
+            "metrics-port",
+            None,
+            None,
+            "Serve /metrics here instead of on --port: a port number or a server endpoint string (tcp:9100:interface=127.0.0.1).",
+        ],
+        [
+            "drain-seconds",
+            None,
+            0.0,
+            "On SIGTERM: answer /ready with 503 and refuse new sockets at once, wait this many seconds, then close the remaining sockets with 1001.",
+            _seconds("drain-seconds"),
+        ],
+        [
+            "ready-grace",
+            None,
+            30.0,
+            "/ready waits for the --peers to be up, but at most this many seconds after start.",
+            _positive(float, "ready-grace"),
         ],
         [
             "longpoll-timeout",
@@ -617,6 +659,12 @@ class Options(usage.Options):
         rather than a traceback later.
         """
         self["port"] = _server_endpoint("port", self["port"])
+        if self["metrics-port"] is not None:
+            if self["no-metrics"]:
+                raise usage.UsageError("give --metrics-port or --no-metrics, not both")
+            self["metrics-port"] = _server_endpoint(
+                "metrics-port", self["metrics-port"]
+            )
         if self["app"] is not None:
             try:
                 self["loaded_app"] = load_app(self["app"])
@@ -715,6 +763,24 @@ class Options(usage.Options):
         )
 
 
+class _ReadySite(GuardedSite):
+    """
+    The client-facing site: the node counts as listening (for C{/ready})
+    once its port has started.
+    """
+
+    def __init__(
+        self, resource: Any, guard: Any, readiness: Readiness | None, **kwargs: Any
+    ) -> None:
+        super().__init__(resource, guard, **kwargs)
+        self._readiness = readiness
+
+    def startFactory(self) -> None:
+        super().startFactory()
+        if self._readiness is not None:
+            self._readiness.listening = True
+
+
 class _ListenService(StreamServerEndpointService):
     """
     A listener whose failure to listen (the port is in use, or needs
@@ -805,6 +871,9 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         longpoll=not options["no-longpoll"],
         longpoll_timeout=options["longpoll-timeout"],
         longpoll_idle_timeout=options["longpoll-idle-timeout"],
+        metrics=not options["no-metrics"],
+        ready_grace=options["ready-grace"],
+        drain_seconds=options["drain-seconds"],
         backplane=backplane,
         node_name=node_name,
         presence=PresenceTimings(
@@ -815,16 +884,29 @@ def make_beryl_service(options: Options, reactor: Any) -> MultiService:
         ),
     )
     top = server.service
-    site = GuardedSite(
+    separate_metrics = options["metrics-port"] is not None
+    site = _ReadySite(
         root_resource(
             server.websocket_factory,
             demo=options["app"] is None,
             children=children,
             longpoll=server.longpoll,
+            readiness=server.readiness,
+            metrics=None if separate_metrics else server.metrics,
         ),
         server.websocket_factory.guard,
+        server.readiness,
         logFormatter=access_log_formatter,
     )
+    if separate_metrics and server.metrics is not None:
+        metrics = _ListenService(
+            "metrics-port",
+            options["metrics-port"],
+            serverFromString(reactor, options["metrics-port"]),
+            Site(metrics_root(server.metrics)),
+        )
+        metrics.name = "metrics"
+        top.addService(metrics)
     web = (
         _ListenService(
             "port", options["port"], serverFromString(reactor, options["port"]), site

@@ -15,10 +15,18 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.static import Data
 
+from beryl.health import Readiness, health_resource, ready_resource
+from beryl.metrics import NodeMetrics, metrics_resource
 from beryl.transport.longpoll import LongPollResource, LongPollTransport
 from beryl.transport.websocket import PhoenixWebSocketFactory
 
-__all__ = ["access_log_formatter", "demo_page", "root_resource", "socket_resource"]
+__all__ = [
+    "access_log_formatter",
+    "demo_page",
+    "metrics_root",
+    "root_resource",
+    "socket_resource",
+]
 
 _TOKEN_PARAMETER = re.compile(rb"([?&]token=)[^&]*")
 
@@ -79,16 +87,34 @@ def root_resource(
     demo: bool,
     children: Mapping[bytes, Resource] | None = None,
     longpoll: LongPollTransport | None = None,
+    readiness: Readiness | None = None,
+    metrics: NodeMetrics | None = None,
 ) -> Resource:
     """
     The site root: C{/socket/websocket} (and C{/socket/longpoll} when
-    C{longpoll} is given), the demo page at C{/} when C{demo} is true, and
-    C{children} (such as Levee's HTTP routes) by name.
+    C{longpoll} is given), the demo page at C{/} when C{demo} is true,
+    C{/health} and C{/ready} given a C{readiness}, C{/metrics} given
+    C{metrics}, and C{children} (such as Levee's HTTP routes) by name.
     """
     root = demo_page() if demo else Resource()
     root.putChild(b"socket", socket_resource(factory, longpoll))
+    if readiness is not None:
+        root.putChild(b"health", health_resource())
+        root.putChild(b"ready", ready_resource(readiness))
+    if metrics is not None:
+        root.putChild(b"metrics", metrics_resource(metrics))
     for name, child in (children or {}).items():
         root.putChild(name, child)
     if demo:
         root.putChild(b"", root)
+    return root
+
+
+def metrics_root(metrics: NodeMetrics) -> Resource:
+    """
+    The root of a site of its own for metrics (C{--metrics-port}):
+    C{/metrics}.
+    """
+    root = Resource()
+    root.putChild(b"metrics", metrics_resource(metrics))
     return root

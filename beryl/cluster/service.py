@@ -30,6 +30,7 @@ from beryl.cluster.commands import DuplicateNode
 from beryl.cluster.link import ClusterLink
 from beryl.cluster.local import new_incarnation
 from beryl.cluster.ratelimit import LogLimiter
+from beryl.counters import Counters
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
 __all__ = ["ClusterService"]
@@ -135,6 +136,7 @@ class ClusterService(MultiService):
         self.node_name = node_name
         self.incarnation = new_incarnation()
         self.clock = clock
+        self.counters = Counters()
         self.secret = secret
         self.advertise = advertise or ""
         self.heartbeat_interval = heartbeat_interval
@@ -298,6 +300,7 @@ class ClusterService(MultiService):
         """
         link = self._active.get(node_name)
         if link is not None and link.is_up:
+            self.counters.cluster_bytes_out += len(data)
             link.send_message(channel, data)
         elif link is not None or node_name in self._replacing:
             self._hold(node_name, channel, data)
@@ -309,6 +312,7 @@ class ClusterService(MultiService):
         """
         for name, link in list(self._active.items()):
             if link.is_up:
+                self.counters.cluster_bytes_out += len(data)
                 link.send_message(channel, data)
             else:
                 self._hold(name, channel, data)
@@ -327,6 +331,7 @@ class ClusterService(MultiService):
         held = self._held.pop(name, None)
         if held:
             for channel, data in held:
+                self.counters.cluster_bytes_out += len(data)
                 link.send_message(channel, data)
         self._report_overflow(name)
 
@@ -604,6 +609,7 @@ class ClusterService(MultiService):
         """
         Hand a message from a peer to the handlers of its channel.
         """
+        self.counters.cluster_bytes_in += len(data)
         handlers = self._handlers.get(channel)
         if not handlers:
             self.log.debug(

@@ -350,6 +350,16 @@ class PresenceTracker(Service):
         view = self._views.get(topic)
         return ReadOnlyDict(view) if view else ReadOnlyDict()
 
+    def entry_count(self) -> int:
+        """
+        How many presences (metas, from every node) are visible now.
+        """
+        return sum(
+            len(entry["metas"])
+            for view in self._views.values()
+            for entry in view.values()
+        )
+
     def get_by_key(self, topic: str, key: str) -> builtins.list[dict[str, Any]]:
         """
         The metas under C{key} on C{topic}.
