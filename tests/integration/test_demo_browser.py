@@ -189,6 +189,11 @@ class DemoPageTests(SynchronousTestCase):
                 page.wait(
                     "both online", partial(_shows, page, "who", "Online: alice, bob")
                 )
+            alice.wait(
+                "the live panel counting both sockets",
+                lambda: alice.text("stats").startswith("Server: 2 sockets, "),
+            )
+            self.assertTrue(alice.text("stats").endswith(" 1 cluster node"))
             alice.type("body", "hello bob")
             alice.driver.find_element("css selector", "#send button").click()
             for page in (alice, bob):
