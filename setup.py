@@ -53,6 +53,9 @@ setup(
             "mypy>=1.8",
             "mypy-zope>=1.0",
             "ruff>=0.6",
+            # the API reference and the changelog, built by scripts/test.sh
+            "pydoctor>=24.3",
+            "towncrier>=23.6",
             # the wss:// test and TLS cluster links
             "twisted[tls]>=23.10",
             # python -m build and twine check run in scripts/test.sh

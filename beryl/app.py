@@ -25,8 +25,8 @@ class ConnectInfo:
 
     @ivar auth_token: the Phoenix 1.8 C{authToken}, decoded from the
         C{base64url.bearer.phx.} subprotocol: the very string the client
-        gave phoenix.js, or L{None}.
-    @ivar origin: the C{Origin} header, or L{None}.
+        gave phoenix.js, or C{None}.
+    @ivar origin: the C{Origin} header, or C{None}.
     @ivar peer: the client's address as C{"host:port"}.
     @ivar headers: the request headers, names in lower case.
     """
@@ -74,7 +74,7 @@ def accept_all(params: Mapping[str, Any], info: ConnectInfo) -> ConnectResult:
 @attrs.define
 class App:
     """
-    Channel routes plus a connect hook.
+    Channel routes plus a connect hook::
 
         app = App().channel("room:*", room).channel("feed:*", feed)
     """

@@ -53,7 +53,7 @@ class BackplaneConfig:
     C{repr} or in L{describe}.
 
     @ivar ca: a PEM file of the certificate authorities to trust for
-        C{rediss://}, or L{None} for the system's.
+        C{rediss://}, or C{None} for the system's.
     @ivar prefix: the start of every Redis key and channel name, so that
         several Beryl clusters can share one Redis database.
     """
@@ -144,7 +144,7 @@ class RedisMessaging(Service):
         """
         @param clock: schedules heartbeats and measures peers' silence.
         @param reactor: makes the connections to Redis (the clock, when
-            L{None}).
+            C{None}).
         """
         if "\0" in node_name:
             raise ValueError("a node name cannot contain NUL")

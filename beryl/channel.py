@@ -64,7 +64,7 @@ B = TypeVar("B")
 class JoinOk(Generic[A]):
     """
     Accept a join: the channel starts with C{assigns}; C{reply} is the join
-    reply's response (an empty object when L{None}).
+    reply's response (an empty object when C{None}).
     """
 
     assigns: A

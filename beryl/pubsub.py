@@ -82,7 +82,7 @@ class PubSub(Service):
         counters: Counters | None = None,
     ) -> None:
         """
-        @param messaging: the links to the other nodes; L{None} for a node
+        @param messaging: the links to the other nodes; C{None} for a node
             on its own.
         @param name: the scope.
         @param clock: batches count reports; without one each change is

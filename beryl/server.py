@@ -1,6 +1,6 @@
 """
 Assemble Beryl's services for one node, for C{twistd beryl} and for
-applications that embed Beryl in their own Twisted process.
+applications that embed Beryl in their own Twisted process::
 
     server = make_server(app, reactor)
     server.service.setServiceParent(my_multi_service)
@@ -82,7 +82,7 @@ class ClusterConfig:
         the rest of the mesh is learned from it.
     @ivar advertise: the client endpoint description other nodes use to
         reach this node's cluster port.
-    @ivar secret: a shared secret every node must know, or L{None}.
+    @ivar secret: a shared secret every node must know, or C{None}.
     """
 
     node_name: str
@@ -132,10 +132,10 @@ class Server:
     @ivar websocket_factory: the Autobahn factory behind the WebSocket
         endpoint.
     @ivar longpoll: the long-poll sessions behind the long-poll endpoint,
-        or L{None} when it is off.
+        or C{None} when it is off.
     @ivar counters: the numbers the hot paths count, for metrics.
     @ivar metrics: the node's Prometheus collector (serve it with
-        L{beryl.metrics.metrics_resource}), or L{None} when metrics are
+        L{beryl.metrics.metrics_resource}), or C{None} when metrics are
         off.
     @ivar readiness: whether the node should get new clients (the
         C{/ready} probe); the listener sets its C{listening}.
@@ -199,15 +199,15 @@ def make_server(
         C{max_connections_per_address}.
     @param max_message_rate: see L{Coordinator}, as are C{message_burst},
         C{max_join_rate}, C{join_burst} and C{max_topic_bytes}.
-    @param cluster: how to join a cluster; L{None} for a node on its own
+    @param cluster: how to join a cluster; C{None} for a node on its own
         (named C{node_name}).
     @param presence: presence replication timings (Phoenix's defaults when
-        L{None}).
+        C{None}).
     @param longpoll: serve the long-poll transport beside the WebSocket one;
         C{longpoll_timeout} and C{longpoll_idle_timeout} are its poll
         timeout and idle timeout (see L{LongPollTransport}).
     @param backplane: link the nodes through this Redis server instead of
-        the AMP mesh (with C{cluster} L{None}); this node is C{node_name}.
+        the AMP mesh (with C{cluster} C{None}); this node is C{node_name}.
     @param metrics: whether to keep Prometheus metrics (L{Server.metrics}).
     @param ready_grace: seconds after which the node is ready even if not
         every configured peer is up.

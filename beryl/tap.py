@@ -60,7 +60,7 @@ _ENDPOINT_HINT = (
 
 def _positive(kind: type[int] | type[float], option: str) -> Callable[[str], Any]:
     """
-    A L{usage.Options} coerce function for a positive, finite number.
+    A C{usage.Options} coerce function for a positive, finite number.
     """
     what = "integer" if kind is int else "number"
 
@@ -79,7 +79,7 @@ def _positive(kind: type[int] | type[float], option: str) -> Callable[[str], Any
 
 def _seconds(option: str) -> Callable[[str], float]:
     """
-    A L{usage.Options} coerce function for a finite number of seconds,
+    A C{usage.Options} coerce function for a finite number of seconds,
     zero or more.
     """
 
@@ -98,7 +98,7 @@ def _seconds(option: str) -> Callable[[str], float]:
 
 def _not_negative(option: str) -> Callable[[str], int]:
     """
-    A L{usage.Options} coerce function for an integer limit where C{0}
+    A C{usage.Options} coerce function for an integer limit where C{0}
     turns the limit off.
     """
 
@@ -137,7 +137,7 @@ def _endpoint_type(description: str) -> str:
 
 def _rate(option: str) -> Callable[[str], Any]:
     """
-    A L{usage.Options} coerce function for a rate limit: a positive, finite
+    A C{usage.Options} coerce function for a rate limit: a positive, finite
     number, or C{0} for no limit.
     """
 
@@ -168,7 +168,7 @@ def endpoint_description(value: str) -> str:
 def _listening(option: str, description: str) -> MemoryReactor:
     """
     Parse a server endpoint description with Twisted's parser and listen on
-    a L{MemoryReactor}, which records what a real listen would do.
+    a C{MemoryReactor}, which records what a real listen would do.
 
     @raise usage.UsageError: naming the option, when the description does
         not parse, needs TLS support that is not installed, or names a

@@ -1,7 +1,7 @@
 """
 Telemetry: what happens inside a node, as events application code can
 observe, in the spirit of Phoenix's C{:telemetry}.  Beryl's own metrics
-(L{beryl.metrics}) are one observer among others.
+(L{beryl.metrics}) are one observer among others::
 
     def log_crashes(event: telemetry.ChannelCrashed) -> None:
         print("crashed:", event.topic)

@@ -135,7 +135,7 @@ class _RefusedNumber(Exception):
     The JSON text holds a number Beryl refuses: one that is not finite
     (C{1e400}, C{NaN}, C{Infinity}) or an integer longer than Python
     converts (4,300 digits by default, a guard against quadratic time).
-    C{args} are the value with such numbers as L{None}, and the reason.
+    C{args} are the value with such numbers as C{None}, and the reason.
     """
 
 
@@ -394,7 +394,7 @@ def _refused(
 ) -> DecodeError | Unacceptable:
     """
     The frame's envelope, decoded again from the value with its refused
-    numbers as L{None}, for an error reply.
+    numbers as C{None}, for an error reply.
     """
     value, reason = refused.args
     message = decode_text(json.dumps(value))
@@ -507,7 +507,7 @@ V2_JSON = V2JSONSerializer()
 def serializer_for_vsn(vsn: str | None) -> Serializer | None:
     """
     The serializer that a client's C{vsn} query parameter selects: none
-    given means V1; C{1.0.x} V1; C{2.0.x} V2; anything else L{None}
+    given means V1; C{1.0.x} V1; C{2.0.x} V2; anything else C{None}
     (the connection is refused).
     """
     if vsn is None:

@@ -214,9 +214,9 @@ class WorkerRole:
     @ivar count: how many workers there are.
     @ivar directory: where the workers' cluster sockets are.
     @ivar secret: the secret of the workers' local links.
-    @ivar listen_fd: the inherited listening socket, or L{None} to open
+    @ivar listen_fd: the inherited listening socket, or C{None} to open
         an C{SO_REUSEPORT} socket of this worker's own.
-    @ivar port: the public port the parent bound, or L{None} for the one
+    @ivar port: the public port the parent bound, or C{None} for the one
         C{--port} names.
     """
 
@@ -233,7 +233,7 @@ class WorkerRole:
     ) -> WorkerRole | None:
         """
         The role the parent gave this process (in C{environ}, by default
-        C{os.environ}), or L{None} when this process is not a worker.
+        C{os.environ}), or C{None} when this process is not a worker.
         """
         if environ is None:
             environ = os.environ

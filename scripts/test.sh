@@ -56,6 +56,10 @@ echo "== ruff"
 echo "== mypy --strict beryl tests bench"
 .venv/bin/mypy --strict
 
+echo "== API reference (pydoctor, warnings are errors), changelog fragments"
+BERYL_PYTHON=.venv/bin/python bash scripts/docs.sh
+.venv/bin/towncrier build --draft --version next >/dev/null
+
 echo "== python -m build, twine check"
 dist=$(mktemp -d)
 trap 'rm -rf "$dist"' EXIT

@@ -63,7 +63,7 @@ class Reassembler:
         """
         Take one chunk.
 
-        @return: the whole message when this was its last chunk, L{None}
+        @return: the whole message when this was its last chunk, C{None}
             while more chunks are expected, or a L{ChunkError} when the
             chunk does not fit (the partial message is then dropped).
         """

@@ -373,7 +373,7 @@ class ClusterLink(amp.AMP):
     The AMP protocol of one cluster connection, on either side.
 
     @ivar description: the client endpoint description this node dialled,
-        for a link it opened; L{None} for a link it accepted.
+        for a link it opened; C{None} for a link it accepted.
     @ivar peer_name: the peer's node name, once its L{Hello} is known.
     @ivar peer_incarnation: the peer's incarnation, once it proved the
         secret.

@@ -32,7 +32,7 @@ class LogLimiter:
         """
         Whether to log a warning of C{kind} caused by C{address} now.
 
-        @return: L{None} to hold it back, or the number of warnings of this
+        @return: C{None} to hold it back, or the number of warnings of this
             key held back since the last one logged.
         """
         now = self._clock.seconds()

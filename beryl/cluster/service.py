@@ -53,7 +53,7 @@ class _LinkFactory(Factory):
     def __init__(self, service: ClusterService, description: str | None) -> None:
         """
         @param description: the client endpoint description of the peer
-            dialled, or L{None} for the links this node accepts.
+            dialled, or C{None} for the links this node accepts.
         """
         self._service = service
         self._description = description
@@ -71,7 +71,7 @@ class _Peer:
     An address this node keeps a link to, and what it has learned about it.
 
     @ivar node_name: the name of the node found there, once known.
-    @ivar parked: whether its L{ClientService} is stopped because the node
+    @ivar parked: whether its C{ClientService} is stopped because the node
         is reached by another link (or is this node).
     """
 
@@ -87,7 +87,7 @@ class ClusterService(MultiService):
     This node's membership in the cluster, and L{INodeMessaging} over AMP
     links to the other nodes.
 
-    It listens for links from other nodes and keeps a L{ClientService} link
+    It listens for links from other nodes and keeps a C{ClientService} link
     (retrying with backoff) to every peer it was given or has learned of by
     gossip.  Each pair of nodes ends up with exactly one link: of two
     duplicate links, both sides keep the one with the lower
@@ -99,7 +99,7 @@ class ClusterService(MultiService):
     @ivar advertise: the client endpoint description other nodes can use
         to reach this node (told to peers so they can tell others), or
         C{""}.
-    @ivar secret: the shared cluster secret, or L{None}.
+    @ivar secret: the shared cluster secret, or C{None}.
     """
 
     log = Logger()
@@ -122,7 +122,7 @@ class ClusterService(MultiService):
         @param clock: schedules heartbeats, timeouts and retries.
         @param connect: makes the client endpoint for a peer's description
             (configured or learned by gossip).
-        @param listen: where to accept links from other nodes, or L{None}
+        @param listen: where to accept links from other nodes, or C{None}
             to only connect out.
         @param peers: client endpoint descriptions of the nodes to connect
             to; the rest of the cluster is learned from them.
@@ -238,7 +238,7 @@ class ClusterService(MultiService):
 
     def when_listening(self) -> Deferred[IListeningPort]:
         """
-        A L{Deferred} that fires with the listening port once this node
+        A C{Deferred} that fires with the listening port once this node
         accepts links, or fails if it cannot listen or has no endpoint to
         listen on.
         """
@@ -393,7 +393,7 @@ class ClusterService(MultiService):
 
     def _peer_of(self, link: ClusterLink) -> _Peer | None:
         """
-        The peer whose L{ClientService} opened C{link}, if this node opened
+        The peer whose C{ClientService} opened C{link}, if this node opened
         it and still has that peer.
         """
         if link.description is None:
@@ -402,7 +402,7 @@ class ClusterService(MultiService):
 
     def _park_link(self, link: ClusterLink) -> None:
         """
-        Park the peer whose L{ClientService} opened C{link}, if any.
+        Park the peer whose C{ClientService} opened C{link}, if any.
         """
         peer = self._peer_of(link)
         if peer is not None:

@@ -307,7 +307,7 @@ def authorize_request(
     """
     Check the C{Authorization: Bearer} header of an HTTP request.
 
-    @param document_id: the document the route is about, or L{None} for
+    @param document_id: the document the route is about, or C{None} for
         tenant-wide routes (git objects are shared by a tenant's documents).
     @param scopes: the request needs at least one of them.
     @return: the claims, or a 401 (no, bad or expired token) or 403 (other

@@ -80,7 +80,7 @@ def parse_document_topic(topic: str) -> tuple[str, str] | None:
     The tenant and document ids of C{document:<tenantId>:<documentId>}.  The
     topic is split at most twice, so document ids may contain C{:}.
 
-    @return: C{(tenant_id, document_id)}, or L{None} for any other topic.
+    @return: C{(tenant_id, document_id)}, or C{None} for any other topic.
     """
     parts = topic.split(":", 2)
     if len(parts) != 3 or parts[0] != "document" or not parts[1] or not parts[2]:

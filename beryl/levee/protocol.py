@@ -3,7 +3,7 @@ The outbound message shapes of the Fluid relay protocol as Levee carries it
 over Phoenix Channels, and the pure builders that produce their JSON.
 
 Every builder returns a JSON-ready value (dicts, lists, strings, numbers,
-L{None}) using Fluid's camelCase field names, so that an adapter can hand it
+C{None}) using Fluid's camelCase field names, so that an adapter can hand it
 straight to the wire codec.
 """
 
@@ -104,7 +104,7 @@ class Claims:
 
     @ivar scopes: the granted scopes, such as L{DOC_READ} and L{DOC_WRITE}.
     @ivar user: the user the token speaks for (an C{IUser}: at least C{id}),
-        or L{None} when the validator does not know one; the session then
+        or C{None} when the validator does not know one; the session then
         takes the user the client declared.
     @ivar issued_at: C{iat}, seconds since the epoch.
     @ivar expires_at: C{exp}, seconds since the epoch.
@@ -170,7 +170,7 @@ class SequencedMessage:
     """
     One op as the service ordered it (Fluid's C{ISequencedDocumentMessage}).
 
-    @ivar client_id: the sender, or L{None} for a system op (join, leave).
+    @ivar client_id: the sender, or C{None} for a system op (join, leave).
     @ivar data: for system ops, the JSON text the client parses (for a join
         C{{clientId, detail}}, for a leave the client id).
     @ivar timestamp: when the op was sequenced, in epoch milliseconds.
@@ -254,7 +254,7 @@ class NackMessage:
     """
     One refused op (Fluid's C{INack}).
 
-    @ivar operation: the op as the client sent it, or L{None} when the
+    @ivar operation: the op as the client sent it, or C{None} when the
         refusal is about the whole submission.
     @ivar sequence_number: the MSN when the sequencer refused the op (as
         deli does), or -1 for a refusal made before sequencing.
@@ -318,7 +318,7 @@ def _version_interval(
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
     """
     The half-open interval C{[low, high)} of versions a simple semver range
-    (C{^x.y.z}, C{~x.y.z} or an exact C{x.y.z}) admits, or L{None} when the
+    (C{^x.y.z}, C{~x.y.z} or an exact C{x.y.z}) admits, or C{None} when the
     range has another form.
     """
     match = _VERSION.match(version_range)
@@ -346,7 +346,7 @@ def negotiate_version(
     Pick the protocol version as nexus does: walking the client's ranges in
     its order of preference, the first server range that overlaps one.
 
-    @return: the chosen server range, or L{None} when none overlaps.
+    @return: the chosen server range, or C{None} when none overlaps.
     """
     for client_range in client_versions:
         client_interval = _version_interval(client_range)

@@ -3,7 +3,7 @@ Parsing of the inbound document-channel events: C{connect_document},
 C{submitOp}, C{submitSignal}, C{noop} and C{requestOps}.
 
 Pure functions that never raise: each returns a typed request, or a value
-saying what was wrong (a L{ConnectDocumentError}, a L{NackMessage}, or L{None} for
+saying what was wrong (a L{ConnectDocumentError}, a L{NackMessage}, or C{None} for
 the events Levee silently ignores when malformed).
 """
 
@@ -48,12 +48,12 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _optional_str(value: Any) -> str | None:
-    """C{value} when it is a string, else L{None}."""
+    """C{value} when it is a string, else C{None}."""
     return value if isinstance(value, str) else None
 
 
 def _optional_int(value: Any) -> int | None:
-    """C{value} when it is an integer, else L{None}."""
+    """C{value} when it is an integer, else C{None}."""
     return value if _is_int(value) else None
 
 
@@ -307,7 +307,7 @@ def parse_submit_signal(payload: Any) -> SubmitSignal | None:
     Check a C{submitSignal} payload C{{clientId, contentBatches}}, accepting
     the batches flat (C{[signal, ...]}) or nested (C{[[signal, ...]]}).
 
-    @return: the submission, or L{None} when malformed (Levee ignores those).
+    @return: the submission, or C{None} when malformed (Levee ignores those).
     """
     if not isinstance(payload, dict):
         return None
@@ -334,7 +334,7 @@ def parse_noop(payload: Any) -> NoopRequest | None:
     """
     Check a C{noop} payload C{{clientId, referenceSequenceNumber}}.
 
-    @return: the request, or L{None} when malformed (ignored).
+    @return: the request, or C{None} when malformed (ignored).
     """
     if not isinstance(payload, dict):
         return None
@@ -349,7 +349,7 @@ def parse_request_ops(payload: Any) -> int | None:
     """
     Check a C{requestOps} payload C{{from}}.
 
-    @return: the SN after which ops are wanted, or L{None} when malformed
+    @return: the SN after which ops are wanted, or C{None} when malformed
         (ignored).
     """
     if not isinstance(payload, dict):

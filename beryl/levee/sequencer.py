@@ -109,7 +109,7 @@ def uuid_client_id() -> str:
 def _summary_handle(message: SequencedMessage) -> Any:
     """
     The C{handle} of a C{summarize} op's C{ISummaryContent}, whose contents
-    the loader sends as an object or as its JSON text; L{None} if absent.
+    the loader sends as an object or as its JSON text; C{None} if absent.
     """
     contents = message.contents
     if isinstance(contents, str):
@@ -435,7 +435,7 @@ class DocumentSession:
         Check one op of C{record} against the ordering rules.
 
         @return: the op, with a reference SN of -1 replaced by the SN it will
-            get; a nack; or L{None} for a duplicate to drop.
+            get; a nack; or C{None} for a duplicate to drop.
         """
         if isinstance(message, MalformedMessage):
             return self._nack(message.raw, message.reason)
@@ -549,7 +549,7 @@ class DocumentSession:
         """
         Sequence the verdict on the summary proposed by the C{summarize} op
         C{sequence_number}: a C{summaryAck} naming C{handle} when
-        C{refusal} is L{None}, else a C{summaryNack} with C{refusal} as its
+        C{refusal} is C{None}, else a C{summaryNack} with C{refusal} as its
         message; broadcast to every connected client.
         """
         proposal = {"summarySequenceNumber": sequence_number}

@@ -309,7 +309,7 @@ class SummaryVerdict:
     """
     The decision on a proposed summary.
 
-    @ivar refusal: why it is refused, or L{None} when it is accepted.
+    @ivar refusal: why it is refused, or C{None} when it is accepted.
     @ivar commit: the commit to acknowledge (and load later documents from).
     """
 
@@ -588,7 +588,7 @@ def _entry(path: str, kind: str, sha: str) -> dict[str, str]:
 class LeveeStorage:
     """
     The asynchronous storage API behind the HTTP routes: git objects,
-    documents, summaries and deltas.  Every method returns a L{Deferred};
+    documents, summaries and deltas.  Every method returns a C{Deferred};
     those that create an object fail with L{GitError} for a bad request.
     """
 
@@ -600,7 +600,7 @@ class LeveeStorage:
         return self.database.run(lambda c: _put_object(c, tenant, BLOB, content))
 
     def get_blob(self, tenant: str, sha: str) -> Deferred[bytes | None]:
-        """A blob's content, or L{None} when no such blob is stored."""
+        """A blob's content, or C{None} when no such blob is stored."""
 
         def work(cursor: Cursor) -> bytes | None:
             found = _get_object(cursor, tenant, sha)
@@ -616,7 +616,7 @@ class LeveeStorage:
         self, tenant: str, sha: str, recursive: bool = False
     ) -> Deferred[list[TreeEntry] | None]:
         """
-        A tree's entries in git's order, or L{None} when no such tree is
+        A tree's entries in git's order, or C{None} when no such tree is
         stored; C{recursive} lists every subtree's entries too, after their
         tree's entry, with paths from the root.
         """
@@ -653,7 +653,7 @@ class LeveeStorage:
         )
 
     def get_commit(self, tenant: str, sha: str) -> Deferred[Commit | None]:
-        """A commit, or L{None} when no such commit is stored."""
+        """A commit, or C{None} when no such commit is stored."""
 
         def work(cursor: Cursor) -> Commit | None:
             found = _get_object(cursor, tenant, sha)
@@ -676,7 +676,7 @@ class LeveeStorage:
         L{flatten_create_summary}) as its first acknowledged summary, at
         sequence number 0.
 
-        @return: the summary's commit sha, or L{None} when the document
+        @return: the summary's commit sha, or C{None} when the document
             exists already.
         """
 
@@ -703,7 +703,7 @@ class LeveeStorage:
         """
         The commit of C{refs/heads/<document>}: the document's newest
         acknowledged summary; for a name that is no document, what a
-        C{PATCH} last set.  L{None} when there is neither.
+        C{PATCH} last set.  C{None} when there is neither.
         """
 
         def work(cursor: Cursor) -> str | None:
@@ -840,7 +840,7 @@ class LeveeStorage:
     ) -> Deferred[bytes]:
         """
         The stored ops with C{first <= sequenceNumber < end} (no upper
-        bound when C{end} is L{None}), oldest first, at most
+        bound when C{end} is C{None}), oldest first, at most
         L{MAX_DELTAS_PER_REQUEST}, as the JSON text of their array (the
         stored JSON of each, not decoded again).
         """

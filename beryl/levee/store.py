@@ -54,8 +54,8 @@ class IDocumentStore(Interface):
 
     def written() -> Deferred[None] | None:
         """
-        A L{Deferred} that fires once every op appended so far is durable,
-        or L{None} when they already are (or the store keeps nothing).  The
+        A C{Deferred} that fires once every op appended so far is durable,
+        or C{None} when they already are (or the store keeps nothing).  The
         channel delivers ops only after that, so that an op a client saw
         sequenced survives a crash.
         """

@@ -124,7 +124,7 @@ def contiguous(a: Delta, b: Delta) -> bool:
 
 def merge_deltas(a: Delta, b: Delta) -> Delta | None:
     """
-    Fold two deltas into one covering both intervals, or L{None} when they
+    Fold two deltas into one covering both intervals, or C{None} when they
     are not contiguous (the union would claim dots it does not hold).
 
     The result does not depend on the order of the arguments: a value
@@ -229,7 +229,7 @@ class DeltaGenerations:
     def find(self, behind: Mapping[Replica, Behind]) -> Delta | None:
         """
         The smallest generation that brings a requester forward on every
-        replica in C{behind} without leaving a gap, or L{None} when the
+        replica in C{behind} without leaving a gap, or C{None} when the
         requester needs a full state.  It is ours: copy it to send it.
         """
         for generation in self.generations:

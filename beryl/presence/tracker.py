@@ -118,7 +118,7 @@ def timings_problem(
     names: Mapping[str, str] = PARAMETER_NAMES,
 ) -> str | None:
     """
-    Why these presence timings cannot work, in one line, or L{None} when
+    Why these presence timings cannot work, in one line, or C{None} when
     they can.
 
     The rule: C{down_period} is at least L{DOWN_MARGIN} times the
@@ -186,7 +186,7 @@ class PresenceTracker(Service):
     """
     Who is online on which topic, on this node and across the cluster.
 
-    With C{messaging} L{None} the tracker is a single node: no ticks, no
+    With C{messaging} C{None} the tracker is a single node: no ticks, no
     history kept.
     """
 
@@ -205,7 +205,7 @@ class PresenceTracker(Service):
         max_delta_sizes: tuple[int, ...] = DEFAULT_MAX_DELTA_SIZES,
     ) -> None:
         """
-        @param messaging: The links to the peers, or L{None} for a single
+        @param messaging: The links to the peers, or C{None} for a single
             node.
         @param clock: Schedules ticks and measures peers' silence.
         @param broadcast_period: Seconds between ticks.
@@ -798,7 +798,7 @@ class PresenceTracker(Service):
 
 def _ref(value: Any) -> str | None:
     """
-    A request ref from a message, or L{None} when it has none (or a bad
+    A request ref from a message, or C{None} when it has none (or a bad
     one).
     """
     return value if isinstance(value, str) and len(value) <= 64 else None

@@ -79,7 +79,7 @@ class EdgeGuard:
 
         @return: C{False} when the address already has its most
             connections (the connection is refused and not counted);
-            otherwise the key it is counted under (L{None} for addresses
+            otherwise the key it is counted under (C{None} for addresses
             without a host, which are not limited).
         """
         host = getattr(address, "host", None)

@@ -103,7 +103,7 @@ def split_auth_token(protocols: list[str]) -> tuple[list[str], str | None]:
     exactly the string the client gave phoenix.js.
 
     @return: the other subprotocols and the token as given to phoenix.js
-        (or L{None}).
+        (or C{None}).
     @raise HandshakeRefused: for more than one token or one that does not
         decode.
     """
@@ -125,7 +125,7 @@ def split_auth_token(protocols: list[str]) -> tuple[list[str], str | None]:
 def _host(netloc: str) -> str:
     """
     The host of a C{Host} header value, without port or IPv6 brackets (as
-    L{urlsplit} gives C{hostname}).
+    C{urlsplit} gives C{hostname}).
     """
     if netloc.startswith("["):
         return netloc[1:].split("]")[0]
@@ -156,7 +156,7 @@ def check_origin(
     Whether a request's C{Origin} passes the rule; a request without an
     C{Origin} header always does (non-browser clients).
 
-    @param rule: L{None} allows any origin; C{"host"} requires the origin's
+    @param rule: C{None} allows any origin; C{"host"} requires the origin's
         host to equal the host of the request's C{Host} header; a list
         holds allowed origins (C{"https://example.com"}, C{"//other.com:888"},
         C{"//*.example.com"}; scheme and port compared only when given); a

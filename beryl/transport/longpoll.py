@@ -296,7 +296,7 @@ class LongPollSession:
         """
         A frame as one element of a poll's C{messages}: its text as a JSON
         string, escaped once for every long-poll recipient of a broadcast;
-        L{None} (not sent) for a binary frame, which long-poll cannot carry.
+        C{None} (not sent) for a binary frame, which long-poll cannot carry.
         """
         if frame.is_binary:
             self._transport.log.warn(
@@ -442,7 +442,7 @@ class LongPollTransport:
 
     def find(self, token: str | None) -> LongPollSession | None:
         """
-        The live session a token names, or L{None}: no token, a forged or
+        The live session a token names, or C{None}: no token, a forged or
         expired one, one of another node, or a session that ended.
         """
         if token is None:
@@ -487,7 +487,7 @@ class LongPollTransport:
 def _split_batch(body: bytes) -> list[tuple[bytes, bool]]:
     """
     The frames of an C{application/x-ndjson} body: a line starting with
-    C{[} (V2) or C{{} (V1) is a text frame, any other the base64 of a binary
+    C{[} (V2) or C{E{lb}} (V1) is a text frame, any other the base64 of a binary
     frame; empty lines are skipped.
 
     @raise ValueError: naming the line that is neither, or when there are

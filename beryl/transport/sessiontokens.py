@@ -61,7 +61,7 @@ class SessionTokens:
 
     def read(self, token: str) -> tuple[str, str] | None:
         """
-        The node name and session id a token carries, or L{None} for a
+        The node name and session id a token carries, or C{None} for a
         token that is forged, damaged or expired.
         """
         try:
@@ -73,7 +73,7 @@ class SessionTokens:
     def claimed_node(self, token: str) -> str | None:
         """
         The node a token that did not verify claims to come from (another
-        node signs with its own key), for the log; L{None} if it names none.
+        node signs with its own key), for the log; C{None} if it names none.
         """
         try:
             _, value = self._serializer.loads_unsafe(token)

@@ -109,7 +109,7 @@ _fast_path: bool | None = None
 def _autobahn_parser_readable() -> bool:
     """
     Whether an Autobahn server protocol, after a handshake and one message
-    over a L{StringTransport}, has the parser state the fast read path
+    over a C{StringTransport}, has the parser state the fast read path
     reads.
     """
     factory = WebSocketServerFactory()
@@ -397,7 +397,7 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
     """
     Builds L{PhoenixWebSocketProtocol}s for one coordinator.
 
-    @param check_origin: L{None} to accept any origin, C{"host"} to require
+    @param check_origin: C{None} to accept any origin, C{"host"} to require
         the origin's host to equal the request's C{Host}, or a list of
         allowed origins (C{"https://example.com"}, C{"//*.example.com"}).
     @param max_frame_size: the largest inbound message in bytes; a larger
@@ -412,10 +412,10 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
     @param read_budget: most messages read from one socket per reactor
         turn; C{read_slice} is the same bound in bytes for what Autobahn
         reads.
-    @param fast_path: L{None} to use the fast read and write paths where
+    @param fast_path: C{None} to use the fast read and write paths where
         L{fast_path_available}; C{False} to always use Autobahn's own.
     @param clock: the time source for deferred reads (the coordinator's
-        C{clock} when L{None}).
+        C{clock} when C{None}).
     """
 
     protocol = PhoenixWebSocketProtocol  # type: ignore[assignment]

@@ -25,7 +25,7 @@ __all__ = [
 _log = Logger()
 
 BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataLen")
-"""The private attributes of L{abstract.FileDescriptor} that L{direct_writer}
+"""The private attributes of C{abstract.FileDescriptor} that L{direct_writer}
 reads to learn how many bytes Twisted holds for a connection."""
 
 
@@ -87,7 +87,7 @@ def direct_writer(
     A client that stops reading would make the buffer grow without end: once
     more than C{max_buffer} bytes wait, the connection is aborted (once).
 
-    @return: L{None} where this cannot work: a transport that is not a plain
+    @return: C{None} where this cannot work: a transport that is not a plain
         TCP connection (TLS), or one without L{BUFFER_ATTRIBUTES}.
     """
     sock = getattr(transport, "socket", None)
