@@ -2,7 +2,8 @@
 # Run Beryl's whole test suite from a fresh checkout: creates .venv, installs
 # the package with its test extra and the npm packages of the interop tests
 # and of the benchmarks' load clients, then runs ruff, mypy --strict (beryl,
-# tests and bench) and every trial test (unit, end to end, interop).
+# tests and bench), the API reference build and the changelog draft, and
+# every trial test (unit, end to end, interop).
 # Arguments, if any, are trial targets to run instead of all of tests/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
