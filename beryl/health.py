@@ -24,7 +24,6 @@ class Readiness:
     """
     Whether this node should be sent new clients.
 
-    @ivar listening: set once the client port listens.
     @ivar draining: set when the node starts to stop.
     """
 
@@ -40,24 +39,40 @@ class Readiness:
         @param expected_peers: how many cluster peers the node was told of
             (C{--peers}); ready once that many are up.
         @param peers_up: how many peers are up now.
-        @param grace_period: seconds after which the node is ready even if
-            its peers are not all up (a lone survivor must still serve).
+        @param grace_period: seconds after the node starts listening after
+            which it is ready even if its peers are not all up (a lone
+            survivor must still serve).
         """
         self._clock = clock
-        self._started = clock.seconds()
+        self._listening_since: float | None = None
         self._expected_peers = expected_peers
         self._peers_up = peers_up
         self._grace_period = grace_period
-        self.listening = False
         self.draining = False
+
+    @property
+    def listening(self) -> bool:
+        """
+        Whether the client port listens (see L{mark_listening}).
+        """
+        return self._listening_since is not None
+
+    def mark_listening(self) -> None:
+        """
+        The client port listens now; the grace period starts.
+        """
+        if self._listening_since is None:
+            self._listening_since = self._clock.seconds()
 
     def status(self) -> tuple[bool, dict[str, object]]:
         """
         Whether the node is ready, and the details a probe shows.
         """
         peers = self._peers_up()
-        waited = self._clock.seconds() - self._started
-        cluster_ok = peers >= self._expected_peers or waited >= self._grace_period
+        since = self._listening_since
+        cluster_ok = peers >= self._expected_peers or (
+            since is not None and self._clock.seconds() - since >= self._grace_period
+        )
         if self.draining:
             state = "draining"
         elif not self.listening:

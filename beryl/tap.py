@@ -778,7 +778,7 @@ class _ReadySite(GuardedSite):
     def startFactory(self) -> None:
         super().startFactory()
         if self._readiness is not None:
-            self._readiness.listening = True
+            self._readiness.mark_listening()
 
 
 class _ListenService(StreamServerEndpointService):

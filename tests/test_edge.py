@@ -198,7 +198,7 @@ class UpgradeTests(SynchronousTestCase):
         self.clock = Clock()
         self.host = RecordingHost(self.clock)
         self.factory = PhoenixWebSocketFactory(
-            self.host,  # type: ignore[arg-type]
+            self.host,
             check_origin=None,
             clock=self.clock,
             handshake_timeout=10,

@@ -47,7 +47,7 @@ class HealthTests(SynchronousTestCase):
 
     def test_waits_for_peers(self) -> None:
         """/ready waits for the configured peers, then says ready."""
-        self.readiness.listening = True
+        self.readiness.mark_listening()
         code, body = probe(self.ready)
         self.assertEqual((code, body["status"]), (503, "waiting for peers"))
         self.peers = 2
@@ -56,13 +56,13 @@ class HealthTests(SynchronousTestCase):
 
     def test_grace_period(self) -> None:
         """Past the grace period the node is ready without its peers."""
-        self.readiness.listening = True
+        self.readiness.mark_listening()
         self.clock.advance(30)
         self.assertEqual(probe(self.ready)[0], 200)
 
     def test_draining(self) -> None:
         """/ready is 503 while draining, whatever else holds."""
-        self.readiness.listening = True
+        self.readiness.mark_listening()
         self.peers = 2
         self.readiness.draining = True
         code, body = probe(self.ready)

@@ -16,9 +16,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from beryl.app import ConnectInfo, ConnectOk, ConnectResult
-from beryl.interfaces import IConnection
+from beryl.interfaces import IConnection, ISocketHost
 from beryl.transport import websocket
 from beryl.transport.websocket import PhoenixWebSocketFactory, PhoenixWebSocketProtocol
 from beryl.wire import DecodeError, Message, Serializer, Unacceptable
@@ -38,6 +40,7 @@ class Handle:
     closed: bool = False
 
 
+@implementer(ISocketHost)
 class RecordingHost:
     """
     A fake core with the transport seam's methods: it decodes with the real
@@ -72,7 +75,8 @@ class RecordingHost:
         self.sockets.append(handle)
         return handle
 
-    def receive_data(self, socket: Handle, data: bytes | str, is_binary: bool) -> None:
+    def receive_data(self, socket: object, data: bytes | str, is_binary: bool) -> None:
+        assert isinstance(socket, Handle)
         if socket.closed:
             return
         message: Message | DecodeError | Unacceptable
@@ -89,13 +93,16 @@ class RecordingHost:
         else:
             self.messages.append(message)
 
-    def touch(self, socket: Handle) -> None:
+    def touch(self, socket: object) -> None:
         self.touched += 1
 
-    def received_ping(self, socket: Handle) -> None:
+    def received_ping(self, socket: object) -> None:
         self.pings += 1
 
-    def closed(self, socket: Handle) -> None:
+    def closed(
+        self, socket: object, local_code: int | None = None, local_reason: str = ""
+    ) -> None:
+        assert isinstance(socket, Handle)
         socket.closed = True
 
 
@@ -126,7 +133,7 @@ class Connected:
         self.clock = Clock()
         self.host = RecordingHost(self.clock)
         self.factory = PhoenixWebSocketFactory(
-            self.host,  # type: ignore[arg-type]
+            self.host,
             check_origin=None,
             fast_path=fast,
             clock=self.clock,
@@ -205,6 +212,10 @@ class AdapterTests(SynchronousTestCase):
     The adapter delivers the same messages however the bytes arrive, on
     both paths.
     """
+
+    def test_fake_core_is_a_socket_host(self) -> None:
+        """The fake core these tests use has the transport seam's methods."""
+        self.assertTrue(verifyObject(ISocketHost, RecordingHost(Clock())))
 
     def check_chunks(self, fast: bool, chunks: list[bytes]) -> None:
         connected = Connected(fast)
