@@ -279,6 +279,7 @@ def make_server(
         max_send_buffer=max_send_buffer,
         handshake_timeout=handshake_timeout,
         max_connections_per_address=max_connections_per_address,
+        counters=counters,
     )
     sessions = None
     if longpoll:
@@ -291,6 +292,7 @@ def make_server(
             idle_timeout=longpoll_idle_timeout,
             max_buffer=max_send_buffer,
             max_body=max_frame_size,
+            counters=counters,
         )
 
     def peers_up() -> int:

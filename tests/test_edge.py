@@ -95,6 +95,7 @@ class HandshakeDeadlineTests(SynchronousTestCase):
         self.clock.advance(2)
         self.assertTrue(connection.aborted)
         self.assertEqual(self.guard.timed_out, 1)
+        self.assertEqual(self.guard.counters.limit_hits["handshake_timeout"], 1)
 
     def test_silent(self) -> None:
         """A connection that sends nothing gets 408 and is closed at the deadline."""
@@ -154,6 +155,7 @@ class PerAddressTests(SynchronousTestCase):
         self.assertIn(b"too many connections", third.transport.value())
         self.assertTrue(third.transport.disconnecting)
         self.assertEqual(self.guard.per_address, {"10.0.0.1": 2})
+        self.assertEqual(self.guard.counters.limit_hits["connections_per_address"], 1)
 
     def test_other_address(self) -> None:
         """Another address has its own count."""

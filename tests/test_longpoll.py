@@ -614,6 +614,7 @@ class LifetimeTests(LongPollCase):
             if number % 10 == 0:
                 self.poll(fast)
         self.assertEqual(self.transport.session_count(), 1)
+        self.assertEqual(self.transport.counters.slow_clients_dropped, 1)
         self.assertEqual(self.coordinator.presence.list("room:lobby"), {})
         answer = self.answer(self.request(token=slow))
         self.assertNotEqual(answer["token"], slow)

@@ -101,7 +101,10 @@ class DirectWriterTests(SynchronousTestCase):
         self, sock: FakeSocket, cap: int = 1000
     ) -> tuple[FakeConnection, Callable[[bytes], None]]:
         connection = FakeConnection(sock)
-        write = direct_writer(connection, self.turns, cap)
+        self.drops: list[None] = []
+        write = direct_writer(
+            connection, self.turns, cap, lambda: self.drops.append(None)
+        )
         assert write is not None
         return connection, write
 
@@ -149,12 +152,13 @@ class DirectWriterTests(SynchronousTestCase):
         self.assertEqual(connection.buffered(), b"hello")
 
     def test_cap(self) -> None:
-        """Past the cap the connection is aborted once and later writes are dropped."""
+        """Past the cap the connection is aborted once, the drop is told once, and later writes are dropped."""
         sock = FakeSocket(room=0)
         connection, write = self.writer(sock, cap=10)
         for _ in range(5):
             write(b"0123456")
         self.assertEqual(connection.aborted, 1)
+        self.assertEqual(len(self.drops), 1)
         self.assertEqual(connection.buffered(), b"0123456" * 2)
 
 
@@ -174,15 +178,17 @@ class CappedWriterTests(SynchronousTestCase):
         self.assertTrue(transport.streaming)
 
     def test_cap(self) -> None:
-        """Past the cap while paused the connection is aborted once."""
+        """Past the cap while paused the connection is aborted once, and the drop is told once."""
         transport = StringTransport()
-        writer = CappedWriter(transport, 10)
+        drops: list[None] = []
+        writer = CappedWriter(transport, 10, lambda: drops.append(None))
         writer.pauseProducing()
         writer.write(b"123456")
         writer.write(b"123456")
         writer.write(b"123456")
         self.assertEqual(transport.value(), b"123456")
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(len(drops), 1)
 
     def test_resume_resets(self) -> None:
         """Once the buffer drains the count starts again."""

@@ -19,6 +19,8 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from beryl.counters import Counters
+
 __all__ = ["EdgeGuard", "GuardedSite"]
 
 _log = Logger()
@@ -62,8 +64,10 @@ class EdgeGuard:
         clock: IReactorTime,
         handshake_timeout: float = 10.0,
         max_per_address: int = 0,
+        counters: Counters | None = None,
     ) -> None:
         self.clock = clock
+        self.counters = counters if counters is not None else Counters()
         self.handshake_timeout = handshake_timeout
         self.max_per_address = max_per_address
         self.per_address: dict[str, int] = {}
@@ -87,6 +91,7 @@ class EdgeGuard:
             return None
         count = self.per_address.get(host, 0)
         if count >= self.max_per_address:
+            self.counters.limit_hit("connections_per_address")
             return False
         self.per_address[host] = count + 1
         return str(host)
@@ -140,6 +145,7 @@ class EdgeGuard:
     def _expired(self, transport: Any) -> None:
         self._deadlines.pop(transport, None)
         self.timed_out += 1
+        self.counters.limit_hit("handshake_timeout")
         self._unlogged += 1
         now = self.clock.seconds()
         if now - self._logged_at >= 10:

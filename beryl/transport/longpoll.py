@@ -46,6 +46,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from beryl.app import ConnectError, ConnectInfo, ConnectResult
+from beryl.counters import Counters
 from beryl.interfaces import IConnection, ISocketHost
 from beryl.transport.handshake import (
     HandshakeRefused,
@@ -327,6 +328,7 @@ class LongPollSession:
     def _overflow(self) -> None:
         transport = self._transport
         self.overflowed = True
+        transport.counters.slow_client_dropped()
         transport.log.warn(
             "Long-poll session {session} has {count} frames ({size} bytes) "
             "waiting for a poll, more than the limit of {limit} bytes; "
@@ -381,8 +383,10 @@ class LongPollTransport:
         max_buffer: int = 16 * 1024 * 1024,
         max_body: int = 8 * 1024 * 1024,
         secret: bytes | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.host = host
+        self.counters = counters if counters is not None else Counters()
         self.clock = clock
         self.node_name = node_name
         self.check_origin = check_origin

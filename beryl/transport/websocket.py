@@ -37,6 +37,7 @@ from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 
 from beryl.app import ConnectError, ConnectInfo
+from beryl.counters import Counters
 from beryl.interfaces import IConnection, ISocketHost
 from beryl.transport.edge import EdgeGuard
 from beryl.transport.frames import control_frame, scan, websocket_message
@@ -233,10 +234,17 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         self._release_http_state()
         write = None
         if factory.fast_path:
-            write = direct_writer(transport, factory.turns, factory.max_send_buffer)
+            write = direct_writer(
+                transport,
+                factory.turns,
+                factory.max_send_buffer,
+                factory.counters.slow_client_dropped,
+            )
         if write is None:
             # TLS, or no buffer attributes: public API only.
-            write = CappedWriter(transport, factory.max_send_buffer).write
+            write = CappedWriter(
+                transport, factory.max_send_buffer, factory.counters.slow_client_dropped
+            ).write
         self._write = write
         serializer, params, info, assigns = self._accepted
         self._accepted = None
@@ -432,9 +440,11 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
         read_slice: int = 8192,
         fast_path: bool | None = None,
         clock: IReactorTime | None = None,
+        counters: Counters | None = None,
     ) -> None:
         WebSocketServerFactory.__init__(self, server="Beryl")
         self.coordinator = coordinator
+        self.counters = counters if counters is not None else Counters()
         self.clock: IReactorTime = clock if clock is not None else coordinator.clock
         self.check_origin = check_origin
         self.max_send_buffer = max_send_buffer
@@ -446,6 +456,7 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
             self.clock,
             handshake_timeout=handshake_timeout,
             max_per_address=max_connections_per_address,
+            counters=self.counters,
         )
         WebSocketServerFactory.setProtocolOptions(
             self,

@@ -63,17 +63,24 @@ class WriteTurns:
         self._scheduled = False
 
 
-def _too_slow(transport: Any, buffered: int) -> None:
+def _too_slow(
+    transport: Any, buffered: int, on_drop: Callable[[], None] | None
+) -> None:
     _log.warn(
         "A client at {peer} reads too slowly ({buffered} bytes waiting); dropping it.",
         peer=transport.getPeer(),
         buffered=buffered,
     )
     transport.abortConnection()
+    if on_drop is not None:
+        on_drop()
 
 
 def direct_writer(
-    transport: Any, turns: WriteTurns, max_buffer: int = 16 * 1024 * 1024
+    transport: Any,
+    turns: WriteTurns,
+    max_buffer: int = 16 * 1024 * 1024,
+    on_drop: Callable[[], None] | None = None,
 ) -> Callable[[bytes], None] | None:
     """
     A write function for C{transport} that, on a plain TCP connection with
@@ -85,7 +92,8 @@ def direct_writer(
     through C{transport.write} as usual.
 
     A client that stops reading would make the buffer grow without end: once
-    more than C{max_buffer} bytes wait, the connection is aborted (once).
+    more than C{max_buffer} bytes wait, the connection is aborted (once)
+    and C{on_drop} is called.
 
     @return: C{None} where this cannot work: a transport that is not a plain
         TCP connection (TLS), or one without L{BUFFER_ATTRIBUTES}.
@@ -110,7 +118,7 @@ def direct_writer(
         if buffered or transport.disconnecting or not transport.connected:
             if buffered > max_buffer:
                 aborted = True
-                _too_slow(transport, buffered)
+                _too_slow(transport, buffered, on_drop)
                 return
             write(data)
             return
@@ -146,8 +154,14 @@ class CappedWriter:
     the same, give or take Twisted's high-water mark (64 KiB).
     """
 
-    def __init__(self, transport: Any, max_buffer: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        transport: Any,
+        max_buffer: int = 16 * 1024 * 1024,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         self._transport = transport
+        self._on_drop = on_drop
         self._max_buffer = max_buffer
         self._paused = False
         self._waiting = 0
@@ -172,7 +186,7 @@ class CappedWriter:
             self._waiting += len(data)
             if self._waiting > self._max_buffer:
                 self._aborted = True
-                _too_slow(self._transport, self._waiting)
+                _too_slow(self._transport, self._waiting, self._on_drop)
                 return
         self._transport.write(data)
 
