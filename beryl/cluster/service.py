@@ -12,6 +12,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, fail, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IAddress,
     IListeningPort,
@@ -229,9 +230,17 @@ class ClusterService(MultiService):
             waiter.callback(port)
 
     def _listen_failed(self, failure: Failure) -> None:
-        self.log.failure(
-            "Cluster node {node} cannot listen", failure, node=self.node_name
-        )
+        if failure.check(CannotListenError):
+            # The port is taken or needs privileges: a line, not a traceback.
+            self.log.error(
+                "Cluster node {node} cannot listen: {reason}",
+                node=self.node_name,
+                reason=failure.getErrorMessage(),
+            )
+        else:
+            self.log.failure(
+                "Cluster node {node} cannot listen", failure, node=self.node_name
+            )
         waiting, self._listening = self._listening, []
         for waiter in waiting:
             waiter.errback(failure)

@@ -98,6 +98,7 @@ class UsageErrorTests(SynchronousTestCase):
                 f"tcp:{port}:interface=127.0.0.1",
             )
         self.assertEqual(status, 1, output)
+        self.assertNotIn("Traceback", output)
         lines = output.splitlines()
         expected = (
             f"twist beryl: --cluster-port: cannot listen on port {port}: Address "
