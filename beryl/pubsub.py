@@ -18,7 +18,7 @@ from zope.interface import implementer
 from beryl.cluster.local import LocalMessaging
 from beryl.counters import Counters
 from beryl.interfaces import IMembershipObserver, INodeMessaging, IPubSub, ISubscriber
-from beryl.wire import Binary, Payload
+from beryl.wire import Binary, Payload, json_bytes, json_value
 
 __all__ = ["PubSub"]
 
@@ -37,7 +37,7 @@ def encode_cluster_broadcast(
     """
     binary = isinstance(payload, Binary)
     header = {"k": _BROADCAST, "t": topic, "e": event, "f": from_id, "b": binary}
-    body = payload.data if isinstance(payload, Binary) else orjson.dumps(payload)
+    body = payload.data if isinstance(payload, Binary) else json_bytes(payload)
     return orjson.dumps(header) + b"\0" + body
 
 
@@ -214,7 +214,7 @@ class PubSub(Service):
                 # Pre-encoded JSON (from a group broadcast) is for encoders;
                 # other subscribers get the value it stands for.
                 if decoded is _UNDECODED:
-                    decoded = orjson.loads(orjson.dumps(payload))
+                    decoded = json_value(orjson.dumps(payload))
                 value = decoded
             try:
                 subscriber.deliver(topic, event, value, from_id)
@@ -340,7 +340,7 @@ class PubSub(Service):
         self.counters.broadcasts_remote += 1
         if topic not in self._subscriptions:
             return
-        payload: Payload = Binary(body) if header.get("b") else orjson.loads(body)
+        payload: Payload = Binary(body) if header.get("b") else json_value(body)
         self.local_broadcast(topic, event, payload, from_id)
 
     def _received_counts(self, from_node: str, header: dict[str, Any]) -> None:

@@ -204,6 +204,30 @@ def _dumps_wide(value: Any) -> bytes:
         raise TypeError(f"cannot be encoded as JSON: {error}") from None
 
 
+def json_bytes(value: Any) -> bytes:
+    """
+    C{value} as compact UTF-8 JSON, integers of any size exact (what
+    orjson refuses, the standard library encodes).
+
+    @raise TypeError: when C{value} is not JSON-serialisable.
+    """
+    try:
+        return _dumps(value)
+    except TypeError:
+        return _dumps_wide(value)
+
+
+def json_value(data: bytes) -> Any:
+    """
+    Decode JSON that L{json_bytes} wrote, integers of any size exact.
+
+    @raise ValueError: when C{data} is not JSON.
+    """
+    if _LONG_DIGITS in data.translate(_DIGITS_AS_ZERO):
+        return json.loads(data)
+    return _loads(data)
+
+
 MAX_REF_LENGTH = 255
 """
 The longest string ref or join_ref a client may send, as in a V2 binary

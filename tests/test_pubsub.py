@@ -213,6 +213,16 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(local.received, [("t", "e", {"n": [1, 2]}, None)])
         self.assertEqual(remote.received, [("t", "e", {"n": [1, 2]}, None)])
 
+    def test_big_integers_cross(self) -> None:
+        """Integers beyond 64 bits cross to other nodes exactly, as Phoenix's do."""
+        remote = Recorder("r")
+        self.pubsub["b"].subscribe("t", remote)
+        self.pubsub["a"].broadcast("t", "e", {"n": 2**100, "m": -(10**30)})
+        self.network.flush()
+        self.assertEqual(
+            remote.received, [("t", "e", {"n": 2**100, "m": -(10**30)}, None)]
+        )
+
     def test_binary_payload(self) -> None:
         """A Binary payload arrives on other nodes as Binary."""
         remote = Recorder("r")
