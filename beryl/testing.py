@@ -4,7 +4,9 @@ coordinator writes, a helper that drives a coordinator the way a transport
 does, an in-memory network of nodes (L{FakeNetwork}) whose
 L{FakeMessaging} ends stand in for the cluster's L{INodeMessaging}, and
 helpers that tell which process of C{twistd beryl --workers N} serves which
-connections (read from Linux's C{/proc}).
+connections (read from Linux's C{/proc}), and L{MemoryNetwork}: endpoints
+connected in memory with Twisted's C{iosim}, for services that link over
+endpoints (the cluster).
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ from typing import Any, Callable, Iterable, Mapping
 
 import attrs
 import orjson
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.internet.task import Clock
+from twisted.test import iosim
 from zope.interface import implementer
 from zope.interface.verify import verifyClass
 
@@ -30,6 +44,8 @@ __all__ = [
     "FakeConnection",
     "FakeMessaging",
     "FakeNetwork",
+    "MemoryConnection",
+    "MemoryNetwork",
     "Sent",
     "connections_per_worker",
     "worker_pids",
@@ -377,3 +393,219 @@ def connections_per_worker(port: int, pids: Iterable[int]) -> dict[int, int]:
                 count += 1
         counts[pid] = count
     return counts
+
+
+# An in-memory TCP network for services that link over endpoints.
+
+
+@implementer(IListeningPort)
+@attrs.define
+class _MemoryPort:
+    network: MemoryNetwork
+    address: str
+
+    def startListening(self) -> None:
+        pass
+
+    def stopListening(self) -> None:
+        self.network.listeners.pop(self.address, None)
+
+    def getHost(self) -> Any:
+        return iosim.FakeAddress()
+
+
+@implementer(IStreamServerEndpoint)
+@attrs.define
+class _ServerEndpoint:
+    network: MemoryNetwork
+    address: str
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        self.network.listeners[self.address] = factory
+        return succeed(_MemoryPort(self.network, self.address))
+
+
+@implementer(IStreamClientEndpoint)
+@attrs.define
+class _ClientEndpoint:
+    network: MemoryNetwork
+    address: str
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        attempt: Deferred[Any] = Deferred(
+            lambda d: self.network.pending.remove((self.address, factory, d))
+        )
+        self.network.pending.append((self.address, factory, attempt))
+        return attempt
+
+
+class _HalfClosingTransport(iosim.FakeTransport):
+    """An iosim transport that remembers C{loseWriteConnection}."""
+
+    write_closed = False
+    eof_delivered = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+
+@attrs.define
+class MemoryConnection:
+    """One in-memory connection between a client and a server protocol of a L{MemoryNetwork}."""
+
+    server_address: str
+    pump: iosim.IOPump
+    frozen: bool = False
+
+    @property
+    def open(self) -> bool:
+        """
+        Whether neither side has closed.
+        """
+        return not (
+            self.pump.clientIO.disconnecting or self.pump.serverIO.disconnecting
+        )
+
+    @property
+    def finished(self) -> bool:
+        """
+        Whether both sides are disconnected.
+        """
+        return bool(self.pump.clientIO.disconnected and self.pump.serverIO.disconnected)
+
+    def half_close(self) -> bool:
+        """
+        Deliver the end of a half-closed side's data to the other side, as
+        TCP does after C{loseWriteConnection} (which iosim ignores).
+        """
+        delivered = False
+        sides = [
+            (self.pump.clientIO, self.pump.server, self.pump.serverIO),
+            (self.pump.serverIO, self.pump.client, self.pump.clientIO),
+        ]
+        for writer, reader, reader_io in sides:
+            if (
+                getattr(writer, "write_closed", False)
+                and not getattr(writer, "eof_delivered", False)
+                and not writer.stream
+                and not self.frozen
+                and not reader_io.disconnected
+            ):
+                writer.eof_delivered = True
+                half = IHalfCloseableProtocol(reader, None)
+                if half is not None:
+                    half.readConnectionLost()
+                delivered = True
+        return delivered
+
+
+@attrs.define
+class MemoryNetwork:
+    """
+    Connects endpoints by address in memory with L{iosim}; data moves and
+    connections complete only in L{flush}, time moves only in L{run}.
+    """
+
+    clock: Clock = attrs.field(factory=Clock)
+    listeners: dict[str, IProtocolFactory] = attrs.field(factory=dict)
+    pending: list[tuple[str, IProtocolFactory, Deferred[Any]]] = attrs.field(
+        factory=list
+    )
+    connections: list[MemoryConnection] = attrs.field(factory=list)
+    stranger_port: int = 40000
+    """The last client port given out."""
+
+    def server(self, address: str) -> IStreamServerEndpoint:
+        """
+        An endpoint that listens at C{address} on this network.
+        """
+        return _ServerEndpoint(self, address)
+
+    def client(self, address: str) -> IStreamClientEndpoint:
+        """
+        An endpoint that connects to C{address} on this network.
+        """
+        return _ClientEndpoint(self, address)
+
+    def connect_pending(self) -> bool:
+        """
+        Complete the connection attempts made since the last call (refused
+        where nothing listens); whether there were any.
+        """
+        pending, self.pending = self.pending, []
+        for address, factory, attempt in pending:
+            server_factory = self.listeners.get(address)
+            if server_factory is None:
+                attempt.errback(ConnectionRefusedError(address))
+                continue
+            server = server_factory.buildProtocol(iosim.FakeAddress())
+            client = factory.buildProtocol(iosim.FakeAddress())
+            self.stranger_port += 1
+            pump = iosim.connect(
+                server,
+                _HalfClosingTransport(  # type: ignore[no-untyped-call]
+                    server,
+                    isServer=True,
+                    peerAddress=IPv4Address("TCP", "127.0.0.1", self.stranger_port),
+                ),
+                client,
+                _HalfClosingTransport(  # type: ignore[no-untyped-call]
+                    client,
+                    isServer=False,
+                    peerAddress=IPv4Address("TCP", "127.0.0.1", 4001),
+                ),
+                greet=False,
+                clock=self.clock,
+            )
+            self.connections.append(MemoryConnection(address, pump))
+            attempt.callback(client)
+        return bool(pending)
+
+    def flush(self) -> None:
+        """
+        Move data and complete connections until nothing moves.
+        """
+        moved = True
+        while moved:
+            moved = self.connect_pending()
+            for connection in list(self.connections):
+                if connection.frozen:
+                    connection.pump.clientIO.getOutBuffer()
+                    connection.pump.serverIO.getOutBuffer()
+                if connection.pump.pump():
+                    moved = True
+                if connection.half_close():
+                    moved = True
+            self.connections = [c for c in self.connections if not c.finished]
+            # What is due now (a stopping node's last steps) runs too.
+            if any(
+                call.getTime() <= self.clock.seconds()
+                for call in self.clock.getDelayedCalls()
+            ):
+                self.clock.advance(0)
+                moved = True
+
+    def run(self, seconds: float, step: float = 0.1) -> None:
+        """
+        Let C{seconds} of the clock pass in steps, flushing after each.
+        """
+        self.flush()
+        elapsed = 0.0
+        while elapsed < seconds:
+            self.clock.advance(step)
+            elapsed += step
+            self.flush()
+
+    def open_connections(self) -> list[MemoryConnection]:
+        """
+        The connections neither side has closed.
+        """
+        return [c for c in self.connections if c.open]
+
+
+for _class, _interface in (
+    (_MemoryPort, IListeningPort),
+    (_ServerEndpoint, IStreamServerEndpoint),
+    (_ClientEndpoint, IStreamClientEndpoint),
+):
+    verifyClass(_interface, _class)

@@ -11,15 +11,7 @@ from typing import Any, cast
 import attrs
 from twisted.application.internet import backoffPolicy
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
-from twisted.internet.interfaces import (
-    IHalfCloseableProtocol,
-    IListeningPort,
-    IProtocolFactory,
-    IStreamClientEndpoint,
-    IStreamServerEndpoint,
-)
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, globalLogPublisher
@@ -43,187 +35,8 @@ from beryl.cluster.ratelimit import LogLimiter
 from beryl.cluster.service import _LinkFactory
 from beryl.interfaces import IMembershipObserver, INodeMessaging, ISubscriber
 from beryl.pubsub import PubSub
+from beryl.testing import MemoryConnection, MemoryNetwork
 from beryl.wire import Binary
-
-
-@implementer(IListeningPort)
-@attrs.define
-class _MemoryPort:
-    network: MemoryNetwork
-    address: str
-
-    def startListening(self) -> None:
-        pass
-
-    def stopListening(self) -> None:
-        self.network.listeners.pop(self.address, None)
-
-    def getHost(self) -> Any:
-        return iosim.FakeAddress()
-
-
-@implementer(IStreamServerEndpoint)
-@attrs.define
-class _ServerEndpoint:
-    network: MemoryNetwork
-    address: str
-
-    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
-        self.network.listeners[self.address] = factory
-        return succeed(_MemoryPort(self.network, self.address))
-
-
-@implementer(IStreamClientEndpoint)
-@attrs.define
-class _ClientEndpoint:
-    network: MemoryNetwork
-    address: str
-
-    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
-        attempt: Deferred[Any] = Deferred(
-            lambda d: self.network.pending.remove((self.address, factory, d))
-        )
-        self.network.pending.append((self.address, factory, attempt))
-        return attempt
-
-
-class _HalfClosingTransport(iosim.FakeTransport):
-    """An iosim transport that remembers C{loseWriteConnection}."""
-
-    write_closed = False
-    eof_delivered = False
-
-    def loseWriteConnection(self) -> None:
-        self.write_closed = True
-
-
-@attrs.define
-class Connection:
-    """One in-memory connection between a client and a server protocol."""
-
-    server_address: str
-    pump: iosim.IOPump
-    frozen: bool = False
-
-    @property
-    def open(self) -> bool:
-        return not (
-            self.pump.clientIO.disconnecting or self.pump.serverIO.disconnecting
-        )
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.pump.clientIO.disconnected and self.pump.serverIO.disconnected)
-
-    def half_close(self) -> bool:
-        """
-        Deliver the end of a half-closed side's data to the other side, as
-        TCP does after C{loseWriteConnection} (which iosim ignores).
-        """
-        delivered = False
-        sides = [
-            (self.pump.clientIO, self.pump.server, self.pump.serverIO),
-            (self.pump.serverIO, self.pump.client, self.pump.clientIO),
-        ]
-        for writer, reader, reader_io in sides:
-            if (
-                getattr(writer, "write_closed", False)
-                and not getattr(writer, "eof_delivered", False)
-                and not writer.stream
-                and not self.frozen
-                and not reader_io.disconnected
-            ):
-                writer.eof_delivered = True
-                half = IHalfCloseableProtocol(reader, None)
-                if half is not None:
-                    half.readConnectionLost()
-                delivered = True
-        return delivered
-
-
-@attrs.define
-class MemoryNetwork:
-    """
-    Connects endpoints by address in memory with L{iosim}; data moves and
-    connections complete only in L{flush}, time moves only in L{run}.
-    """
-
-    clock: Clock = attrs.field(factory=Clock)
-    listeners: dict[str, IProtocolFactory] = attrs.field(factory=dict)
-    pending: list[tuple[str, IProtocolFactory, Deferred[Any]]] = attrs.field(
-        factory=list
-    )
-    connections: list[Connection] = attrs.field(factory=list)
-    stranger_port: int = 40000
-    """The last client port given out."""
-
-    def server(self, address: str) -> IStreamServerEndpoint:
-        return _ServerEndpoint(self, address)
-
-    def client(self, address: str) -> IStreamClientEndpoint:
-        return _ClientEndpoint(self, address)
-
-    def connect_pending(self) -> bool:
-        pending, self.pending = self.pending, []
-        for address, factory, attempt in pending:
-            server_factory = self.listeners.get(address)
-            if server_factory is None:
-                attempt.errback(ConnectionRefusedError(address))
-                continue
-            server = server_factory.buildProtocol(iosim.FakeAddress())
-            client = factory.buildProtocol(iosim.FakeAddress())
-            self.stranger_port += 1
-            pump = iosim.connect(
-                server,
-                _HalfClosingTransport(
-                    server,
-                    isServer=True,
-                    peerAddress=IPv4Address("TCP", "127.0.0.1", self.stranger_port),
-                ),
-                client,
-                _HalfClosingTransport(
-                    client,
-                    isServer=False,
-                    peerAddress=IPv4Address("TCP", "127.0.0.1", 4001),
-                ),
-                greet=False,
-                clock=self.clock,
-            )
-            self.connections.append(Connection(address, pump))
-            attempt.callback(client)
-        return bool(pending)
-
-    def flush(self) -> None:
-        moved = True
-        while moved:
-            moved = self.connect_pending()
-            for connection in list(self.connections):
-                if connection.frozen:
-                    connection.pump.clientIO.getOutBuffer()
-                    connection.pump.serverIO.getOutBuffer()
-                if connection.pump.pump():
-                    moved = True
-                if connection.half_close():
-                    moved = True
-            self.connections = [c for c in self.connections if not c.finished]
-            # What is due now (a stopping node's last steps) runs too.
-            if any(
-                call.getTime() <= self.clock.seconds()
-                for call in self.clock.getDelayedCalls()
-            ):
-                self.clock.advance(0)
-                moved = True
-
-    def run(self, seconds: float, step: float = 0.1) -> None:
-        self.flush()
-        elapsed = 0.0
-        while elapsed < seconds:
-            self.clock.advance(step)
-            elapsed += step
-            self.flush()
-
-    def open_connections(self) -> list[Connection]:
-        return [c for c in self.connections if c.open]
 
 
 @implementer(IMembershipObserver)
@@ -744,7 +557,9 @@ class _Stranger(amp.AMP):
         self.lost = True
 
 
-def stranger(network: MemoryNetwork, address: str) -> tuple[_Stranger, Connection]:
+def stranger(
+    network: MemoryNetwork, address: str
+) -> tuple[_Stranger, MemoryConnection]:
     """Connect a raw AMP peer to the node listening at C{address}."""
     server = network.listeners[address].buildProtocol(iosim.FakeAddress())
     client = _Stranger()
@@ -761,7 +576,7 @@ def stranger(network: MemoryNetwork, address: str) -> tuple[_Stranger, Connectio
         greet=False,
         clock=network.clock,
     )
-    connection = Connection(address, pump)
+    connection = MemoryConnection(address, pump)
     network.connections.append(connection)
     return client, connection
 
@@ -1000,9 +815,7 @@ class LinkCloseTests(SynchronousTestCase):
     def test_refused_peer_that_never_reads(self) -> None:
         """A refused connection whose peer does not read is aborted after close_timeout."""
         clock = Clock()
-        service = ClusterService(
-            "a", clock, lambda d: _ClientEndpoint(MemoryNetwork(), d), secret=b"s"
-        )
+        service = ClusterService("a", clock, MemoryNetwork().client, secret=b"s")
         link = _LinkFactory(service, None).buildProtocol(None)
         transport = _AbortRecorder(peerAddress=IPv4Address("TCP", "192.0.2.1", 1))
         link.makeConnection(transport)
@@ -1017,9 +830,7 @@ class LinkCloseTests(SynchronousTestCase):
     def test_stop_flushes_then_aborts(self) -> None:
         """Closing an up link loses the connection gracefully and aborts only after close_timeout."""
         clock = Clock()
-        service = ClusterService(
-            "a", clock, lambda d: _ClientEndpoint(MemoryNetwork(), d)
-        )
+        service = ClusterService("a", clock, MemoryNetwork().client)
         service.startService()
         link = _LinkFactory(service, None).buildProtocol(None)
         transport = _AbortRecorder(peerAddress=IPv4Address("TCP", "192.0.2.1", 1))
