@@ -502,7 +502,7 @@ class MemoryConnection:
 @attrs.define
 class MemoryNetwork:
     """
-    Connects endpoints by address in memory with L{iosim}; data moves and
+    Connects endpoints by address in memory with C{iosim}; data moves and
     connections complete only in L{flush}, time moves only in L{run}.
     """
 
