@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from beryl.cluster.local import new_incarnation
+from beryl.counters import Counters
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
 __all__ = ["BackplaneConfig", "RedisMessaging", "parse_backplane_url"]
@@ -152,6 +153,7 @@ class RedisMessaging(Service):
         self.incarnation = new_incarnation()
         self.config = config
         self.clock = clock
+        self.counters = Counters()
         self.reactor = reactor if reactor is not None else clock
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -465,6 +467,7 @@ class RedisMessaging(Service):
         publisher = self._publisher
         if publisher is None:
             return
+        self.counters.cluster_bytes_out += len(message)
         try:
             publisher.publish(redis_channel, message).addErrback(_ignore)
         except Exception:
@@ -475,6 +478,7 @@ class RedisMessaging(Service):
         """
         Hand a message from Redis to the handlers of its channel.
         """
+        self.counters.cluster_bytes_in += len(message)
         end = message.find(b"\0")
         try:
             name, incarnation, channel = orjson.loads(message[:end])

@@ -224,6 +224,7 @@ def make_server(
             raise ValueError("use a backplane or a cluster, not both")
         redis = RedisMessaging(node_name, backplane, reactor)
         redis.name = "cluster"
+        redis.counters = counters
         service.addService(redis)
         messaging = redis
     elif cluster is None:
