@@ -7,14 +7,19 @@ secret on top.
 
 from __future__ import annotations
 
-import datetime
 import socket
 from pathlib import Path
 
 from twisted.protocols import amp
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.interop.harness import BerylServer, _unavailable, free_port, unique_topic
+from tests.interop.harness import (
+    BerylServer,
+    _unavailable,
+    free_port,
+    self_signed_certificate,
+    unique_topic,
+)
 from tests.interop.puppet import Puppet
 
 
@@ -23,40 +28,10 @@ def make_certificate(directory: Path, host: str) -> tuple[Path, Path, Path]:
     A self-signed certificate for C{host}: its key, the certificate, and a
     directory of trusted roots holding it.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path = directory / "node.key"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    certificate_path = directory / "node.crt"
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
-    certificate_path.write_bytes(pem)
+    key_path, certificate_path = self_signed_certificate(directory, host)
     roots = directory / "roots"
     roots.mkdir()
-    (roots / "cluster-ca.pem").write_bytes(pem)
+    (roots / "cluster-ca.pem").write_bytes(certificate_path.read_bytes())
     return key_path, certificate_path, roots
 
 

@@ -5,8 +5,6 @@ client connects over TLS with a certificate generated for the test.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import subprocess
 from pathlib import Path
@@ -19,6 +17,7 @@ from tests.interop.harness import (
     _unavailable,
     free_port,
     node_executable,
+    self_signed_certificate,
     start_server,
 )
 
@@ -44,42 +43,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     """
     A self-signed certificate for 127.0.0.1 and its key, as PEM files.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_path = directory / "key.pem"
-    cert_path = directory / "cert.pem"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return key_path, cert_path
+    return self_signed_certificate(directory, "127.0.0.1")
 
 
 class SecureWebSocketTests(SynchronousTestCase):
