@@ -71,18 +71,15 @@ class Callbacks:
         its result is ready: now, or when its Deferred fires.
         """
         events = self._events
+        if not isinstance(result, Deferred):
+            events.handler_finished(runtime.route, callback, perf_counter() - started)
+            return result
 
         def finished(value: object) -> object:
-            events.emit(
-                telemetry.HandlerFinished(
-                    runtime.route, callback, perf_counter() - started
-                )
-            )
+            events.handler_finished(runtime.route, callback, perf_counter() - started)
             return value
 
-        if isinstance(result, Deferred):
-            return result.addBoth(finished)
-        return finished(result)
+        return result.addBoth(finished)
 
     def run_join(
         self, socket: SocketHandle, runtime: ChannelRuntime, payload: Payload, ref: Any
@@ -90,7 +87,7 @@ class Callbacks:
         """
         Run the join callback of a new channel instance.
         """
-        timed = self._events.observed(telemetry.HandlerFinished)
+        timed = self._events.handler_observers
         started = perf_counter() if timed else 0.0
         try:
             result = settle(
@@ -123,7 +120,7 @@ class Callbacks:
         if runtime is None:
             # ended by a failed write earlier in the same batch
             return socket.session.crashed(run.channel)
-        timed = self._events.observed(telemetry.HandlerFinished)
+        timed = self._events.handler_observers
         started = perf_counter() if timed else 0.0
         try:
             result = settle(
@@ -146,7 +143,7 @@ class Callbacks:
         runtime = socket.channels.get(run.channel)
         if runtime is None:
             return socket.session.crashed(run.channel)
-        timed = self._events.observed(telemetry.HandlerFinished)
+        timed = self._events.handler_observers
         started = perf_counter() if timed else 0.0
         try:
             result = settle(runtime.channel.handle_info(run.message, runtime.context()))
@@ -166,7 +163,7 @@ class Callbacks:
         """
         runtime = socket.channels[channel]
         ref = message.ref
-        timed = self._events.observed(telemetry.HandlerFinished)
+        timed = self._events.handler_observers
         started = perf_counter() if timed else 0.0
         try:
             result = settle(
@@ -180,7 +177,12 @@ class Callbacks:
             self._perform(socket, self._crashed(socket, runtime, Failure()))
             return
         if timed:
-            result = self._timed(runtime, "handle_in", started, result)
+            if isinstance(result, Deferred):
+                result = self._timed(runtime, "handle_in", started, result)
+            else:
+                self._events.handler_finished(
+                    runtime.route, "handle_in", perf_counter() - started
+                )
         if type(result) is Reply:
             if ref is not None and socket.session.finish_quietly(channel):
                 runtime.assigns = result.assigns

@@ -82,7 +82,7 @@ class NodeMetrics:
         events.on(telemetry.JoinFailed, self._join_failed)
         events.on(telemetry.ChannelLeft, self._left)
         events.on(telemetry.ChannelCrashed, self._crashed)
-        events.on(telemetry.HandlerFinished, self._handler_finished)
+        events.on_handler_finished(self._handler_finished)
         events.on(telemetry.PresenceChanged, self._presence_changed)
 
     # Telemetry observers
@@ -106,9 +106,9 @@ class NodeMetrics:
     def _crashed(self, event: telemetry.ChannelCrashed) -> None:
         self._crashes[event.route] += 1
 
-    def _handler_finished(self, event: telemetry.HandlerFinished) -> None:
-        self._buckets[bisect_left(HANDLER_BUCKETS, event.seconds)] += 1
-        self._handler_sum += event.seconds
+    def _handler_finished(self, route: str, callback: str, seconds: float) -> None:
+        self._buckets[bisect_left(HANDLER_BUCKETS, seconds)] += 1
+        self._handler_sum += seconds
 
     def _presence_changed(self, event: telemetry.PresenceChanged) -> None:
         self._presence_diffs += 1

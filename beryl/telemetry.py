@@ -16,7 +16,7 @@ run.
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar, Union
+from typing import Any, Callable, TypeVar, Union
 
 import attrs
 from twisted.logger import Logger
@@ -27,6 +27,7 @@ __all__ = [
     "ChannelLeft",
     "Event",
     "HandlerFinished",
+    "HandlerTiming",
     "JoinFailed",
     "PresenceChanged",
     "SocketClosed",
@@ -148,18 +149,33 @@ Event = Union[
 E = TypeVar("E", bound=Event)
 
 
+HandlerTiming = Callable[[str, str, float], None]
+"""
+An observer of callback durations called with the fields of a
+L{HandlerFinished} (C{route}, C{callback}, C{seconds}) and no event object:
+the form Beryl's own metrics use, since a duration is measured for every
+message.
+"""
+
+
 class Telemetry:
     """
     The observers of one node's events, by event class.
 
     Emitters ask L{observed} before they build an event, so an event kind
-    nobody watches is never built.
+    nobody watches is never built.  L{HandlerFinished}, which comes with
+    every callback, reaches its observers through L{handler_observers}:
+    an event object is built only for observers that asked for one.
+
+    @ivar handler_observers: the L{HandlerTiming} observers of callback
+        durations (replaced, never mutated).
     """
 
     log = Logger()
 
     def __init__(self) -> None:
-        self._observers: dict[type, list[Callable[[object], None]]] = {}
+        self._observers: dict[type, tuple[Callable[[Any], None], ...]] = {}
+        self.handler_observers: tuple[HandlerTiming, ...] = ()
 
     def on(self, kind: type[E], observer: Callable[[E], None]) -> Callable[[], None]:
         """
@@ -167,14 +183,36 @@ class Telemetry:
 
         @return: a function that stops the observation.
         """
-        observers = self._observers.setdefault(kind, [])
-        observers.append(observer)  # type: ignore[arg-type]
+        if kind is HandlerFinished:
+
+            def timing(route: str, callback: str, seconds: float) -> None:
+                observer(HandlerFinished(route, callback, seconds))  # type: ignore[arg-type]
+
+            return self.on_handler_finished(timing)
+        self._observers[kind] = self._observers.get(kind, ()) + (observer,)
 
         def stop() -> None:
-            if observer in observers:
-                observers.remove(observer)
-            if not observers and self._observers.get(kind) is observers:
-                del self._observers[kind]
+            rest = tuple(o for o in self._observers.get(kind, ()) if o is not observer)
+            if rest:
+                self._observers[kind] = rest
+            else:
+                self._observers.pop(kind, None)
+
+        return stop
+
+    def on_handler_finished(self, observer: HandlerTiming) -> Callable[[], None]:
+        """
+        Call C{observer(route, callback, seconds)} for every callback that
+        finishes, without building a L{HandlerFinished}.
+
+        @return: a function that stops the observation.
+        """
+        self.handler_observers += (observer,)
+
+        def stop() -> None:
+            self.handler_observers = tuple(
+                o for o in self.handler_observers if o is not observer
+            )
 
         return stop
 
@@ -182,6 +220,8 @@ class Telemetry:
         """
         Whether anything observes events of class C{kind}.
         """
+        if kind is HandlerFinished:
+            return bool(self.handler_observers)
         return kind in self._observers
 
     def emit(self, event: Event) -> None:
@@ -189,7 +229,10 @@ class Telemetry:
         Hand C{event} to the observers of its class.  An observer that
         raises is logged; the rest still see the event.
         """
-        for observer in tuple(self._observers.get(type(event), ())):
+        if type(event) is HandlerFinished:
+            self.handler_finished(event.route, event.callback, event.seconds)
+            return
+        for observer in self._observers.get(type(event), ()):
             try:
                 observer(event)
             except Exception:
@@ -197,3 +240,14 @@ class Telemetry:
                     "A telemetry observer of {kind} raised.",
                     kind=type(event).__name__,
                 )
+
+    def handler_finished(self, route: str, callback: str, seconds: float) -> None:
+        """
+        Tell the observers of callback durations that C{callback} of a
+        channel of C{route} took C{seconds}.
+        """
+        for observer in self.handler_observers:
+            try:
+                observer(route, callback, seconds)
+            except Exception:
+                self.log.failure("A telemetry observer of HandlerFinished raised.")
