@@ -213,7 +213,8 @@ class InfoTimer:
         The delay is over: hand the message to the channel's session.
         """
         runtime = self._runtime
-        runtime.timers.discard(self)
+        if runtime.timers:
+            runtime.timers.discard(self)
         socket = runtime.socket
         runtime.host.perform(
             socket, socket.session.info_due(runtime.channel_id, self._message)
@@ -224,7 +225,9 @@ class InfoTimer:
 
     def cancel(self) -> None:
         self._call.cancel()
-        self._runtime.timers.discard(self)
+        timers = self._runtime.timers
+        if timers:
+            timers.discard(self)
 
     def delay(self, secondsLater: float) -> None:
         self._call.delay(secondsLater)
@@ -252,7 +255,8 @@ class ChannelRuntime:
     channel: Channel[Any]
     assigns: Any = None
     ended: bool = False
-    timers: set[InfoTimer] = attrs.field(factory=set)
+    # live send_info_later timers; made on the first (most channels set none)
+    timers: set[InfoTimer] | None = None
     # the presence owner that stands for this channel instance
     owner: str = ""
     # the route pattern that matched the topic (a metric label)
@@ -281,8 +285,8 @@ class ChannelRuntime:
         The channel is over: cancel its timers.
         """
         self.ended = True
-        timers, self.timers = self.timers, set()
-        for timer in timers:
+        timers, self.timers = self.timers, None
+        for timer in timers or ():
             if timer.active():
                 timer.cancel()
 
@@ -307,6 +311,8 @@ class ChannelRuntime:
         timer = InfoTimer(self, delay, message)
         if self.ended:
             timer.cancel()
+        elif self.timers is None:
+            self.timers = {timer}
         else:
             self.timers.add(timer)
         return timer

@@ -132,6 +132,21 @@ class Session:
         nothing.
     """
 
+    # One per socket: no per-instance dictionary.
+    __slots__ = (
+        "_match",
+        "max_channels",
+        "max_queued",
+        "max_topic_bytes",
+        "busy",
+        "closed",
+        "_topics",
+        "_ids",
+        "_join",
+        "_queue",
+        "_serial",
+    )
+
     def __init__(
         self,
         match: Callable[[str], object | None],
@@ -143,10 +158,6 @@ class Session:
         self.max_channels = max_channels
         self.max_queued = max_queued
         self.max_topic_bytes = max_topic_bytes
-        self._topic_too_long = {
-            "reason": "topic too long",
-            "max_topic_bytes": max_topic_bytes,
-        }
         self.busy = False
         self.closed = False
         # joined channels by topic, and every live instance (joining too) by id
@@ -451,7 +462,11 @@ class Session:
     def _dispatch(self, message: Message) -> Effects:
         topic, event = message.topic, message.event
         if self._too_long(topic):
-            return (self.refuse(message, self._topic_too_long),)
+            too_long = {
+                "reason": "topic too long",
+                "max_topic_bytes": self.max_topic_bytes,
+            }
+            return (self.refuse(message, too_long),)
         if event == "heartbeat" and topic == "phoenix":
             return (SendReply(None, message.ref, topic, "ok", _OK_EMPTY),)
         if event == "phx_join":
