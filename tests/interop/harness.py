@@ -105,14 +105,23 @@ def unique_topic(prefix: str) -> str:
     return f"{prefix}:{uuid.uuid4().hex[:12]}"
 
 
+_GIVEN_PORTS: set[int] = set()
+
+
 def free_port() -> int:
     """
-    A loopback TCP port that nothing listens on right now.
+    A loopback TCP port that nothing listens on right now and that this
+    process has not handed out before: the kernel may offer the same free
+    port twice in a row, and a node given it as both its client and its
+    cluster port cannot start.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _GIVEN_PORTS:
+            _GIVEN_PORTS.add(port)
+            return port
 
 
 class BerylServer:
