@@ -12,7 +12,7 @@ node clients on core 1, and prints one line per figure:
 - the server's resident memory after a client sends WebSocket pings and
   never reads the pongs (Beryl drops it at its 16 MiB send-buffer cap).
 
-    python bench/abuse.py [--samples 300] [--pong-megabytes 100]
+    python bench/abuse.py [--samples 1000] [--pong-megabytes 100]
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def measure(kind: str, samples: int, megabytes: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--pong-megabytes", type=int, default=100)
     args = parser.parse_args()
     raise_file_limit()

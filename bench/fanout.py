@@ -17,7 +17,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import HERE, beryl_argv, best_of, free_port, raise_file_limit  # noqa: E402
+from harness import (  # noqa: E402
+    HERE,
+    beryl_argv,
+    best_of,
+    free_port,
+    interleaved,
+    raise_file_limit,
+)
 
 
 def measure(
@@ -40,16 +47,25 @@ def measure(
         else:
             server = [sys.executable, str(HERE / "baseline_autobahn.py"), str(port)]
             url = f"ws://127.0.0.1:{port}/"
-        client = [
-            "node",
-            str(HERE / "fanout_client.js"),
-            url,
-            str(sockets),
-            str(messages),
-            kind,
-            "1" if paced else "0",
-        ]
+        client = client_argv(url, sockets, messages, kind, paced)
         return best_of(server, port, client, rounds, "deliveries")
+
+
+def client_argv(
+    url: str, sockets: int, messages: int, kind: str, paced: bool
+) -> list[str]:
+    """
+    The load client's command line.
+    """
+    return [
+        "node",
+        str(HERE / "fanout_client.js"),
+        url,
+        str(sockets),
+        str(messages),
+        kind,
+        "1" if paced else "0",
+    ]
 
 
 def main() -> None:
@@ -65,16 +81,32 @@ def main() -> None:
     parser.add_argument(
         "--compare-metrics",
         action="store_true",
-        help="instead of the baseline, run Beryl with metrics on and off (--no-metrics)",
+        help="instead of the baseline, run Beryl with metrics on and off (--no-metrics), taking turns; reports the least CPU per delivery of each",
     )
     args = parser.parse_args()
     raise_file_limit()
     paced = not args.burst
     if args.compare_metrics:
-        on, on_cpu = measure("beryl", args.sockets, args.messages, args.rounds, paced)
-        off, off_cpu = measure(
-            "beryl", args.sockets, args.messages, args.rounds, paced, ("--no-metrics",)
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            ports = free_port(), free_port()
+            (on, on_cpu), (off, off_cpu) = interleaved(
+                [
+                    (beryl_argv(ports[0], Path(tmp) / "on.log"), ports[0]),
+                    (
+                        beryl_argv(ports[1], Path(tmp) / "off.log", "--no-metrics"),
+                        ports[1],
+                    ),
+                ],
+                lambda port: client_argv(
+                    f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
+                    args.sockets,
+                    args.messages,
+                    "beryl",
+                    paced,
+                ),
+                args.rounds,
+                "deliveries",
+            )
         print(
             f"fanout metrics: on {on:,.0f} deliveries/s ({on_cpu:.2f} us server CPU "
             f"each), off {off:,.0f} deliveries/s ({off_cpu:.2f} us each), CPU cost "

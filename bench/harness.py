@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -143,3 +144,50 @@ def best_of(
         finally:
             server.terminate()
             server.wait(10)
+
+
+def interleaved(
+    servers: list[tuple[list[str], int]],
+    client: Callable[[int], list[str]],
+    rounds: int,
+    count: str,
+) -> list[tuple[float, float]]:
+    """
+    Start every server of C{servers} (argv and port; all pinned to core 0,
+    only one loaded at a time) and run C{client(port)} (pinned to core 1)
+    against each in turn, C{rounds} times over.  Taking turns puts any
+    drift of the machine on all of them alike, which matters when they
+    differ by a few percent.
+
+    @return: for each server, its best C{rate} and its least server CPU
+        microseconds per C{count} over the rounds.
+    """
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for argv, port in servers:
+            processes.append(
+                subprocess.Popen(
+                    pinned(0, argv),
+                    cwd=ROOT,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            wait_for(port)
+        best = [(0.0, float("inf")) for _ in servers]
+        for _ in range(rounds):
+            for i, ((_, port), process) in enumerate(
+                zip(servers, processes, strict=True)
+            ):
+                result = run_measured(pinned(1, client(port)), [process.pid])
+                rate, cpu = best[i]
+                best[i] = (
+                    max(rate, result["rate"]),
+                    min(cpu, result["server_cpu"] * 1e6 / result[count]),
+                )
+        return best
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(10)

@@ -11,7 +11,7 @@ effects are performed when it fires.
 
 from __future__ import annotations
 
-from time import perf_counter
+from time import perf_counter_ns
 from typing import Any, Callable, Coroutine
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -29,6 +29,10 @@ __all__ = ["Callbacks", "settle"]
 Effects = tuple[Effect, ...]
 _NONE: Effects = ()
 _RESULTS = (NoReply, Reply, Push, Stop)
+# Results that are ready, by exact type: telling them apart from a Deferred
+# or a coroutine with isinstance goes through ABCMeta.__instancecheck__, a
+# Python-level call, and this is every message's path.
+_READY = frozenset({NoReply, Reply, Push, Stop, JoinOk, JoinError, type(None)})
 
 
 def settle(result: object) -> object:
@@ -36,7 +40,7 @@ def settle(result: object) -> object:
     Turn a coroutine into a Deferred; leave plain values and Deferreds
     alone.
     """
-    if isinstance(result, Deferred):
+    if type(result) in _READY or isinstance(result, Deferred):
         return result
     if isinstance(result, Coroutine):
         return ensureDeferred(result)
@@ -64,19 +68,19 @@ class Callbacks:
         self._events = events if events is not None else telemetry.Telemetry()
 
     def _timed(
-        self, runtime: ChannelRuntime, callback: str, started: float, result: object
+        self, runtime: ChannelRuntime, callback: str, started: int, result: object
     ) -> object:
         """
         Report how long a callback that started at C{started} took, once
         its result is ready: now, or when its Deferred fires.
         """
         events = self._events
-        if not isinstance(result, Deferred):
-            events.handler_finished(runtime.route, callback, perf_counter() - started)
+        if type(result) in _READY or not isinstance(result, Deferred):
+            events.handler_took(runtime.route, callback, perf_counter_ns() - started)
             return result
 
         def finished(value: object) -> object:
-            events.handler_finished(runtime.route, callback, perf_counter() - started)
+            events.handler_took(runtime.route, callback, perf_counter_ns() - started)
             return value
 
         return result.addBoth(finished)
@@ -87,8 +91,8 @@ class Callbacks:
         """
         Run the join callback of a new channel instance.
         """
-        timed = self._events.handler_observers
-        started = perf_counter() if timed else 0.0
+        timed = self._events.timing
+        started = perf_counter_ns() if timed else 0
         try:
             result = settle(
                 runtime.channel.join(runtime.topic, payload, runtime.context(ref))
@@ -120,8 +124,8 @@ class Callbacks:
         if runtime is None:
             # ended by a failed write earlier in the same batch
             return socket.session.crashed(run.channel)
-        timed = self._events.handler_observers
-        started = perf_counter() if timed else 0.0
+        timed = self._events.timing
+        started = perf_counter_ns() if timed else 0
         try:
             result = settle(
                 runtime.channel.handle_in(
@@ -143,8 +147,8 @@ class Callbacks:
         runtime = socket.channels.get(run.channel)
         if runtime is None:
             return socket.session.crashed(run.channel)
-        timed = self._events.handler_observers
-        started = perf_counter() if timed else 0.0
+        timed = self._events.timing
+        started = perf_counter_ns() if timed else 0
         try:
             result = settle(runtime.channel.handle_info(run.message, runtime.context()))
         except Exception:
@@ -163,8 +167,9 @@ class Callbacks:
         """
         runtime = socket.channels[channel]
         ref = message.ref
-        timed = self._events.handler_observers
-        started = perf_counter() if timed else 0.0
+        events = self._events
+        timed = events.timing
+        started = perf_counter_ns() if timed else 0
         try:
             result = settle(
                 runtime.channel.handle_in(
@@ -176,13 +181,21 @@ class Callbacks:
                 self._timed(runtime, "handle_in", started, None)
             self._perform(socket, self._crashed(socket, runtime, Failure()))
             return
+        kind = type(result)
         if timed:
-            if isinstance(result, Deferred):
-                result = self._timed(runtime, "handle_in", started, result)
+            if kind in _READY or not isinstance(result, Deferred):
+                # Telemetry.handler_took, inline: this is every push's path.
+                elapsed = perf_counter_ns() - started
+                durations = events.durations
+                if durations is not None:
+                    durations.counts[elapsed.bit_length()] += 1
+                    durations.total_ns += elapsed
+                if events.handler_observers:
+                    events.tell_handler_observers(
+                        runtime.route, "handle_in", elapsed / 1e9
+                    )
             else:
-                self._events.handler_finished(
-                    runtime.route, "handle_in", perf_counter() - started
-                )
+                result = self._timed(runtime, "handle_in", started, result)
         if type(result) is Reply:
             if ref is not None and socket.session.finish_quietly(channel):
                 runtime.assigns = result.assigns

@@ -11,7 +11,6 @@ C{prometheus_client} writes the exposition format.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from typing import Callable, Iterator
 
@@ -31,23 +30,14 @@ from beryl.counters import Counters
 
 __all__ = ["HANDLER_BUCKETS", "NodeMetrics", "metrics_resource"]
 
-HANDLER_BUCKETS: tuple[float, ...] = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-)
-"""Upper bounds, in seconds, of the handler latency histogram's buckets."""
+_HANDLER_BITS = tuple(range(12, 33, 2))
+
+HANDLER_BUCKETS: tuple[float, ...] = tuple(2**bits / 1e9 for bits in _HANDLER_BITS)
+"""Upper bounds, in seconds, of the handler latency histogram's buckets:
+powers of four nanoseconds from 4.096 us to 4.29 s, so that a duration
+finds its bucket with one integer operation
+(L{Durations<beryl.telemetry.Durations>}), cheap enough for every
+message."""
 
 
 class NodeMetrics:
@@ -74,15 +64,13 @@ class NodeMetrics:
         self._joins: Counter[tuple[str, str]] = Counter()
         self._crashes: Counter[str] = Counter()
         self._presence_diffs = 0
-        self._buckets = [0] * (len(HANDLER_BUCKETS) + 1)
-        self._handler_sum = 0.0
+        self._durations = events.measure_durations()
         events.on(telemetry.SocketConnected, self._connected)
         events.on(telemetry.SocketClosed, self._closed)
         events.on(telemetry.ChannelJoined, self._joined)
         events.on(telemetry.JoinFailed, self._join_failed)
         events.on(telemetry.ChannelLeft, self._left)
         events.on(telemetry.ChannelCrashed, self._crashed)
-        events.on_handler_finished(self._handler_finished)
         events.on(telemetry.PresenceChanged, self._presence_changed)
 
     # Telemetry observers
@@ -105,10 +93,6 @@ class NodeMetrics:
 
     def _crashed(self, event: telemetry.ChannelCrashed) -> None:
         self._crashes[event.route] += 1
-
-    def _handler_finished(self, route: str, callback: str, seconds: float) -> None:
-        self._buckets[bisect_left(HANDLER_BUCKETS, seconds)] += 1
-        self._handler_sum += seconds
 
     def _presence_changed(self, event: telemetry.PresenceChanged) -> None:
         self._presence_diffs += 1
@@ -199,18 +183,17 @@ class NodeMetrics:
         for limit, count in sorted(c.limit_hits.items()):
             limits.add_metric([limit], count)
         yield limits
-        cumulative: list[tuple[str, float]] = []
-        total = 0
-        for bound, count in zip(HANDLER_BUCKETS, self._buckets, strict=False):
-            total += count
-            cumulative.append((repr(bound), total))
-        total += self._buckets[-1]
-        cumulative.append(("+Inf", total))
+        durations = self._durations
+        cumulative: list[tuple[str, float]] = [
+            (repr(bound), durations.at_most(bits))
+            for bound, bits in zip(HANDLER_BUCKETS, _HANDLER_BITS, strict=True)
+        ]
+        cumulative.append(("+Inf", sum(durations.counts)))
         yield HistogramMetricFamily(
             "beryl_handler_seconds",
             "Time application callbacks (join, handle_in, handle_info) took.",
             buckets=cumulative,
-            sum_value=self._handler_sum,
+            sum_value=durations.total_ns / 1e9,
         )
 
     def registry(self) -> CollectorRegistry:

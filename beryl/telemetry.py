@@ -25,6 +25,7 @@ __all__ = [
     "ChannelCrashed",
     "ChannelJoined",
     "ChannelLeft",
+    "Durations",
     "Event",
     "HandlerFinished",
     "HandlerTiming",
@@ -158,6 +159,40 @@ message.
 """
 
 
+class Durations:
+    """
+    How long callbacks took, counted by powers of two: C{counts[i]} is how
+    many took C{d} nanoseconds with C{d.bit_length() == i}, that is
+    C{2 ** (i - 1) <= d < 2 ** i} (C{counts[0]}: no time at all).  Finding
+    the bucket is one integer operation, so every message can be counted
+    (this is what Beryl's own latency histogram reads); any histogram
+    whose bounds are powers of two nanoseconds can be read from it.
+
+    @ivar counts: 65 counts, by bit length of the duration in nanoseconds.
+    @ivar total_ns: the sum of all durations, in nanoseconds.
+    """
+
+    __slots__ = ("counts", "total_ns")
+
+    def __init__(self) -> None:
+        self.counts = [0] * 65
+        self.total_ns = 0
+
+    def record(self, ns: int) -> None:
+        """
+        Count one duration of C{ns} nanoseconds.
+        """
+        ns = min(max(ns, 0), 2**64 - 1)
+        self.counts[ns.bit_length()] += 1
+        self.total_ns += ns
+
+    def at_most(self, bits: int) -> int:
+        """
+        How many durations were shorter than C{2 ** bits} nanoseconds.
+        """
+        return sum(self.counts[: bits + 1])
+
+
 class Telemetry:
     """
     The observers of one node's events, by event class.
@@ -165,10 +200,16 @@ class Telemetry:
     Emitters ask L{observed} before they build an event, so an event kind
     nobody watches is never built.  L{HandlerFinished}, which comes with
     every callback, reaches its observers through L{handler_observers}:
-    an event object is built only for observers that asked for one.
+    an event object is built only for observers that asked for one.  The
+    cheapest way to watch callback durations is L{durations}, counts that
+    are filled in place without a call per message.
 
     @ivar handler_observers: the L{HandlerTiming} observers of callback
         durations (replaced, never mutated).
+    @ivar durations: the callback durations counted so far, once
+        L{measure_durations} asked for them; C{None} before.
+    @ivar timing: whether callback durations are measured at all (an
+        observer or L{durations} wants them).
     """
 
     log = Logger()
@@ -176,6 +217,19 @@ class Telemetry:
     def __init__(self) -> None:
         self._observers: dict[type, tuple[Callable[[Any], None], ...]] = {}
         self.handler_observers: tuple[HandlerTiming, ...] = ()
+        self.durations: Durations | None = None
+        self.timing = False
+
+    def measure_durations(self) -> Durations:
+        """
+        Count every callback's duration in L{durations} from now on.
+
+        @return: L{durations}, shared by everyone who asks.
+        """
+        if self.durations is None:
+            self.durations = Durations()
+            self.timing = True
+        return self.durations
 
     def on(self, kind: type[E], observer: Callable[[E], None]) -> Callable[[], None]:
         """
@@ -208,11 +262,13 @@ class Telemetry:
         @return: a function that stops the observation.
         """
         self.handler_observers += (observer,)
+        self.timing = True
 
         def stop() -> None:
             self.handler_observers = tuple(
                 o for o in self.handler_observers if o is not observer
             )
+            self.timing = bool(self.handler_observers) or self.durations is not None
 
         return stop
 
@@ -243,8 +299,24 @@ class Telemetry:
 
     def handler_finished(self, route: str, callback: str, seconds: float) -> None:
         """
-        Tell the observers of callback durations that C{callback} of a
-        channel of C{route} took C{seconds}.
+        C{callback} of a channel of C{route} took C{seconds}: count it in
+        L{durations} and tell the observers of callback durations.
+        """
+        self.handler_took(route, callback, round(seconds * 1e9))
+
+    def handler_took(self, route: str, callback: str, ns: int) -> None:
+        """
+        L{handler_finished}, for a duration measured in nanoseconds.
+        """
+        if self.durations is not None:
+            self.durations.record(ns)
+        if self.handler_observers:
+            self.tell_handler_observers(route, callback, ns / 1e9)
+
+    def tell_handler_observers(self, route: str, callback: str, seconds: float) -> None:
+        """
+        Tell the observers of callback durations (only: not L{durations})
+        that C{callback} of a channel of C{route} took C{seconds}.
         """
         for observer in self.handler_observers:
             try:

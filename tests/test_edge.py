@@ -128,6 +128,29 @@ class HandshakeDeadlineTests(SynchronousTestCase):
         connection.lose()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_one_timer(self) -> None:
+        """Connections in their handshake share one timer, and each still times out at its own deadline."""
+        early = [Connection(self.site) for _ in range(50)]
+        self.clock.advance(4)
+        late = [Connection(self.site) for _ in range(50)]
+        finished = Connection(self.site)
+        finished.protocol.dataReceived(REQUEST)
+        guard_calls = [
+            call
+            for call in self.clock.getDelayedCalls()
+            if getattr(getattr(call, "func", None), "__self__", None) is self.guard
+        ]
+        self.assertEqual(len(guard_calls), 1)
+        self.clock.advance(6)
+        self.assertTrue(all(c.timed_out for c in early))
+        self.assertFalse(any(c.transport.disconnecting for c in late))
+        self.clock.advance(3.9)
+        self.assertFalse(any(c.transport.disconnecting for c in late))
+        self.clock.advance(0.1)
+        self.assertTrue(all(c.timed_out for c in late))
+        self.assertFalse(finished.transport.disconnecting)
+        self.assertEqual(self.guard.timed_out, 100)
+
     def test_off(self) -> None:
         """A timeout of zero sets no deadline."""
         guard = EdgeGuard(self.clock, handshake_timeout=0)

@@ -106,13 +106,25 @@ class MetricsTests(SynchronousTestCase):
         for seconds in (0.00005, 0.0003, 0.0003, 3.0):
             self.events.emit(telemetry.HandlerFinished("room:*", "handle_in", seconds))
         samples = scrape(self.metrics)
+        # bounds are powers of four nanoseconds: 2**16 ns, 2**20 ns, 2**30 ns
         self.assertEqual(
-            samples["beryl_handler_seconds_bucket", (("le", "0.0001"),)], 1
+            samples["beryl_handler_seconds_bucket", (("le", "1.6384e-05"),)], 0
         )
         self.assertEqual(
-            samples["beryl_handler_seconds_bucket", (("le", "0.0005"),)], 3
+            samples["beryl_handler_seconds_bucket", (("le", "6.5536e-05"),)], 1
         )
-        self.assertEqual(samples["beryl_handler_seconds_bucket", (("le", "2.5"),)], 3)
+        self.assertEqual(
+            samples["beryl_handler_seconds_bucket", (("le", "0.000262144"),)], 1
+        )
+        self.assertEqual(
+            samples["beryl_handler_seconds_bucket", (("le", "0.001048576"),)], 3
+        )
+        self.assertEqual(
+            samples["beryl_handler_seconds_bucket", (("le", "1.073741824"),)], 3
+        )
+        self.assertEqual(
+            samples["beryl_handler_seconds_bucket", (("le", "4.294967296"),)], 4
+        )
         self.assertEqual(samples["beryl_handler_seconds_bucket", (("le", "+Inf"),)], 4)
         self.assertEqual(samples["beryl_handler_seconds_count", ()], 4)
         self.assertAlmostEqual(samples["beryl_handler_seconds_sum", ()], 3.00065)

@@ -253,6 +253,42 @@ class AdapterTests(SynchronousTestCase):
         self.assertEqual(len(connected.host.messages), 10)
         self.assertEqual(connected.transport.producerState, "producing")
 
+    def test_write_budget(self) -> None:
+        """Messages that fan out widely are read a few a turn: reading stops once they made more than the write budget of messages out."""
+        connected = Connected(True, write_budget=250)
+        counters = connected.factory.counters
+        receive = connected.host.receive_data
+
+        def broadcast(socket: object, data: bytes | str, is_binary: bool) -> None:
+            receive(socket, data, is_binary)
+            counters.messages_out += 100  # a broadcast to 100 subscribers
+
+        connected.host.receive_data = broadcast  # type: ignore[method-assign]
+        connected.protocol.dataReceived(
+            b"".join(client_frame(heartbeat(i)) for i in range(7))
+        )
+        self.assertEqual(len(connected.host.messages), 3)
+        self.assertEqual(connected.transport.producerState, "paused")
+        connected.turn()
+        self.assertEqual(len(connected.host.messages), 6)
+        connected.turn()
+        self.assertEqual(len(connected.host.messages), 7)
+        self.assertEqual(connected.transport.producerState, "producing")
+
+    def test_split_frame_back_to_fast_path(self) -> None:
+        """After a frame split across reads, the next frames go back to the fast path and its read budget (a split payload is finished by Autobahn first)."""
+        frame = client_frame(heartbeat(0))
+        # split in the header (6 bytes with the mask), and in the payload
+        for split, first_read in ((5, 1 + 4), (10, 1 + 1 + 4)):
+            connected = Connected(True, read_budget=4)
+            connected.protocol.dataReceived(frame + frame[:split])
+            connected.protocol.dataReceived(frame[split:] + frame * 8)
+            self.assertEqual(len(connected.host.messages), first_read)
+            self.assertEqual(connected.transport.producerState, "paused")
+            connected.settle()
+            self.assertEqual(len(connected.host.messages), 10)
+            self.assertEqual(connected.transport.producerState, "producing")
+
     def test_read_slice(self) -> None:
         """On the Autobahn path at most the slice of bytes is read per turn."""
         frame = client_frame(heartbeat(1))

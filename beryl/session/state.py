@@ -85,9 +85,10 @@ class _Channel:
     join_ref: Any
     joined: bool = False
     tracked: bool = False
-    # pushes and infos made during the join wait for its reply
-    pending_pushes: list[tuple[str, Payload]] = attrs.field(factory=list)
-    pending_infos: list[object] = attrs.field(factory=list)
+    # pushes and infos made during the join wait for its reply (made on
+    # first use: most joins have none, and a socket's channels are kept)
+    pending_pushes: list[tuple[str, Payload]] | None = None
+    pending_infos: list[object] | None = None
 
 
 @attrs.frozen
@@ -308,12 +309,14 @@ class Session:
         )
         if join.replaces:
             effects.append(SendClose(join.old_join_ref, entry.topic))
-        for event, payload in entry.pending_pushes:
-            effects.append(SendPush(entry.join_ref, entry.topic, event, payload))
-        for message in entry.pending_infos:
-            effects.append(ScheduleInfo(entry.id, 0, message))
-        entry.pending_pushes.clear()
-        entry.pending_infos.clear()
+        if entry.pending_pushes is not None:
+            for event, payload in entry.pending_pushes:
+                effects.append(SendPush(entry.join_ref, entry.topic, event, payload))
+            entry.pending_pushes = None
+        if entry.pending_infos is not None:
+            for message in entry.pending_infos:
+                effects.append(ScheduleInfo(entry.id, 0, message))
+            entry.pending_infos = None
         return self._resume(effects)
 
     def join_refused(self, channel: int, response: Payload) -> Effects:
@@ -391,6 +394,8 @@ class Session:
         if entry is None or self.closed:
             return _NONE
         if not entry.joined:
+            if entry.pending_infos is None:
+                entry.pending_infos = []
             entry.pending_infos.append(message)
             return _NONE
         if self.busy:
@@ -412,6 +417,8 @@ class Session:
         if entry is None:
             return _NONE
         if not entry.joined:
+            if entry.pending_pushes is None:
+                entry.pending_pushes = []
             entry.pending_pushes.append((event, payload))
             return _NONE
         return (SendPush(entry.join_ref, entry.topic, event, payload),)
@@ -609,8 +616,7 @@ class Session:
         if self._topics.get(entry.topic) is entry:
             del self._topics[entry.topic]
         self._ids.pop(entry.id, None)
-        entry.pending_pushes.clear()
-        entry.pending_infos.clear()
+        entry.pending_pushes = entry.pending_infos = None
         if entry.joined:
             effects.append(Unsubscribe(entry.id, entry.topic))
         if entry.tracked:

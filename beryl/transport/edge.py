@@ -9,6 +9,7 @@ its handshake and its connection's end.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
@@ -73,7 +74,12 @@ class EdgeGuard:
         self.per_address: dict[str, int] = {}
         self.timed_out = 0
         self._open: dict[object, str | None] = {}
-        self._deadlines: dict[object, IDelayedCall] = {}
+        # Every deadline is its start plus the same timeout, so in order
+        # of start they are in order of expiry: one timer, for the first,
+        # serves them all (a delayed call per connection would be kept,
+        # cancelled, by the reactor long after the upgrade).
+        self._deadlines: OrderedDict[object, float] = OrderedDict()
+        self._timer: IDelayedCall | None = None
         self._logged_at = -1e9
         self._unlogged = 0
 
@@ -109,9 +115,9 @@ class EdgeGuard:
         Start (again) the deadline of C{transport}'s request.
         """
         if self.handshake_timeout and transport not in self._deadlines:
-            self._deadlines[transport] = self.clock.callLater(
-                self.handshake_timeout, self._expired, transport
-            )
+            self._deadlines[transport] = self.clock.seconds() + self.handshake_timeout
+            if self._timer is None:
+                self._timer = self.clock.callLater(self.handshake_timeout, self._due)
 
     def pending(self, transport: object) -> bool:
         """
@@ -123,9 +129,11 @@ class EdgeGuard:
         """
         The request (or the upgrade) on C{transport} is done in time.
         """
-        call = self._deadlines.pop(transport, None)
-        if call is not None and call.active():
-            call.cancel()
+        deadlines = self._deadlines
+        if deadlines.pop(transport, None) is not None and not deadlines:
+            timer, self._timer = self._timer, None
+            if timer is not None and timer.active():
+                timer.cancel()
 
     def release(self, transport: object) -> None:
         """
@@ -142,8 +150,26 @@ class EdgeGuard:
             else:
                 self.per_address.pop(host, None)
 
+    def _due(self) -> None:
+        """
+        Time out every connection whose deadline has come, and set the
+        timer for the next one.
+        """
+        self._timer = None
+        deadlines = self._deadlines
+        now = self.clock.seconds()
+        while deadlines:
+            transport, due = next(iter(deadlines.items()))
+            if due > now:
+                self._timer = self.clock.callLater(due - now, self._due)
+                return
+            del deadlines[transport]
+            try:
+                self._expired(transport)
+            except Exception:
+                _log.failure("Timing out a connection's handshake failed.")
+
     def _expired(self, transport: Any) -> None:
-        self._deadlines.pop(transport, None)
         self.timed_out += 1
         self.counters.limit_hit("handshake_timeout")
         self._unlogged += 1

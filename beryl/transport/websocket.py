@@ -122,8 +122,19 @@ def _autobahn_parser_readable() -> bool:
         probe.dataReceived(_PROBE_REQUEST)
         # one masked text frame, so that the per-message state exists too
         probe.dataReceived(b"\x81\x81\0\0\0\0x")
-        return bool(probe.state == _OPEN) and all(
-            hasattr(probe, name) for name in _PARSER_ATTRIBUTES
+        if not (
+            probe.state == _OPEN
+            and all(hasattr(probe, name) for name in _PARSER_ATTRIBUTES)
+        ):
+            return False
+        # and one split in its payload: 1 of 3 bytes read (what _reclaim reads)
+        probe.dataReceived(b"\x81\x83\0\0\0\0x")
+        frame = probe.current_frame
+        return bool(
+            frame.fin
+            and frame.length == 3
+            and probe.current_frame_masker.pointer() == 1
+            and not probe.data
         )
     except Exception:
         return False
@@ -173,6 +184,8 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
     _fast = False
     _held: bytes | None = None
     _write: Callable[[bytes], None]
+    # set from the factory's protocol options when the connection is made
+    maxFramePayloadSize: int
     _accepted: tuple[Any, Mapping[str, Any], ConnectInfo, Any] | None = None
 
     def onConnect(self, request: Any) -> Deferred[str | None]:  # type: ignore[override]
@@ -284,20 +297,25 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
         if self._held is not None:
             self._held += data
             return
-        if (
-            not self._fast
-            or self.state != _OPEN
-            or self.data
-            or self.current_frame is not None
-            or self.inside_message
-            or self._socket is None
-        ):
+        if not self._fast or self.state != _OPEN or self._socket is None:
             self._to_autobahn(data)
             return
-        budget = self.factory.read_budget
+        if self.current_frame is not None or self.data or self.inside_message:
+            # A frame split across reads was left to Autobahn.  Take the
+            # stream back at the next frame boundary, or every later read
+            # would go the slow way (and past the read budget) for as long
+            # as the client keeps sending.
+            data = self._reclaim(data)
+            if not data:
+                return
+        factory = self.factory
+        budget = factory.read_budget
         frames, position = scan(data, self.maxFramePayloadSize, budget)
-        receive = self.factory.coordinator.receive_data
+        receive = factory.coordinator.receive_data
         socket = self._socket
+        counters = factory.counters
+        # what this socket's messages may send (to anyone) this turn
+        sent_limit = counters.messages_out + factory.write_budget
         for payload, is_binary, end in frames:
             receive(socket, payload, is_binary)
             if self.state != _OPEN or self._socket is None:
@@ -306,12 +324,46 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
                 if end < len(data):
                     super().dataReceived(data[end:])
                 return
+            if counters.messages_out > sent_limit and end < len(data):
+                # Broadcasts to many: the rest waits for the next turn.
+                self._hold(data[end:])
+                return
         if position < len(data):
             rest = data[position:] if position else data
             if len(frames) == budget:
                 self._hold(rest)
             else:
                 self._to_autobahn(rest)
+
+    def _reclaim(self, data: bytes) -> bytes:
+        """
+        Let Autobahn finish the frame it is reading, then take back what
+        follows it: the bytes left for the fast path (C{b""} when none
+        are, or the stream stays with Autobahn: a fragmented message, or a
+        closed socket).
+        """
+        frame = self.current_frame
+        if frame is not None and frame.fin and not self.data:
+            rest = frame.length - self.current_frame_masker.pointer()
+            if rest > len(data):
+                super().dataReceived(data)
+                return b""
+            super().dataReceived(data[:rest])
+            data = data[rest:]
+        if (
+            self.current_frame is not None
+            or self.inside_message
+            or self.state != _OPEN
+            or self._socket is None
+        ):
+            if data:
+                self._to_autobahn(data)
+            return b""
+        if self.data:
+            # the start of the next frame's header, held by Autobahn
+            data = self.data + data
+            self.data = b""
+        return data
 
     def _to_autobahn(self, data: bytes) -> None:
         """
@@ -420,6 +472,11 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
     @param read_budget: most messages read from one socket per reactor
         turn; C{read_slice} is the same bound in bytes for what Autobahn
         reads.
+    @param write_budget: once the messages one socket sent this turn have
+        made more than this many messages out (a broadcast to a big room
+        counts once per subscriber), the rest of what it sent waits for a
+        later turn, as past C{read_budget}: one client cannot hold the
+        reactor with broadcasts.  Counted in the factory's C{counters}.
     @param fast_path: C{None} to use the fast read and write paths where
         L{fast_path_available}; C{False} to always use Autobahn's own.
     @param clock: the time source for deferred reads (the coordinator's
@@ -437,6 +494,7 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
         handshake_timeout: float = 10.0,
         max_connections_per_address: int = 0,
         read_budget: int = 16,
+        write_budget: int = 256,
         read_slice: int = 8192,
         fast_path: bool | None = None,
         clock: IReactorTime | None = None,
@@ -449,6 +507,7 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
         self.check_origin = check_origin
         self.max_send_buffer = max_send_buffer
         self.read_budget = read_budget
+        self.write_budget = write_budget
         self.read_slice = read_slice
         self.fast_path = fast_path_available() if fast_path is None else fast_path
         self.turns = WriteTurns(self.clock)

@@ -105,40 +105,68 @@ def direct_writer(
         or not all(hasattr(transport, name) for name in BUFFER_ATTRIBUTES)
     ):
         return None
-    write: Callable[[bytes], None] = transport.write
-    send = sock.send
-    last_turn = -1
-    aborted = False
+    return _DirectWriter(transport, sock.send, turns, max_buffer, on_drop).write
 
-    def write_now(data: bytes) -> None:
-        nonlocal last_turn, aborted
-        if aborted:
+
+class _DirectWriter:
+    """
+    The state behind L{direct_writer}'s function: one per open socket, so
+    it has slots rather than a closure's cells (a quarter of the memory).
+    """
+
+    __slots__ = (
+        "_transport",
+        "_send",
+        "_turns",
+        "_max_buffer",
+        "_on_drop",
+        "_last_turn",
+        "_aborted",
+    )
+
+    def __init__(
+        self,
+        transport: Any,
+        send: Callable[[bytes], int],
+        turns: WriteTurns,
+        max_buffer: int,
+        on_drop: Callable[[], None] | None,
+    ) -> None:
+        self._transport = transport
+        self._send = send
+        self._turns = turns
+        self._max_buffer = max_buffer
+        self._on_drop = on_drop
+        self._last_turn = -1
+        self._aborted = False
+
+    def write(self, data: bytes) -> None:
+        if self._aborted:
             return
+        transport = self._transport
         buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         if buffered or transport.disconnecting or not transport.connected:
-            if buffered > max_buffer:
-                aborted = True
-                _too_slow(transport, buffered, on_drop)
+            if buffered > self._max_buffer:
+                self._aborted = True
+                _too_slow(transport, buffered, self._on_drop)
                 return
-            write(data)
+            transport.write(data)
             return
-        turn = turns.current()
-        if turn == last_turn:
-            write(data)
+        turn = self._turns.current()
+        if turn == self._last_turn:
+            transport.write(data)
             return
-        last_turn = turn
+        self._last_turn = turn
         try:
-            sent = send(data)
+            sent = self._send(data)
         except BlockingIOError:
             sent = 0
         except OSError:
             # Let Twisted notice the error and close the connection.
-            write(data)
+            transport.write(data)
             return
         if sent < len(data):
-            write(data[sent:])
-
-    return write_now
+            transport.write(data[sent:])
 
 
 @implementer(IPushProducer)
