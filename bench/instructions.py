@@ -8,9 +8,11 @@ machine hide.  It needs C{valgrind}; the server runs about 50 times slower
 under it.
 
     python bench/instructions.py [--pings 20000] [--compare-metrics]
+    python bench/instructions.py --fanout [--subscribers 200] [--messages 250]
 
-Without C{--compare-metrics} it counts the default server once; with it,
-the server with metrics on (the default) against C{--no-metrics}.
+C{--fanout} counts per broadcast delivery instead.  Without
+C{--compare-metrics} it counts the default server once; with it, the
+server with metrics on (the default) against C{--no-metrics}.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -58,10 +61,37 @@ def ping(port: int, sockets: int, pings: int) -> None:
     )
 
 
-def measure(options: tuple[str, ...], sockets: int, pings: int) -> float:
+def fanout(port: int, sockets: int, messages: int) -> None:
     """
-    Server instructions per ping reply: a warm-up round, then the counters
-    are zeroed and C{pings} pings are counted.
+    Join C{sockets} sockets and broadcast C{messages} messages to them all,
+    one at a time.
+    """
+    url = f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"
+    subprocess.run(
+        [
+            "node",
+            str(HERE / "fanout_client.js"),
+            url,
+            str(sockets),
+            str(messages),
+            "beryl",
+            "1",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        timeout=600,
+    )
+
+
+def counted(
+    options: tuple[str, ...],
+    warm_up: Callable[[int], None],
+    *runs: Callable[[int], None],
+) -> list[int]:
+    """
+    Start a server under callgrind, run C{warm_up} against it, then each of
+    C{runs}, and return the instructions each run took: the counters are
+    zeroed before a run and dumped after it.
     """
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,33 +109,71 @@ def measure(options: tuple[str, ...], sockets: int, pings: int) -> float:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        totals: list[int] = []
         try:
             wait_for(port, timeout=300)
-            ping(port, sockets, max(pings // 10, 1000))
-            subprocess.run(
-                ["callgrind_control", "--zero", str(server.pid)],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            ping(port, sockets, pings)
-            subprocess.run(
-                ["callgrind_control", "--dump=measured", str(server.pid)],
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            warm_up(port)
+            for number, run in enumerate(runs, 1):
+                control(server.pid, "--zero")
+                run(port)
+                control(server.pid, f"--dump=run{number}")
+                (dump,) = Path(tmp).glob(f"callgrind.out.{number}*")
+                totals.append(total_instructions(dump))
         finally:
             server.terminate()
             server.wait(120)
-        (dump,) = Path(tmp).glob("callgrind.out.*")
-        return total_instructions(dump) / pings
+        return totals
+
+
+def control(pid: int, command: str) -> None:
+    subprocess.run(
+        ["callgrind_control", command, str(pid)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def per_ping(options: tuple[str, ...], sockets: int, pings: int) -> float:
+    """
+    Server instructions per ping reply.
+    """
+    (total,) = counted(
+        options,
+        lambda port: ping(port, sockets, max(pings // 10, 1000)),
+        lambda port: ping(port, sockets, pings),
+    )
+    return total / pings
+
+
+def per_delivery(options: tuple[str, ...], sockets: int, messages: int) -> float:
+    """
+    Server instructions per broadcast delivery: the difference between
+    C{messages} broadcasts and a fifth of them, so that the sockets'
+    connects and joins cancel out.
+    """
+    few = max(messages // 5, 1)
+    fewer, more = counted(
+        options,
+        lambda port: fanout(port, sockets, few),
+        lambda port: fanout(port, sockets, few),
+        lambda port: fanout(port, sockets, messages),
+    )
+    return (more - fewer) / (sockets * (messages - few))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--sockets", type=int, default=20)
     parser.add_argument("--pings", type=int, default=20000)
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="count per broadcast delivery (--subscribers sockets, --messages "
+        "broadcasts) instead of per ping",
+    )
+    parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=250)
     parser.add_argument(
         "--compare-metrics",
         action="store_true",
@@ -116,14 +184,28 @@ def main() -> None:
         raise SystemExit(
             "bench/instructions.py needs valgrind (apt-get install valgrind)"
         )
-    on = measure((), args.sockets, args.pings)
+    if args.fanout:
+        unit = "delivery"
+        detail = f"{args.subscribers} sockets, {args.messages} broadcasts"
+
+        def measure(options: tuple[str, ...]) -> float:
+            return per_delivery(options, args.subscribers, args.messages)
+
+    else:
+        unit = "ping reply"
+        detail = f"{args.pings} pings"
+
+        def measure(options: tuple[str, ...]) -> float:
+            return per_ping(options, args.sockets, args.pings)
+
+    on = measure(())
     if not args.compare_metrics:
-        print(f"instructions: {on:,.0f} per ping reply ({args.pings} pings)")
+        print(f"instructions: {on:,.0f} per {unit} ({detail})")
         return
-    off = measure(("--no-metrics",), args.sockets, args.pings)
+    off = measure(("--no-metrics",))
     print(
-        f"instructions metrics: on {on:,.0f} per ping reply, off {off:,.0f}, "
-        f"cost {(on / off - 1) * 100:+.1f}% ({args.pings} pings)"
+        f"instructions metrics: on {on:,.0f} per {unit}, off {off:,.0f}, "
+        f"cost {(on / off - 1) * 100:+.1f}% ({detail})"
     )
 
 

@@ -95,11 +95,13 @@ class FanOut:
         if not sockets:
             return
         prepared: dict[object, tuple[object, int] | None] = {}
-        sent = 0
-        size = 0
-        for socket_id, socket in list(sockets.items()):
-            if socket_id == from_id:
-                continue
+        # a copy: a socket whose write fails leaves the topic meanwhile
+        receivers = list(sockets.values())
+        if from_id is not None:
+            sender = sockets.get(from_id)
+            if sender is not None:
+                receivers.remove(sender)
+        for socket in receivers:
             try:
                 ready = prepared[socket.broadcast_key]
             except KeyError:
@@ -107,13 +109,23 @@ class FanOut:
                     socket, topic, event, payload
                 )
             if ready is not None:
-                data, length = ready
-                sent += 1
-                size += length
                 try:
-                    socket.connection.send_prepared(data)
+                    socket.connection.send_prepared(ready[0])
                 except Exception:
                     self._on_failure(socket)
+        # Counted afterwards, not per socket: this loop is every delivery's
+        # cost.  Most topics have one kind of socket.
+        if len(prepared) == 1:
+            (ready,) = prepared.values()
+            sent = len(receivers) if ready is not None else 0
+            size = sent * ready[1] if ready is not None else 0
+        else:
+            sent = size = 0
+            for socket in receivers:
+                ready = prepared[socket.broadcast_key]
+                if ready is not None:
+                    sent += 1
+                    size += ready[1]
         counters = self.counters
         counters.messages_out += sent
         counters.bytes_out += size

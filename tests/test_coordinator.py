@@ -722,6 +722,49 @@ class BroadcastTests(CoordinatorTestCase):
             [{"topic": "room:a", "event": "news", "payload": {"x": "é"}, "ref": None}],
         )
 
+    def test_broadcast_counted(self) -> None:
+        """Messages and bytes out count each delivery, sender skipped, per serializer, and not V1 sockets skipped for binary."""
+        counters = self.coordinator.counters
+        v2 = [self.joined() for _ in range(3)]
+        for client in v2:
+            client.take()
+        # one kind of socket
+        before = counters.messages_out, counters.bytes_out
+        v2[0].send("1", "2", "room:a", "whisper", {"m": 0})
+        frames = [f for c in v2 for f in c.connection.frames]
+        self.assertEqual(len(frames), 2)
+        self.assertEqual(
+            (counters.messages_out - before[0], counters.bytes_out - before[1]),
+            (2, sum(len(f.data) for f in frames)),
+        )
+        v1 = [self.client(serializer=V1_JSON) for _ in range(2)]
+        for client in v1:
+            client.send("1", "1", "room:a", "phx_join", {})
+        for client in v2 + v1:
+            client.take()
+
+        def sent() -> tuple[int, int]:
+            frames = [f for c in v2 + v1 for f in c.connection.frames]
+            return len(frames), sum(len(f.data) for f in frames)
+
+        cases = [
+            lambda: v2[0].send("1", "2", "room:a", "whisper", {"m": 1}),
+            lambda: self.coordinator.broadcast("room:a", "news", {"x": "é"}),
+            lambda: self.coordinator.broadcast("room:a", "bin", Binary(b"\x01")),
+            lambda: v1[0].send("1", "3", "room:a", "whisper", {"m": 2}),
+        ]
+        for case, deliveries in zip(cases, (4, 5, 3, 4), strict=True):
+            before = counters.messages_out, counters.bytes_out
+            for client in v2 + v1:
+                client.connection.frames.clear()
+            case()
+            count, size = sent()
+            self.assertEqual(count, deliveries)
+            self.assertEqual(
+                (counters.messages_out - before[0], counters.bytes_out - before[1]),
+                (count, size),
+            )
+
     def test_failing_connection_does_not_stop_fanout(self) -> None:
         """A connection that raises is closed with 1011; the broadcast still reaches everyone else."""
         before = self.joined()

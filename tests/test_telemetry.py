@@ -73,6 +73,32 @@ class TelemetryTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+class DurationsTests(SynchronousTestCase):
+    """
+    L{telemetry.Durations} counts durations by powers of two nanoseconds.
+    """
+
+    def test_buckets(self) -> None:
+        """A duration of d ns is counted under d's bit length: below 2**bits for at_most(bits)."""
+        durations = telemetry.Durations()
+        for ns in (0, 1, 1023, 1024, 5000, 3 * 10**9):
+            durations.record(ns)
+        self.assertEqual(durations.at_most(0), 1)
+        self.assertEqual(durations.at_most(10), 3)  # 0, 1, 1023 < 1024
+        self.assertEqual(durations.at_most(13), 5)  # 1024 and 5000 < 8192
+        self.assertEqual(durations.at_most(31), 5)
+        self.assertEqual(durations.at_most(32), 6)
+        self.assertEqual(durations.total_ns, 1 + 1023 + 1024 + 5000 + 3 * 10**9)
+
+    def test_out_of_range(self) -> None:
+        """A negative duration counts as none; one past 64 bits lands in the last bucket."""
+        durations = telemetry.Durations()
+        durations.record(-5)
+        durations.record(2**70)
+        self.assertEqual(durations.counts[0], 1)
+        self.assertEqual(durations.counts[64], 1)
+
+
 class CoordinatorEventTests(SynchronousTestCase):
     """
     A coordinator tells an app's observers what happens, with route
@@ -124,6 +150,20 @@ class CoordinatorEventTests(SynchronousTestCase):
         self.assertEqual(timed.count(("room:*", "join")), 2)
         self.assertEqual(timed.count(("room:*", "handle_in")), 1)
         self.assertTrue(all(d.seconds >= 0 for d in self.durations))
+
+    def test_durations_counted_in_place(self) -> None:
+        """With durations measured, every callback is counted in them, pushes answered at once and Deferreds alike, with or without observers."""
+        app = demo_app()
+        durations = app.telemetry.measure_durations()
+        self.assertIs(app.telemetry.measure_durations(), durations)
+        client = FakeClient(self.start(app))
+        client.send("1", "1", "room:a", "phx_join", {"user": "ann"})
+        for ref in range(2, 7):
+            client.send("1", str(ref), "room:a", "ping", {"n": ref})
+        # one join and five pings, counted once each
+        self.assertEqual(sum(durations.counts), 6)
+        self.assertEqual(len(self.durations), 6)
+        self.assertGreaterEqual(durations.total_ns, 0)
 
     def test_presence_diffs(self) -> None:
         """A presence diff published on a topic is told with its sizes."""
