@@ -111,7 +111,7 @@ def direct_writer(
 class _DirectWriter:
     """
     The state behind L{direct_writer}'s function: one per open socket, so
-    it has slots rather than a closure's cells (a quarter of the memory).
+    it has slots rather than a closure's cells (about half the memory).
     """
 
     __slots__ = (
