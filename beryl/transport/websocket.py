@@ -283,9 +283,10 @@ class PhoenixWebSocketProtocol(WebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Read at most the factory's C{read_budget} of messages now; the rest
-        waits for a later reactor turn, with the transport's reading paused
-        meanwhile.
+        Read at most the factory's C{read_budget} of messages now, and
+        fewer once they have made more than its C{write_budget} of messages
+        out; the rest waits for a later reactor turn, with the transport's
+        reading paused meanwhile.
 
         On the fast path, whole unfragmented masked data frames are read
         here (L{scan}) and everything else (control frames, fragments,
