@@ -21,8 +21,8 @@ from harness import (  # noqa: E402
     HERE,
     beryl_argv,
     best_of,
+    compare_metrics,
     free_port,
-    interleaved,
     raise_file_limit,
 )
 
@@ -87,30 +87,15 @@ def main() -> None:
     raise_file_limit()
     paced = not args.burst
     if args.compare_metrics:
-        with tempfile.TemporaryDirectory() as tmp:
-            ports = free_port(), free_port()
-            (on, on_cpu), (off, off_cpu) = interleaved(
-                [
-                    (beryl_argv(ports[0], Path(tmp) / "on.log"), ports[0]),
-                    (
-                        beryl_argv(ports[1], Path(tmp) / "off.log", "--no-metrics"),
-                        ports[1],
-                    ),
-                ],
-                lambda port: client_argv(
-                    f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
-                    args.sockets,
-                    args.messages,
-                    "beryl",
-                    paced,
+        print(
+            compare_metrics(
+                "fanout",
+                lambda url: client_argv(
+                    url, args.sockets, args.messages, "beryl", paced
                 ),
                 args.rounds,
                 "deliveries",
             )
-        print(
-            f"fanout metrics: on {on:,.0f} deliveries/s ({on_cpu:.2f} us server CPU "
-            f"each), off {off:,.0f} deliveries/s ({off_cpu:.2f} us each), CPU cost "
-            f"{(on_cpu / off_cpu - 1) * 100:+.1f}%"
         )
         return
     beryl, beryl_cpu = measure("beryl", args.sockets, args.messages, args.rounds, paced)

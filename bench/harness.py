@@ -121,32 +121,17 @@ def best_of(
 ) -> tuple[float, float]:
     """
     Start a server pinned to core 0, run the client (pinned to core 1)
-    C{rounds} times, and return the best C{rate} with the server's CPU
-    microseconds per C{count} (the result field counting the work) in that
-    round.
+    C{rounds} times, and return its best C{rate} and the least server CPU
+    microseconds per C{count} (the result field counting the work) over
+    the rounds.
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(Path(tmp) / "server.err", "wb") as errors:
-            server = subprocess.Popen(
-                pinned(0, server_argv),
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=errors,
-            )
-        try:
-            wait_for(port)
-            best = (0.0, 0.0)
-            for _ in range(rounds):
-                result = run_measured(pinned(1, client_argv), [server.pid])
-                if result["rate"] > best[0]:
-                    best = (result["rate"], result["server_cpu"] * 1e6 / result[count])
-            return best
-        finally:
-            server.terminate()
-            server.wait(10)
+    ((rate, cpu),) = _interleaved(
+        [(server_argv, port)], lambda _: client_argv, rounds, count
+    )
+    return rate, cpu
 
 
-def interleaved(
+def _interleaved(
     servers: list[tuple[list[str], int]],
     client: Callable[[int], list[str]],
     rounds: int,
@@ -191,3 +176,29 @@ def interleaved(
             process.terminate()
         for process in processes:
             process.wait(10)
+
+
+def compare_metrics(
+    name: str, client: Callable[[str], list[str]], rounds: int, count: str
+) -> str:
+    """
+    Run C{client(url)} against Beryl with metrics on (the default) and with
+    C{--no-metrics}, taking turns (L{_interleaved}), and say what metrics
+    cost in server CPU per C{count}.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        on_port, off_port = free_port(), free_port()
+        (on, on_cpu), (off, off_cpu) = _interleaved(
+            [
+                (beryl_argv(on_port, Path(tmp) / "on.log"), on_port),
+                (beryl_argv(off_port, Path(tmp) / "off.log", "--no-metrics"), off_port),
+            ],
+            lambda port: client(f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0"),
+            rounds,
+            count,
+        )
+    return (
+        f"{name} metrics: on {on:,.0f} {count}/s ({on_cpu:.2f} us server CPU "
+        f"each), off {off:,.0f} {count}/s ({off_cpu:.2f} us each), CPU cost "
+        f"{(on_cpu / off_cpu - 1) * 100:+.1f}%"
+    )

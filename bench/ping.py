@@ -20,8 +20,8 @@ from harness import (  # noqa: E402
     HERE,
     beryl_argv,
     best_of,
+    compare_metrics,
     free_port,
-    interleaved,
     raise_file_limit,
 )
 
@@ -81,30 +81,15 @@ def main() -> None:
     args = parser.parse_args()
     raise_file_limit()
     if args.compare_metrics:
-        with tempfile.TemporaryDirectory() as tmp:
-            ports = free_port(), free_port()
-            (on, on_cpu), (off, off_cpu) = interleaved(
-                [
-                    (beryl_argv(ports[0], Path(tmp) / "on.log"), ports[0]),
-                    (
-                        beryl_argv(ports[1], Path(tmp) / "off.log", "--no-metrics"),
-                        ports[1],
-                    ),
-                ],
-                lambda port: client_argv(
-                    f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0",
-                    args.sockets,
-                    args.window,
-                    args.total,
-                    "beryl",
+        print(
+            compare_metrics(
+                "ping",
+                lambda url: client_argv(
+                    url, args.sockets, args.window, args.total, "beryl"
                 ),
                 args.rounds,
                 "replies",
             )
-        print(
-            f"ping metrics: on {on:,.0f} replies/s ({on_cpu:.2f} us server CPU "
-            f"each), off {off:,.0f} replies/s ({off_cpu:.2f} us each), CPU cost "
-            f"{(on_cpu / off_cpu - 1) * 100:+.1f}%"
         )
         return
     beryl, beryl_cpu = measure(

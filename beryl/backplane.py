@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from beryl.cluster.local import new_incarnation
+from beryl.cluster.local import MembershipObservers, new_incarnation
 from beryl.counters import Counters
 from beryl.interfaces import IMembershipObserver, INodeMessaging
 
@@ -165,7 +165,7 @@ class RedisMessaging(Service):
         self._own_channel = self._node_channel(node_name)
         self._members = f"{prefix}:members".encode()
         self._handlers: dict[str, list[Handler]] = {}
-        self._observers: list[IMembershipObserver] = []
+        self._observers = MembershipObservers()
         self._peers: dict[str, str] = {}
         self._last_seen: dict[str, float] = {}
         self._headers: dict[str, bytes] = {}
@@ -428,7 +428,7 @@ class RedisMessaging(Service):
             node=name,
             incarnation=incarnation,
         )
-        self._notify("node_up", name, incarnation)
+        self._observers.node_up(name, incarnation)
 
     def _down(self, name: str) -> None:
         self._last_seen.pop(name, None)
@@ -440,18 +440,7 @@ class RedisMessaging(Service):
             node=name,
             incarnation=incarnation,
         )
-        self._notify("node_down", name, incarnation)
-
-    def _notify(self, event: str, name: str, incarnation: str) -> None:
-        for observer in list(self._observers):
-            try:
-                getattr(observer, event)(name, incarnation)
-            except Exception:
-                self.log.failure(
-                    "A cluster membership observer failed on {event} of {node}",
-                    event=event,
-                    node=name,
-                )
+        self._observers.node_down(name, incarnation)
 
     # Messages
 
@@ -541,7 +530,7 @@ class RedisMessaging(Service):
         """
         Report peers going up and down to C{observer}.
         """
-        self._observers.append(observer)
+        self._observers.add(observer)
 
     def peers(self) -> Mapping[str, str]:
         """

@@ -12,7 +12,7 @@ effects are performed when it fires.
 from __future__ import annotations
 
 from time import perf_counter_ns
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, TypeGuard
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
@@ -33,6 +33,14 @@ _RESULTS = (NoReply, Reply, Push, Stop)
 # or a coroutine with isinstance goes through ABCMeta.__instancecheck__, a
 # Python-level call, and this is every message's path.
 _READY = frozenset({NoReply, Reply, Push, Stop, JoinOk, JoinError, type(None)})
+
+
+def _pending(result: object) -> TypeGuard[Deferred[Any]]:
+    """
+    Whether C{result} is a Deferred: known ready types first, since
+    C{isinstance} against Deferred (an ABC) is a Python-level call.
+    """
+    return type(result) not in _READY and isinstance(result, Deferred)
 
 
 def settle(result: object) -> object:
@@ -75,7 +83,7 @@ class Callbacks:
         its result is ready: now, or when its Deferred fires.
         """
         events = self._events
-        if type(result) in _READY or not isinstance(result, Deferred):
+        if not _pending(result):
             events.handler_took(runtime.route, callback, perf_counter_ns() - started)
             return result
 
@@ -103,7 +111,7 @@ class Callbacks:
             return self._join_crashed(socket, runtime, Failure())
         if timed:
             result = self._timed(runtime, "join", started, result)
-        if isinstance(result, Deferred):
+        if _pending(result):
             result.addCallbacks(
                 lambda value: self._perform(
                     socket, self._join_result(socket, runtime, value)
@@ -181,10 +189,10 @@ class Callbacks:
                 self._timed(runtime, "handle_in", started, None)
             self._perform(socket, self._crashed(socket, runtime, Failure()))
             return
-        kind = type(result)
         if timed:
-            if kind in _READY or not isinstance(result, Deferred):
-                # Telemetry.handler_took, inline: this is every push's path.
+            if type(result) in _READY or not isinstance(result, Deferred):
+                # not _pending(result) and Telemetry.handler_took, inline:
+                # this is every push's path
                 elapsed = perf_counter_ns() - started
                 durations = events.durations
                 if durations is not None:
@@ -265,7 +273,7 @@ class Callbacks:
         keep their order and assigns are never updated by two callbacks at
         once.
         """
-        if isinstance(result, Deferred):
+        if _pending(result):
             result.addCallbacks(
                 lambda value: self._perform(
                     socket, self._handled(socket, runtime, ref, value)

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface
 
 from beryl.app import ConnectInfo, ConnectResult
+from beryl.counters import Counters
 from beryl.wire import Frame, Payload, PresenceList, PresenceMeta, Serializer
 
 
@@ -329,6 +330,12 @@ class ISocketHost(Interface):
     clock: IReactorTime = Attribute(
         "The time source of the core, for transports that schedule (write "
         "turns, long-poll windows)."
+    )
+
+    counters: Counters = Attribute(
+        "The node's numbers: what the core sends is counted there (a "
+        "transport's write budget reads messages out from it), and "
+        "transports add what only they see."
     )
 
     def connect(

@@ -286,7 +286,7 @@ class Telemetry:
         raises is logged; the rest still see the event.
         """
         if type(event) is HandlerFinished:
-            self.handler_finished(event.route, event.callback, event.seconds)
+            self.handler_took(event.route, event.callback, round(event.seconds * 1e9))
             return
         for observer in self._observers.get(type(event), ()):
             try:
@@ -297,16 +297,10 @@ class Telemetry:
                     kind=type(event).__name__,
                 )
 
-    def handler_finished(self, route: str, callback: str, seconds: float) -> None:
-        """
-        C{callback} of a channel of C{route} took C{seconds}: count it in
-        L{durations} and tell the observers of callback durations.
-        """
-        self.handler_took(route, callback, round(seconds * 1e9))
-
     def handler_took(self, route: str, callback: str, ns: int) -> None:
         """
-        L{handler_finished}, for a duration measured in nanoseconds.
+        C{callback} of a channel of C{route} took C{ns} nanoseconds: count it
+        in L{durations} and tell the observers of callback durations.
         """
         if self.durations is not None:
             self.durations.record(ns)

@@ -209,6 +209,10 @@ class SessionTests(LongPollCase):
         verifyObject(IConnection, session)
         verifyObject(ISocketHost, self.transport.host)
 
+    def test_counts_in_host_counters(self) -> None:
+        """Without counters of its own, the transport counts in the host's."""
+        self.assertIs(self.transport.counters, self.coordinator.counters)
+
     def test_get_without_token_opens_a_session(self) -> None:
         """A GET without a token opens a session: status 410, a token, no messages, Phoenix's headers."""
         request = self.request()

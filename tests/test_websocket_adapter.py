@@ -20,6 +20,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from beryl.app import ConnectInfo, ConnectOk, ConnectResult
+from beryl.counters import Counters
 from beryl.interfaces import IConnection, ISocketHost
 from beryl.transport import websocket
 from beryl.transport.websocket import PhoenixWebSocketFactory, PhoenixWebSocketProtocol
@@ -50,6 +51,7 @@ class RecordingHost:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        self.counters = Counters()
         self.messages: list[Message] = []
         self.touched = 0
         self.pings = 0
@@ -252,6 +254,12 @@ class AdapterTests(SynchronousTestCase):
         connected.turn()
         self.assertEqual(len(connected.host.messages), 10)
         self.assertEqual(connected.transport.producerState, "producing")
+
+    def test_counts_in_host_counters(self) -> None:
+        """Without counters of its own, the factory counts in (and reads its write budget from) the host's."""
+        host = RecordingHost(Clock())
+        factory = PhoenixWebSocketFactory(host, check_origin=None)
+        self.assertIs(factory.counters, host.counters)
 
     def test_write_budget(self) -> None:
         """Messages that fan out widely are read a few a turn: reading stops once they made more than the write budget of messages out."""

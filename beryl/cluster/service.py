@@ -29,7 +29,7 @@ from zope.interface import implementer
 from beryl.cluster.addresses import gossip_safe
 from beryl.cluster.commands import DuplicateNode
 from beryl.cluster.link import ClusterLink
-from beryl.cluster.local import new_incarnation
+from beryl.cluster.local import MembershipObservers, new_incarnation
 from beryl.cluster.ratelimit import LogLimiter
 from beryl.counters import Counters
 from beryl.interfaces import IMembershipObserver, INodeMessaging
@@ -156,7 +156,7 @@ class ClusterService(MultiService):
         self._held: dict[str, list[tuple[str, bytes]]] = {}
         self._overflow: dict[str, int] = {}
         self._handlers: dict[str, list[Handler]] = {}
-        self._observers: list[IMembershipObserver] = []
+        self._observers = MembershipObservers()
         self._port: IListeningPort | None = None
         self._listening: list[Deferred[IListeningPort]] = []
         self._started_before = False
@@ -376,7 +376,7 @@ class ClusterService(MultiService):
         """
         Report peers going up and down to C{observer}.
         """
-        self._observers.append(observer)
+        self._observers.add(observer)
 
     def peers(self) -> Mapping[str, str]:
         """
@@ -684,7 +684,7 @@ class ClusterService(MultiService):
             node=name,
             incarnation=incarnation,
         )
-        self._notify("node_up", name, incarnation)
+        self._observers.node_up(name, incarnation)
         members = [(self.node_name, self.advertise)] + [
             (each, other.peer_advertise)
             for each, other in sorted(self._active.items())
@@ -701,15 +701,4 @@ class ClusterService(MultiService):
             node=name,
             incarnation=incarnation,
         )
-        self._notify("node_down", name, incarnation)
-
-    def _notify(self, event: str, name: str, incarnation: str) -> None:
-        for observer in list(self._observers):
-            try:
-                getattr(observer, event)(name, incarnation)
-            except Exception:
-                self.log.failure(
-                    "A cluster membership observer failed on {event} of {node}",
-                    event=event,
-                    node=name,
-                )
+        self._observers.node_down(name, incarnation)

@@ -386,7 +386,7 @@ class LongPollTransport:
         counters: Counters | None = None,
     ) -> None:
         self.host = host
-        self.counters = counters if counters is not None else Counters()
+        self.counters = counters if counters is not None else host.counters
         self.clock = clock
         self.node_name = node_name
         self.check_origin = check_origin

@@ -503,7 +503,7 @@ class PhoenixWebSocketFactory(WebSocketServerFactory):
     ) -> None:
         WebSocketServerFactory.__init__(self, server="Beryl")
         self.coordinator = coordinator
-        self.counters = counters if counters is not None else Counters()
+        self.counters = counters if counters is not None else coordinator.counters
         self.clock: IReactorTime = clock if clock is not None else coordinator.clock
         self.check_origin = check_origin
         self.max_send_buffer = max_send_buffer
