@@ -261,7 +261,46 @@ def _two_free_ports() -> int:
     raise AssertionError("no two consecutive free ports")
 
 
-class WorkersInWiderClusterTests(WorkersTestCase):
+class OtherNodeTestCase(WorkersTestCase):
+    """
+    Two workers (node names m-w1, m-w2) and another node, b, on the same
+    cluster or backplane; C{setUp} starts them as C{self.server} and
+    C{self.other}, then calls L{meet}.
+    """
+
+    other: BerylServer
+
+    def meet(self) -> None:
+        """
+        Wait until node b and both workers see each other.
+        """
+        for name in ("m-w1", "m-w2"):
+            wait_for_log(self, self.other, f"Cluster node {name} is up")
+        wait_for_log(self, self.server, "Cluster node b is up", count=2)
+        self.puppet = Puppet(self)
+        self.topic = unique_topic("room")
+        self.joined = 0
+
+    def assert_other_node_reaches_both_workers(self) -> None:
+        """
+        A broadcast from node b reaches clients on both workers, and
+        presence agrees everywhere.
+        """
+        clients = self.place({1: "alice", 2: "bob"})
+        reply = self.puppet.join("x", self.other.url, self.topic, user="xavier")
+        self.assertEqual(reply["status"], "ok")
+        self.puppet.push("x", "new_msg", {"body": "from b"})
+        for client in clients.values():
+            self.assertEqual(
+                self.puppet.wait(client, "new_msg"),
+                [{"user": "xavier", "body": "from b"}],
+            )
+        expected = {"alice": 1, "bob": 1, "xavier": 1}
+        for client in (*clients.values(), "x"):
+            self.assertEqual(self.puppet.wait_presence(client, expected), expected)
+
+
+class WorkersInWiderClusterTests(OtherNodeTestCase):
     def setUp(self) -> None:
         cluster_port = _two_free_ports()
         self.server = start_workers(
@@ -281,30 +320,14 @@ class WorkersInWiderClusterTests(WorkersTestCase):
             "--peers",
             f"127.0.0.1:{cluster_port}",
         )
-        for name in ("m-w1", "m-w2"):
-            wait_for_log(self, self.other, f"Cluster node {name} is up")
-        wait_for_log(self, self.server, "Cluster node b is up", count=2)
-        self.puppet = Puppet(self)
-        self.topic = unique_topic("room")
-        self.joined = 0
+        self.meet()
 
     def test_other_node_reaches_both_workers(self) -> None:
         """With --cluster-port, a broadcast from another node reaches clients on both workers of the machine."""
-        clients = self.place({1: "alice", 2: "bob"})
-        reply = self.puppet.join("x", self.other.url, self.topic, user="xavier")
-        self.assertEqual(reply["status"], "ok")
-        self.puppet.push("x", "new_msg", {"body": "from b"})
-        for client in clients.values():
-            self.assertEqual(
-                self.puppet.wait(client, "new_msg"),
-                [{"user": "xavier", "body": "from b"}],
-            )
-        expected = {"alice": 1, "bob": 1, "xavier": 1}
-        for client in (*clients.values(), "x"):
-            self.assertEqual(self.puppet.wait_presence(client, expected), expected)
+        self.assert_other_node_reaches_both_workers()
 
 
-class WorkersOverBackplaneTests(WorkersTestCase):
+class WorkersOverBackplaneTests(OtherNodeTestCase):
     def setUp(self) -> None:
         redis = start_redis(self)
         self.server = start_workers(
@@ -318,24 +341,8 @@ class WorkersOverBackplaneTests(WorkersTestCase):
         self.other = start_server(
             self, "--node-name", "b", "--backplane", redis.url, *FAST_PRESENCE
         )
-        for name in ("m-w1", "m-w2"):
-            wait_for_log(self, self.other, f"Cluster node {name} is up")
-        wait_for_log(self, self.server, "Cluster node b is up", count=2)
-        self.puppet = Puppet(self)
-        self.topic = unique_topic("room")
-        self.joined = 0
+        self.meet()
 
     def test_other_node_reaches_both_workers(self) -> None:
         """With --backplane, each worker is a node of the backplane: another node's broadcast and presence reach both."""
-        clients = self.place({1: "alice", 2: "bob"})
-        reply = self.puppet.join("x", self.other.url, self.topic, user="xavier")
-        self.assertEqual(reply["status"], "ok")
-        self.puppet.push("x", "new_msg", {"body": "from b"})
-        for client in clients.values():
-            self.assertEqual(
-                self.puppet.wait(client, "new_msg"),
-                [{"user": "xavier", "body": "from b"}],
-            )
-        expected = {"alice": 1, "bob": 1, "xavier": 1}
-        for client in (*clients.values(), "x"):
-            self.assertEqual(self.puppet.wait_presence(client, expected), expected)
+        self.assert_other_node_reaches_both_workers()
